@@ -1,0 +1,245 @@
+"""Adapters for OpenAI-compatible servers: ``openai`` and ``lm-studio``.
+
+The upstream already speaks our format, so answers pass through as bytes: a JSON body is parsed
+only to read its usage, and a stream is split into events only to find the usage chunk and the
+closing ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from router.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+
+from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply, Usage
+
+_DONE = b"data: [DONE]"
+
+
+def translate_httpx_error(provider_id: str, exc: httpx.HTTPError) -> UpstreamError:
+    """Map an httpx failure to the most specific upstream error. The message holds no URL."""
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectTimeout):
+        return UpstreamConnectError(f"Provider {provider_id!r}: connect timed out.")
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamConnectError(f"Provider {provider_id!r}: could not connect ({detail}).")
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(
+            f"Provider {provider_id!r}: no answer in time ({type(exc).__name__})."
+        )
+    return UpstreamProtocolError(f"Provider {provider_id!r}: broken answer ({detail}).")
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def status_error(provider_id: str, response: httpx.Response, body: bytes) -> UpstreamStatusError:
+    reason = ""
+    try:
+        data = orjson.loads(body)
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            reason = str(error.get("message", ""))[:300]
+        elif isinstance(error, str):
+            reason = error[:300]
+    except orjson.JSONDecodeError:
+        reason = body[:200].decode("utf-8", "replace")
+    suffix = f": {reason}" if reason else ""
+    return UpstreamStatusError(
+        f"Provider {provider_id!r} answered HTTP {response.status_code}{suffix}",
+        status_code=response.status_code,
+        body=body,
+        content_type=response.headers.get("content-type", "application/json"),
+        retry_after=retry_after_seconds(response),
+    )
+
+
+class OpenAIAdapter(Adapter):
+    """Any server that speaks the OpenAI API (OpenAI itself, vLLM, llama.cpp, LiteLLM, ...)."""
+
+    type = "openai"
+    default_base_url: ClassVar[str | None] = None
+    config_keys: ClassVar[Mapping[str, ConfigKey]] = {
+        "baseURL": ConfigKey(str, required=True, description="e.g. https://api.openai.com/v1"),
+        "apiKey": ConfigKey(str, sensitive=True, description="sent as 'Authorization: Bearer'"),
+        "timeout": ConfigKey(int, description="read timeout in milliseconds"),
+        "headers": ConfigKey(dict, sensitive=True, description="extra headers for every call"),
+    }
+
+    def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):
+        super().__init__(provider_id, config, options)
+        base_url = str(config.get("baseURL") or self.default_base_url or "").rstrip("/")
+        timeout_ms = int(config.get("timeout") or options.timeout_ms)
+        headers = {"content-type": "application/json"}
+        headers.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
+        if config.get("apiKey"):
+            headers["authorization"] = f"Bearer {config['apiKey']}"
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(
+                timeout_ms / 1000, connect=min(timeout_ms, options.connect_timeout_ms) / 1000
+            ),
+            limits=httpx.Limits(
+                max_connections=options.max_connections,
+                max_keepalive_connections=options.max_connections,
+            ),
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any], *, partial: bool = False) -> list[str]:
+        problems = super().validate_config(config, partial=partial)
+        base_url = config.get("baseURL")
+        if isinstance(base_url, str) and base_url:
+            parts = urlsplit(base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                problems.append(
+                    f"Config key 'baseURL' must be an http:// or https:// URL, got {base_url!r}."
+                )
+            elif parts.username or parts.password:
+                problems.append("Config key 'baseURL' must not carry credentials; use 'apiKey'.")
+        timeout = config.get("timeout")
+        if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
+            problems.append(
+                f"Config key 'timeout' is in milliseconds and must be > 0, got {timeout}."
+            )
+        headers = config.get("headers")
+        if isinstance(headers, dict) and not all(isinstance(v, str) for v in headers.values()):
+            problems.append("Config key 'headers' must map header names to strings.")
+        return problems
+
+    def _payload(self, body: dict[str, Any], upstream_model: str, **extra: Any) -> bytes:
+        if body.get("model") != upstream_model or extra:
+            body = {**body, "model": upstream_model, **extra}
+        return orjson.dumps(body)
+
+    async def _post(self, path: str, payload: bytes) -> Reply:
+        try:
+            response = await self._client.post(path, content=payload)
+        except httpx.HTTPError as exc:
+            raise translate_httpx_error(self.provider_id, exc) from exc
+        if response.status_code >= 400:
+            raise status_error(self.provider_id, response, response.content)
+        body = response.content
+        try:
+            usage = Usage.from_openai(orjson.loads(body).get("usage"))
+        except (orjson.JSONDecodeError, AttributeError) as exc:
+            raise UpstreamProtocolError(
+                f"Provider {self.provider_id!r} answered HTTP {response.status_code} "
+                "with a body that is not a JSON object."
+            ) from exc
+        return Reply(body, usage, response.status_code)
+
+    async def chat(self, body: dict[str, Any], upstream_model: str) -> Reply:
+        return await self._post("/chat/completions", self._payload(body, upstream_model))
+
+    async def embeddings(self, body: dict[str, Any], upstream_model: str) -> Reply:
+        return await self._post("/embeddings", self._payload(body, upstream_model))
+
+    async def chat_stream(
+        self, body: dict[str, Any], upstream_model: str, *, include_usage: bool
+    ) -> ChatStream:
+        # Always ask for usage so the record has it; the client sees it only if it asked.
+        stream_options = {**(body.get("stream_options") or {}), "include_usage": True}
+        payload = self._payload(body, upstream_model, stream_options=stream_options)
+        request = self._client.build_request("POST", "/chat/completions", content=payload)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise translate_httpx_error(self.provider_id, exc) from exc
+        if response.status_code >= 400:
+            try:
+                error_body = await response.aread()
+            except httpx.HTTPError as exc:
+                raise translate_httpx_error(self.provider_id, exc) from exc
+            finally:
+                await response.aclose()
+            raise status_error(self.provider_id, response, error_body)
+        stream = ChatStream()
+        stream.events = self._relay(response, include_usage, stream)
+        return stream
+
+    async def _relay(
+        self, response: httpx.Response, include_usage: bool, stream: ChatStream
+    ) -> AsyncIterator[bytes]:
+        pending = b""
+        try:
+            async for chunk in response.aiter_bytes():
+                pending += chunk
+                if b"\r" in pending:
+                    pending = pending.replace(b"\r\n", b"\n")
+                cut = pending.rfind(b"\n\n")
+                if cut < 0:
+                    continue
+                block, pending = pending[: cut + 2], pending[cut + 2 :]
+                if b"[DONE]" not in block and b'"usage"' not in block:
+                    yield block
+                    continue
+                kept, done = self._inspect(block, include_usage, stream)
+                if kept:
+                    yield kept
+                if done:
+                    return
+        except httpx.HTTPError as exc:
+            raise translate_httpx_error(self.provider_id, exc) from exc
+        finally:
+            await response.aclose()
+        raise UpstreamProtocolError(
+            f"Provider {self.provider_id!r} ended its stream without 'data: [DONE]'."
+        )
+
+    def _inspect(self, block: bytes, include_usage: bool, stream: ChatStream) -> tuple[bytes, bool]:
+        """Look at each event of a block that mentions usage or [DONE]; drop what must go."""
+        kept: list[bytes] = []
+        for event in block.split(b"\n\n"):
+            if not event:
+                continue
+            if event.strip() == _DONE:
+                return b"".join(kept), True
+            if b'"usage"' in event and b'"usage":null' not in event.replace(b" ", b""):
+                data = event.partition(b"data:")[2]
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    chunk = None
+                if isinstance(chunk, dict):
+                    stream.usage = Usage.from_openai(chunk.get("usage")) or stream.usage
+                    if not include_usage and not chunk.get("choices"):
+                        continue
+            kept.append(event + b"\n\n")
+        return b"".join(kept), False
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class LMStudioAdapter(OpenAIAdapter):
+    """LM Studio's local server: OpenAI-compatible, on localhost:1234 unless told otherwise."""
+
+    type = "lm-studio"
+    default_base_url = "http://localhost:1234/v1"
+    config_keys: ClassVar[Mapping[str, ConfigKey]] = {
+        **OpenAIAdapter.config_keys,
+        "baseURL": ConfigKey(
+            str, default=default_base_url, description="default " + default_base_url
+        ),
+    }

@@ -1,0 +1,163 @@
+"""The application: ``create_app(settings)`` builds it; the lifespan opens and closes everything.
+
+The two client endpoints that carry the load (chat completions and embeddings) are dispatched
+straight to :class:`router.proxy.Proxy`; everything else goes through Starlette's router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from providers.base import AdapterOptions
+from router.api import models as models_api
+from router.api import providers as providers_api
+from router.api import requests as requests_api
+from router.api.common import Services, json_response, services
+from router.auth import Authenticator, resolve_admin_token
+from router.errors import NotFound, RouterError
+from router.proxy import Proxy, Receive, Scope, Send
+from router.recorder import Recorder
+from router.settings import Settings
+from router.snapshots import SnapshotManager
+from router.store import migrations
+from router.store.db import Database
+from router.store.seed import seed_from_config
+
+log = logging.getLogger("provider_router.app")
+
+
+async def prepare_database(settings: Settings) -> None:
+    """Apply pending migrations and seed an empty catalog from the config file."""
+    applied, backup = await asyncio.to_thread(migrations.migrate, settings.database_path)
+    if backup is not None:
+        log.info("Backed up the database to %s before migrating", backup)
+    for migration in applied:
+        log.info("Applied migration %04d_%s", migration.version, migration.name)
+    if settings.seed_providers:
+        db = Database(settings.database_path)
+        await db.open()
+        try:
+            await seed_from_config(db, settings.seed_providers, settings.config_path or "config")
+        finally:
+            await db.close()
+
+
+async def health(request: Request) -> Response:
+    app = services(request)
+    recorder = app.recorder
+    return json_response(
+        {
+            "status": "ok",
+            "config_version": app.snapshots.current.version,
+            "models": len(app.snapshots.current.routes),
+            "recorder": {
+                "queued": recorder.queue.qsize(),
+                "written": recorder.written,
+                "waits": recorder.waits,
+                "failed": recorder.failed,
+            },
+        }
+    )
+
+
+async def render_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, RouterError):
+        error = exc
+    elif isinstance(exc, HTTPException) and exc.status_code == 404:
+        error = NotFound(f"No endpoint {request.method} {request.url.path}.")
+    elif isinstance(exc, HTTPException):
+        error = RouterError(str(exc.detail))
+        return Response(
+            error.body(), status_code=exc.status_code, media_type="application/json",
+            headers=exc.headers,
+        )  # fmt: skip
+    else:
+        log.exception("Unhandled error in %s %s", request.method, request.url.path)
+        error = RouterError("provider-router failed to handle this request; see its log.")
+    return Response(error.body(), status_code=error.status_code, media_type="application/json")
+
+
+class ProviderRouterApp:
+    """The ASGI application. Build it with :func:`create_app`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self._fast: dict[str, Any] = {}
+        self.starlette = Starlette(
+            routes=[
+                Route("/health", health, methods=["GET"]),
+                *models_api.routes,
+                *providers_api.routes,
+                *requests_api.routes,
+            ],
+            exception_handlers={Exception: render_error, HTTPException: render_error},
+            lifespan=self._lifespan,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self._fast.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await self.starlette(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        settings = self.settings
+        await prepare_database(settings)
+        db = Database(settings.database_path)
+        await db.open()
+        snapshots = SnapshotManager(
+            db,
+            AdapterOptions(
+                timeout_ms=settings.upstream_timeout_ms,
+                connect_timeout_ms=settings.upstream_connect_timeout_ms,
+                max_connections=settings.upstream_max_connections,
+            ),
+        )
+        recorder = Recorder(
+            db,
+            queue_size=settings.recorder_queue_size,
+            batch_size=settings.recorder_batch_size,
+            flush_interval_s=settings.recorder_flush_interval_ms / 1000,
+        )
+        auth = Authenticator(resolve_admin_token(settings))
+        proxy = Proxy(snapshots, recorder, settings.max_body_bytes)
+        await snapshots.rebuild()
+        recorder.start()
+        watcher = asyncio.get_running_loop().create_task(
+            snapshots.watch(settings.reload_interval_ms / 1000), name="config-watcher"
+        )
+        self.services = Services(settings, db, snapshots, recorder, auth, proxy)
+        app.state.services = self.services
+        for prefix in ("/v1", ""):
+            self._fast[f"{prefix}/chat/completions"] = proxy.chat_completions
+            self._fast[f"{prefix}/embeddings"] = proxy.embeddings
+        try:
+            yield
+        finally:
+            self._fast.clear()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await recorder.stop()
+            await snapshots.aclose()
+            await db.close()
+            log.info("Recorded %d request(s); shut down cleanly", recorder.written)
+
+
+def create_app(settings: Settings) -> ProviderRouterApp:
+    """Build the application. Nothing is opened until the ASGI lifespan starts."""
+    return ProviderRouterApp(settings)

@@ -1,0 +1,161 @@
+"""Every error provider-router raises on purpose, and how each reaches a client.
+
+Each class carries the HTTP status and the OpenAI error ``type``/``code`` it is answered with;
+one handler renders them all as ``{"error": {"message", "type", "param", "code"}}``.
+
+    RouterError                      500 server_error
+    ├── InvalidRequest               400 invalid_request_error
+    │   └── InvalidJSON              400 invalid_request_error / invalid_json
+    ├── AuthenticationError          401 authentication_error / invalid_api_key
+    ├── PermissionDenied             403 permission_error
+    ├── NotFound                     404 invalid_request_error / not_found
+    │   └── ModelNotFound            404 invalid_request_error / model_not_found
+    ├── Conflict                     409 invalid_request_error / conflict
+    ├── PayloadTooLarge              413 invalid_request_error / request_too_large
+    ├── NoProviderAvailable          503 service_unavailable / no_provider_available
+    └── AllProvidersFailed           502 upstream_error / all_providers_failed
+
+    UpstreamError                    one failed attempt at one provider (never shown as is)
+    ├── UpstreamConnectError         could not connect              retryable
+    ├── UpstreamTimeout              no answer in time              retryable
+    ├── UpstreamStatusError          answered with an HTTP error    retryable on 408, 429, 5xx
+    └── UpstreamProtocolError        broken or incomplete answer    retryable
+
+Upstream errors are raised by adapters (translated from httpx at the edge) and handled by the
+attempt loop in :mod:`router.proxy`; they become :class:`AllProvidersFailed` or are passed
+through to the client when the upstream's answer is the client's own fault (a 4xx).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+
+class RouterError(Exception):
+    """Base class: an error with an HTTP status and an OpenAI error type and code."""
+
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+
+class InvalidRequest(RouterError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class InvalidJSON(InvalidRequest):
+    default_code = "invalid_json"
+
+
+class AuthenticationError(RouterError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(RouterError):
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "permission_denied"
+
+
+class NotFound(RouterError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    default_code = "model_not_found"
+
+
+class Conflict(RouterError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
+
+
+class PayloadTooLarge(RouterError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class NoProviderAvailable(RouterError):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "no_provider_available"
+
+
+class AllProvidersFailed(RouterError):
+    status_code = 502
+    error_type = "upstream_error"
+    default_code = "all_providers_failed"
+
+
+class UpstreamError(Exception):
+    """One failed attempt at one provider. ``retryable`` tells the router to try the next one."""
+
+    retryable: bool = True
+    status_code: int | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UpstreamConnectError(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    pass
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an HTTP error; ``body`` is its answer, kept to pass on."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: bytes,
+        content_type: str = "application/json",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+        self.content_type = content_type
+        self.retry_after = retry_after
+        self.retryable = status_code in RETRYABLE_STATUS

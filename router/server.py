@@ -1,0 +1,42 @@
+"""Running the proxy under uvicorn: one process, uvloop and httptools, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from router.app import create_app, prepare_database
+from router.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def serve(settings: Settings) -> None:
+    """Migrate and seed the database, then serve until SIGINT or SIGTERM.
+
+    On a signal, uvicorn stops accepting connections and lets in-flight requests finish; the
+    lifespan then writes every queued history row before the process exits.
+    """
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    asyncio.run(prepare_database(settings))
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
+    logging.getLogger("provider_router").info(
+        "provider-router listening on http://%s:%d (database %s)",
+        settings.host,
+        settings.port,
+        settings.database_path,
+    )
+    uvicorn.Server(config).run()

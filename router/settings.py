@@ -1,0 +1,183 @@
+"""Settings: one frozen object, built once from defaults, a TOML file, the environment and flags.
+
+Later sources win: defaults < config file < environment < command-line flags. A bad value stops
+start-up with :class:`SettingsError`, whose message names the key and where it came from.
+
+Example::
+
+    settings = load_settings(config_path="config.toml", overrides={"port": 9090})
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/provider-router.db"
+ENV_CONFIG = "PROVIDER_ROUTER_CONFIG"
+ENV_DATABASE_URL = "PROVIDER_ROUTER_DATABASE_URL"
+ENV_ADMIN_TOKEN = "PROVIDER_ROUTER_ADMIN_TOKEN"  # noqa: S105 - a variable name
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names the key and its source."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a running proxy. Build it with :func:`load_settings`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+    database_url: str = DEFAULT_DATABASE_URL
+    admin_token: str | None = None
+    max_body_bytes: int = 50 * 1024 * 1024
+    upstream_timeout_ms: int = 120_000
+    upstream_connect_timeout_ms: int = 10_000
+    upstream_max_connections: int = 256
+    reload_interval_ms: int = 1000
+    recorder_queue_size: int = 10_000
+    recorder_batch_size: int = 500
+    recorder_flush_interval_ms: int = 100
+    seed_providers: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
+    config_path: str | None = None
+
+    @property
+    def database_path(self) -> Path:
+        return database_path_from_url(self.database_url)
+
+
+# (section, key) in the TOML file -> (Settings field, type, minimum)
+_FILE_KEYS: dict[tuple[str, str], tuple[str, type, int | None]] = {
+    ("server", "host"): ("host", str, None),
+    ("server", "port"): ("port", int, 1),
+    ("server", "log_level"): ("log_level", str, None),
+    ("database", "url"): ("database_url", str, None),
+    ("auth", "admin_token"): ("admin_token", str, None),
+    ("limits", "max_body_bytes"): ("max_body_bytes", int, 1),
+    ("upstream", "timeout_ms"): ("upstream_timeout_ms", int, 1),
+    ("upstream", "connect_timeout_ms"): ("upstream_connect_timeout_ms", int, 1),
+    ("upstream", "max_connections"): ("upstream_max_connections", int, 1),
+    ("routing", "reload_interval_ms"): ("reload_interval_ms", int, 50),
+    ("recorder", "queue_size"): ("recorder_queue_size", int, 1),
+    ("recorder", "batch_size"): ("recorder_batch_size", int, 1),
+    ("recorder", "flush_interval_ms"): ("recorder_flush_interval_ms", int, 1),
+}
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def database_path_from_url(url: str) -> Path:
+    """Turn a SQLAlchemy-style SQLite URL into a path.
+
+    ``sqlite:///data/x.db`` is relative to the working directory, ``sqlite:////srv/x.db`` is
+    absolute.
+    """
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        scheme = url.split(":", 1)[0] if ":" in url else url
+        raise SettingsError(
+            f"Database URL {url!r} is not supported: only SQLite URLs such as "
+            f"'sqlite:///./data/provider-router.db' work in this version (got scheme {scheme!r})."
+        )
+    rest = url[len(prefix) :]
+    if not rest or rest == ":memory:":
+        raise SettingsError(
+            f"Database URL {url!r} names no file; give a path such as "
+            "'sqlite:///./data/provider-router.db'."
+        )
+    return Path(rest)
+
+
+def _check(name: str, value: Any, kind: type, minimum: int | None, source: str) -> Any:
+    if kind is int:
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise SettingsError(
+                    f"Setting {name!r} in {source} must be an integer, got {value!r}."
+                ) from None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SettingsError(f"Setting {name!r} in {source} must be an integer, got {value!r}.")
+        if minimum is not None and value < minimum:
+            raise SettingsError(
+                f"Setting {name!r} in {source} must be at least {minimum}, got {value}."
+            )
+        if name.endswith("port") and value > 65535:
+            raise SettingsError(f"Setting {name!r} in {source} must be at most 65535, got {value}.")
+        return value
+    if not isinstance(value, str):
+        raise SettingsError(f"Setting {name!r} in {source} must be a string, got {value!r}.")
+    if name.endswith("log_level") and value.lower() not in _LOG_LEVELS:
+        raise SettingsError(
+            f"Setting {name!r} in {source} must be one of {', '.join(_LOG_LEVELS)}, got {value!r}."
+        )
+    return value
+
+
+def _read_file(path: str) -> tuple[dict[str, Any], tuple[Mapping[str, Any], ...]]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"Config file {path!r} does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"Config file {path!r} is not valid TOML: {exc}.") from None
+    values: dict[str, Any] = {}
+    providers = data.pop("providers", [])
+    if not isinstance(providers, list) or not all(isinstance(p, dict) for p in providers):
+        raise SettingsError(f"Setting 'providers' in {path} must be an array of tables.")
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"Unknown setting {section!r} in {path}.")
+        for key, value in table.items():
+            spec = _FILE_KEYS.get((section, key))
+            if spec is None:
+                raise SettingsError(f"Unknown setting '{section}.{key}' in {path}.")
+            field_name, kind, minimum = spec
+            values[field_name] = _check(f"{section}.{key}", value, kind, minimum, path)
+    return values, tuple(providers)
+
+
+def load_settings(
+    config_path: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings: defaults, then the config file, the environment, then ``overrides``.
+
+    ``config_path`` falls back to ``PROVIDER_ROUTER_CONFIG``. ``overrides`` maps Settings field
+    names to values (the CLI flags); ``None`` values are ignored.
+    """
+    env = os.environ if environ is None else environ
+    config_path = config_path or env.get(ENV_CONFIG) or None
+    values: dict[str, Any] = {}
+    seed: tuple[Mapping[str, Any], ...] = ()
+    if config_path:
+        values, seed = _read_file(config_path)
+    if env.get(ENV_DATABASE_URL):
+        values["database_url"] = env[ENV_DATABASE_URL]
+    if env.get(ENV_ADMIN_TOKEN):
+        values["admin_token"] = env[ENV_ADMIN_TOKEN]
+    known = {f.name for f in fields(Settings)}
+    for name, value in (overrides or {}).items():
+        if name not in known:
+            raise SettingsError(f"Unknown setting {name!r}.")
+        if value is not None:
+            values[name] = value
+    if "port" in values:
+        values["port"] = _check("port", values["port"], int, 1, "the command line")
+    settings = Settings(**values, seed_providers=seed, config_path=config_path)
+    settings.database_path  # noqa: B018 - validates the URL now, not at first use
+    if settings.admin_token is not None and len(settings.admin_token) < 8:
+        raise SettingsError(
+            "Setting 'auth.admin_token' must be at least 8 characters long; "
+            "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
+        )
+    return settings

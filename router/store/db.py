@@ -1,0 +1,90 @@
+"""The SQLite database: one writer connection, one reader connection, WAL.
+
+Every write goes through :meth:`Database.transaction` (one ``BEGIN IMMEDIATE`` unit of work on the
+single writer connection, serialised by a lock); reads use :meth:`Database.execute` on a separate
+connection and never wait for a writer, thanks to WAL.
+
+Example::
+
+    db = Database(Path("data/provider-router.db"))
+    await db.open()
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE settings SET value = ? WHERE key = ?", ("1", "x"))
+    rows = await db.execute("SELECT key, value FROM settings")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+Params = Sequence[Any] | dict[str, Any]
+
+
+class Database:
+    """A SQLite database file: create it, ``await open()``, and ``await close()`` at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        self._writer.row_factory = sqlite3.Row
+        await self._writer.execute("PRAGMA journal_mode = WAL")
+        await self._writer.execute("PRAGMA foreign_keys = ON")
+        await self._writer.execute("PRAGMA busy_timeout = 5000")
+        await self._writer.execute("PRAGMA synchronous = NORMAL")
+        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        self._reader.row_factory = sqlite3.Row
+        await self._reader.execute("PRAGMA busy_timeout = 5000")
+        await self._reader.execute("PRAGMA query_only = ON")
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    async def execute(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        """Run a read and return all rows."""
+        assert self._reader is not None, "Database.open() was not awaited"
+        async with self._reader.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def execute_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = await self.execute(sql, params)
+        return rows[0] if rows else None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write unit of work: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error."""
+        assert self._writer is not None, "Database.open() was not awaited"
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            else:
+                await self._writer.execute("COMMIT")
+
+    async def execute_write(self, sql: str, params: Params = ()) -> int:
+        """Run one write statement in its own transaction; return the number of rows changed."""
+        async with self.transaction() as conn:
+            cursor = await conn.execute(sql, params)
+            return cursor.rowcount
+
+    async def execute_write_many(self, sql: str, rows: Iterable[Params]) -> None:
+        async with self.transaction() as conn:
+            await conn.executemany(sql, rows)

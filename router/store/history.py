@@ -1,0 +1,109 @@
+"""Reading request history back: ``requests`` rows with their ``attempts``.
+
+Lists are newest first and paginated with an opaque cursor (the last row's time and id), which
+stays correct while new rows arrive, unlike an offset.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from router.errors import InvalidRequest, NotFound
+
+from .db import Database
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50
+_REQUEST_COLUMNS = (
+    "id, created_at, endpoint, client_key_id, model, provider_id, upstream_model, stream, status,"
+    " status_code, latency_ms, ttft_ms, prompt_tokens, completion_tokens, total_tokens, cost,"
+    " currency, attempts, error"
+)
+
+
+def encode_cursor(created_at: int, request_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at}:{request_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, _, request_id = raw.partition(":")
+        return int(created_at), request_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest(f"The cursor {cursor!r} is not valid.", param="cursor") from None
+
+
+def parse_limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        raise InvalidRequest(
+            f"Parameter 'limit' must be an integer from 1 to {MAX_LIMIT}, got {value!r}.",
+            param="limit",
+        )
+    return int(value)
+
+
+def _request_dict(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    data["stream"] = bool(data["stream"])
+    return data
+
+
+async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, Any]:
+    """``{"data": [...], "next_cursor": ...}`` filtered by model, provider_id, status, since."""
+    allowed = {"limit", "cursor", "model", "provider_id", "status", "since"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InvalidRequest(f"Unknown query parameter {unknown[0]!r}.", param=unknown[0])
+    limit = parse_limit(params.get("limit"))
+    where: list[str] = []
+    args: list[Any] = []
+    for key in ("model", "provider_id", "status"):
+        if key in params:
+            where.append(f"{key} = ?")
+            args.append(params[key])
+    if "since" in params:
+        if not params["since"].isdigit():
+            raise InvalidRequest(
+                "Parameter 'since' must be a Unix time in milliseconds.", param="since"
+            )
+        where.append("created_at >= ?")
+        args.append(int(params["since"]))
+    if "cursor" in params:
+        created_at, request_id = decode_cursor(params["cursor"])
+        where.append("(created_at, id) < (?, ?)")
+        args.extend([created_at, request_id])
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = await db.execute(
+        f"SELECT {_REQUEST_COLUMNS} FROM requests {clause}"
+        " ORDER BY created_at DESC, id DESC LIMIT ?",
+        (*args, limit + 1),
+    )
+    data = [_request_dict(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = data[-1]
+        next_cursor = encode_cursor(last["created_at"], last["id"])
+    return {"data": data, "next_cursor": next_cursor}
+
+
+async def get_request(db: Database, request_id: str) -> dict[str, Any]:
+    row = await db.execute_one(
+        f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id = ?", (request_id,)
+    )
+    if row is None:
+        raise NotFound(f"No request with id {request_id!r}.", param="id")
+    data = _request_dict(row)
+    attempts = await db.execute(
+        "SELECT n, provider_id, started_at, status, status_code, latency_ms, error FROM attempts"
+        " WHERE request_id = ? ORDER BY n",
+        (request_id,),
+    )
+    data["attempt_details"] = [dict(a) for a in attempts]
+    return data

@@ -1,0 +1,77 @@
+"""Seeding an empty database from the ``[[providers]]`` tables of the config file.
+
+This happens once: on the first start whose database has no provider and was never seeded. After
+that the database is the only source of truth and the file's providers are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from router.errors import RouterError
+from router.settings import SettingsError
+
+from . import catalog
+from .db import Database
+
+log = logging.getLogger("provider_router.seed")
+_SEEDED_KEY = "seeded_from_config_at"
+
+
+def _link(entry: Any, where: str) -> dict[str, Any]:
+    if isinstance(entry, str):
+        return {"model_id": entry}
+    if isinstance(entry, dict):
+        link = dict(entry)
+        if "id" in link:
+            link["model_id"] = link.pop("id")
+        return link
+    raise SettingsError(f"{where}: each entry of 'models' must be a model id or a table.")
+
+
+async def seed_from_config(
+    db: Database, providers: Sequence[Mapping[str, Any]], source: str
+) -> int:
+    """Create the configured providers and their models in an empty, never seeded catalog.
+
+    Returns how many providers were created. On a bad entry nothing is kept and
+    :class:`SettingsError` names the entry and the file.
+    """
+    if not providers:
+        return 0
+    seeded = await db.execute_one("SELECT 1 FROM settings WHERE key = ?", (_SEEDED_KEY,))
+    existing = await db.execute_one(
+        "SELECT 1 FROM providers UNION ALL SELECT 1 FROM models LIMIT 1"
+    )
+    if seeded or existing:
+        return 0
+    try:
+        for index, entry in enumerate(providers):
+            where = f"providers[{index}] in {source}"
+            data = dict(entry)
+            models = data.pop("models", [])
+            if not isinstance(models, list):
+                raise SettingsError(f"{where}: 'models' must be an array.")
+            try:
+                provider = await catalog.create_provider(db, data)
+                for model in models:
+                    await catalog.link_model(db, provider["id"], _link(model, where))
+            except RouterError as exc:
+                raise SettingsError(f"{where}: {exc.message}") from None
+        await db.execute_write(
+            "INSERT INTO settings (key, value) VALUES (?, ?)", (_SEEDED_KEY, str(catalog.now_ms()))
+        )
+    except BaseException:
+        await _forget_catalog(db)
+        raise
+    log.info("Seeded %d provider(s) from %s", len(providers), source)
+    return len(providers)
+
+
+async def _forget_catalog(db: Database) -> None:
+    # The catalog was empty before seeding began, so removing it all undoes exactly the seeding.
+    async with db.transaction() as conn:
+        for table in ("provider_models", "provider_configs", "providers", "models"):
+            await conn.execute(f"DELETE FROM {table}")

@@ -13,7 +13,8 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     ├── Conflict                     409 invalid_request_error / conflict
     ├── PayloadTooLarge              413 invalid_request_error / request_too_large
     ├── NoProviderAvailable          503 service_unavailable / no_provider_available
-    └── AllProvidersFailed           502 upstream_error / all_providers_failed
+    ├── AllProvidersFailed           502 upstream_error / all_providers_failed
+    └── StreamInterrupted            502 upstream_error / stream_interrupted (sent as an SSE event)
 
     UpstreamError                    one failed attempt at one provider (never shown as is)
     ├── UpstreamConnectError         could not connect              retryable
@@ -113,6 +114,12 @@ class AllProvidersFailed(RouterError):
     status_code = 502
     error_type = "upstream_error"
     default_code = "all_providers_failed"
+
+
+class StreamInterrupted(RouterError):
+    status_code = 502
+    error_type = "upstream_error"
+    default_code = "stream_interrupted"
 
 
 class UpstreamError(Exception):

@@ -82,8 +82,9 @@ class MockOptions:
     chunk_delay_ms: float = 0
     fail: str = "none"
     fail_rate: float = 1.0
-    model_prefix: str = ""  # prepended to the requested model in answers, as providers that
-    # report a resolved model name ("gpt-4o" -> "gpt-4o-2024-08-06") do
+    # Prepended to the requested model in answers, like providers that report a
+    # resolved name ("gpt-4o" -> "gpt-4o-2024-08-06").
+    model_prefix: str = ""
     api_key: str | None = None
 
     def __post_init__(self) -> None:

@@ -29,6 +29,7 @@ from router.errors import (
     InvalidRequest,
     PayloadTooLarge,
     RouterError,
+    StreamInterrupted,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -286,7 +287,7 @@ class Proxy:
                     await send({"type": "http.response.body", "body": block, "more_body": True})
             except UpstreamError as exc:
                 record.status, record.status_code, record.error = "error", 502, exc.message
-                error = AllProvidersFailed(f"The upstream stream broke off: {exc.message}")
+                error = StreamInterrupted(f"The upstream stream broke off: {exc.message}")
                 event = b"data: " + error.body() + b"\n\n"
                 await send({"type": "http.response.body", "body": event, "more_body": False})
                 return

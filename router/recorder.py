@@ -123,6 +123,7 @@ class Recorder:
         self.failed = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._wake = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="recorder")
@@ -142,6 +143,7 @@ class Recorder:
     async def stop(self) -> None:
         """Write everything still queued, then end the background task."""
         self._stopping = True
+        self._wake.set()
         if self._task is None:
             return
         await self.queue.join()
@@ -154,8 +156,10 @@ class Recorder:
         while True:
             first = await self.queue.get()
             if not self._stopping and self.queue.qsize() < self.batch_size:
-                # Under light load, wait a moment so one transaction carries many rows.
-                await asyncio.sleep(self.flush_interval_s)
+                # Under light load, wait a moment so one transaction carries many rows;
+                # stop() cuts the wait short.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
             batch = [first]
             while len(batch) < self.batch_size:
                 try:

@@ -126,7 +126,10 @@ def request_body(model: str, stream: bool) -> bytes:
     """The request body wrk sends (identical for direct and proxy runs)."""
     obj: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
     if stream:
+        # Ask for the usage chunk: the canned stream always carries one, and a proxy that
+        # follows OpenAI semantics drops it unless the client asked. Same bytes both ways.
         obj["stream"] = True
+        obj["stream_options"] = {"include_usage": True}
     return _dumps(obj).encode("ascii")
 
 

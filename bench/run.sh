@@ -67,6 +67,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/provider-router-bench.XXXXXX")
 chmod 755 "$TMP"   # nginx's worker may run as 'nobody' and must read the canned files
 PIDS=()
 
+# shellcheck disable=SC2317  # called from the EXIT trap
 stop_pid() {  # TERM, wait up to 10 s, then KILL
     local pid=$1 i
     kill -TERM "$pid" 2>/dev/null || return 0
@@ -78,6 +79,7 @@ stop_pid() {  # TERM, wait up to 10 s, then KILL
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+# shellcheck disable=SC2317  # the EXIT trap
 cleanup() {
     local rc=$? pid
     trap - EXIT INT TERM

@@ -20,6 +20,10 @@ def serve(settings: Settings) -> None:
     lifespan then writes every queued history row before the process exits.
     """
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    # httpx logs every upstream call at INFO: noise on the hot path, and URLs do not belong in
+    # an operator's log by default.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.root.level))
     asyncio.run(prepare_database(settings))
     config = uvicorn.Config(
         create_app(settings),

@@ -59,7 +59,10 @@ class Usage:
 
         def count(key: str) -> int | None:
             value = data.get(key)
-            return value if isinstance(value, int) and not isinstance(value, bool) else None
+            plausible = (
+                isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+            )
+            return value if plausible else None
 
         return cls(count("prompt_tokens"), count("completion_tokens"), count("total_tokens"))
 

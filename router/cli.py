@@ -38,6 +38,13 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
 
 def cmd_db_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if not settings.database_path.exists():
+        print(
+            f"provider-router: no database at {settings.database_path}; "
+            "`provider-router serve` creates it on first start.",
+            file=sys.stderr,
+        )
+        return 1
     conn = migrations.connect(settings.database_path)
     try:
         state = migrations.status(conn)

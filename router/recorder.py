@@ -70,7 +70,8 @@ _UPDATE_PROVIDER = (
     " last_used_at = max(coalesce(last_used_at, 0), ?),"
     " last_error_at = CASE WHEN ? IS NULL THEN last_error_at"
     "   ELSE max(coalesce(last_error_at, 0), ?) END,"
-    " last_error = coalesce(?, last_error) WHERE id = ?"
+    " last_error = CASE WHEN ? >= coalesce(last_error_at, 0) THEN ? ELSE last_error END"
+    " WHERE id = ?"
 )
 
 
@@ -102,9 +103,11 @@ def _provider_updates(batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
                 t[0] += 1
             else:
                 t[1] += 1
-                t[3], t[4] = a.started_at, a.error
+                if t[3] is None or a.started_at >= t[3]:
+                    t[3], t[4] = a.started_at, a.error
     return [
-        (s, e, used, err_at, err_at, err, pid) for pid, (s, e, used, err_at, err) in totals.items()
+        (s, e, used, err_at, err_at, err_at, err, pid)
+        for pid, (s, e, used, err_at, err) in totals.items()
     ]
 
 
@@ -175,7 +178,7 @@ class Recorder:
     async def _write(self, batch: list[RequestRecord]) -> None:
         try:
             await self._write_rows(batch)
-        except sqlite3.Error:
+        except (sqlite3.Error, OverflowError, ValueError, TypeError):
             if len(batch) == 1:
                 self.failed += 1
                 log.exception("Could not record request %s", batch[0].id)

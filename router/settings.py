@@ -126,8 +126,10 @@ def _read_file(path: str) -> tuple[dict[str, Any], tuple[Mapping[str, Any], ...]
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise SettingsError(f"Config file {path!r} does not exist.") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"Config file {path!r} is not valid TOML: {exc}.") from None
+    except OSError as exc:
+        raise SettingsError(f"Config file {path!r} cannot be read: {exc.strerror}.") from None
     values: dict[str, Any] = {}
     providers = data.pop("providers", [])
     if not isinstance(providers, list) or not all(isinstance(p, dict) for p in providers):
@@ -161,23 +163,29 @@ def load_settings(
     seed: tuple[Mapping[str, Any], ...] = ()
     if config_path:
         values, seed = _read_file(config_path)
-    if env.get(ENV_DATABASE_URL):
-        values["database_url"] = env[ENV_DATABASE_URL]
-    if env.get(ENV_ADMIN_TOKEN):
-        values["admin_token"] = env[ENV_ADMIN_TOKEN]
+    # Where each value came from, for error messages.
+    source = dict.fromkeys(values, config_path or "")
+    for variable, name in ((ENV_DATABASE_URL, "database_url"), (ENV_ADMIN_TOKEN, "admin_token")):
+        if env.get(variable):
+            values[name], source[name] = env[variable], f"the environment ({variable})"
     known = {f.name for f in fields(Settings)}
     for name, value in (overrides or {}).items():
         if name not in known:
             raise SettingsError(f"Unknown setting {name!r}.")
         if value is not None:
-            values[name] = value
+            values[name], source[name] = value, "the command line"
     if "port" in values:
-        values["port"] = _check("port", values["port"], int, 1, "the command line")
+        values["port"] = _check("server.port", values["port"], int, 1, source["port"])
     settings = Settings(**values, seed_providers=seed, config_path=config_path)
-    settings.database_path  # noqa: B018 - validates the URL now, not at first use
+    try:
+        settings.database_path  # noqa: B018 - validates the URL now, not at first use
+    except SettingsError as exc:
+        where = source.get("database_url", "the defaults")
+        raise SettingsError(f"Setting 'database.url' in {where}: {exc}") from None
     if settings.admin_token is not None and len(settings.admin_token) < 8:
         raise SettingsError(
-            "Setting 'auth.admin_token' must be at least 8 characters long; "
-            "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
+            f"Setting 'auth.admin_token' in {source['admin_token']} must be at least 8 characters"
+            " long; generate one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
         )
     return settings

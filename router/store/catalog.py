@@ -63,6 +63,13 @@ async def config_version(db: Database) -> int:
 # -- providers ---------------------------------------------------------------------------------
 
 
+def _without_masked(config: Any) -> Any:
+    """Drop masked values a client sent back: they stand for the stored secret, unchanged."""
+    if not isinstance(config, dict):
+        return config
+    return {key: value for key, value in config.items() if not is_masked(value)}
+
+
 def _validate_config(type_name: str, config: Any, *, partial: bool) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise InvalidRequest("Field 'config' must be an object of config keys.", param="config")
@@ -102,7 +109,7 @@ async def create_provider(db: Database, data: Any) -> dict[str, Any]:
     name = check.text(data, "name", required=True)
     provider_id = check.slug(data.get("id") or check.slugify(name), "id")
     type_name = check.text(data, "type", required=True)
-    config = _validate_config(type_name, data.get("config") or {}, partial=False)
+    config = _validate_config(type_name, data.get("config", {}), partial=False)
     if any(is_masked(v) for v in config.values()):
         raise InvalidRequest("A new provider's config cannot hold a masked value.", param="config")
     enabled = check.boolean(data, "enabled")
@@ -173,7 +180,7 @@ async def update_provider(db: Database, provider_id: str, data: Any) -> dict[str
         changes["limits"] = orjson.dumps(limits).decode() if limits else None
     config = None
     if "config" in data:
-        config = _validate_config(current["type"], data["config"], partial=True)
+        config = _validate_config(current["type"], _without_masked(data["config"]), partial=True)
         merged = {**(await provider_config(db, provider_id)), **config}
         merged = {k: v for k, v in merged.items() if v is not None}
         _validate_config(current["type"], merged, partial=False)

@@ -23,6 +23,7 @@ from router.errors import (
 )
 
 from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply, Usage
+from .http import UpstreamTransport
 
 _DONE = b"data: [DONE]"
 
@@ -98,11 +99,8 @@ class OpenAIAdapter(Adapter):
             timeout=httpx.Timeout(
                 timeout_ms / 1000, connect=min(timeout_ms, options.connect_timeout_ms) / 1000
             ),
-            limits=httpx.Limits(
-                max_connections=options.max_connections,
-                max_keepalive_connections=options.max_connections,
-            ),
             follow_redirects=False,
+            transport=UpstreamTransport(max_connections=options.max_connections),
         )
 
     @classmethod

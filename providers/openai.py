@@ -14,63 +14,12 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from router.errors import (
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamTimeout,
-)
+from router.errors import UpstreamProtocolError
 
 from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply, Usage
-from .http import UpstreamTransport
+from .client import UpstreamClient, status_error, translate_httpx_error
 
 _DONE = b"data: [DONE]"
-
-
-def translate_httpx_error(provider_id: str, exc: httpx.HTTPError) -> UpstreamError:
-    """Map an httpx failure to the most specific upstream error. The message holds no URL."""
-    detail = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.ConnectTimeout):
-        return UpstreamConnectError(f"Provider {provider_id!r}: connect timed out.")
-    if isinstance(exc, httpx.ConnectError):
-        return UpstreamConnectError(f"Provider {provider_id!r}: could not connect ({detail}).")
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(
-            f"Provider {provider_id!r}: no answer in time ({type(exc).__name__})."
-        )
-    return UpstreamProtocolError(f"Provider {provider_id!r}: broken answer ({detail}).")
-
-
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def status_error(provider_id: str, response: httpx.Response, body: bytes) -> UpstreamStatusError:
-    reason = ""
-    try:
-        data = orjson.loads(body)
-        error = data.get("error") if isinstance(data, dict) else None
-        if isinstance(error, dict):
-            reason = str(error.get("message", ""))[:300]
-        elif isinstance(error, str):
-            reason = error[:300]
-    except orjson.JSONDecodeError:
-        reason = body[:200].decode("utf-8", "replace")
-    suffix = f": {reason}" if reason else ""
-    return UpstreamStatusError(
-        f"Provider {provider_id!r} answered HTTP {response.status_code}{suffix}",
-        status_code=response.status_code,
-        body=body,
-        content_type=response.headers.get("content-type", "application/json"),
-        retry_after=retry_after_seconds(response),
-    )
 
 
 class OpenAIAdapter(Adapter):
@@ -93,14 +42,13 @@ class OpenAIAdapter(Adapter):
         headers.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
         if config.get("apiKey"):
             headers["authorization"] = f"Bearer {config['apiKey']}"
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers=headers,
-            timeout=httpx.Timeout(
+        self._client = UpstreamClient(
+            base_url,
+            headers,
+            httpx.Timeout(
                 timeout_ms / 1000, connect=min(timeout_ms, options.connect_timeout_ms) / 1000
             ),
-            follow_redirects=False,
-            transport=UpstreamTransport(max_connections=options.max_connections),
+            max_connections=options.max_connections,
         )
 
     @classmethod
@@ -132,7 +80,7 @@ class OpenAIAdapter(Adapter):
 
     async def _post(self, path: str, payload: bytes) -> Reply:
         try:
-            response = await self._client.post(path, content=payload)
+            response = await self._client.post(path, payload)
         except httpx.HTTPError as exc:
             raise translate_httpx_error(self.provider_id, exc) from exc
         if response.status_code >= 400:
@@ -159,9 +107,8 @@ class OpenAIAdapter(Adapter):
         # Always ask for usage so the record has it; the client sees it only if it asked.
         stream_options = {**(body.get("stream_options") or {}), "include_usage": True}
         payload = self._payload(body, upstream_model, stream_options=stream_options)
-        request = self._client.build_request("POST", "/chat/completions", content=payload)
         try:
-            response = await self._client.send(request, stream=True)
+            response = await self._client.post("/chat/completions", payload, stream=True)
         except httpx.HTTPError as exc:
             raise translate_httpx_error(self.provider_id, exc) from exc
         if response.status_code >= 400:

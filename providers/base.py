@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from router.errors import UpstreamUnsupported
+
 
 @dataclass(frozen=True)
 class ConfigKey:
@@ -166,9 +168,17 @@ class Adapter(ABC):
         ``include_usage``: whether the client asked for the usage chunk.
         """
 
-    @abstractmethod
     async def embeddings(self, body: dict[str, Any], upstream_model: str) -> Reply:
         """Create embeddings; the answer is in OpenAI's embeddings shape."""
+        raise UpstreamUnsupported(
+            f"Provider {self.provider_id!r} (type {self.type!r}) does not serve embeddings."
+        )
+
+    async def list_models(self) -> list[str]:
+        """The model ids the upstream offers (for ``/test`` and ``provider models --remote``)."""
+        raise UpstreamUnsupported(
+            f"Provider {self.provider_id!r} (type {self.type!r}) cannot list its models."
+        )
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections. Called when the provider changes or the router stops."""

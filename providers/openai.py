@@ -101,6 +101,21 @@ class OpenAIAdapter(Adapter):
     async def embeddings(self, body: dict[str, Any], upstream_model: str) -> Reply:
         return await self._post("/embeddings", self._payload(body, upstream_model))
 
+    async def list_models(self) -> list[str]:
+        try:
+            response = await self._client.get("/models")
+        except httpx.HTTPError as exc:
+            raise translate_httpx_error(self.provider_id, exc) from exc
+        if response.status_code >= 400:
+            raise status_error(self.provider_id, response, response.content)
+        try:
+            data = orjson.loads(response.content).get("data")
+            return [str(item["id"]) for item in data]
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+            raise UpstreamProtocolError(
+                f"Provider {self.provider_id!r} answered its model list with an unexpected body."
+            ) from exc
+
     async def chat_stream(
         self, body: dict[str, Any], upstream_model: str, *, include_usage: bool
     ) -> ChatStream:

@@ -20,7 +20,8 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     ├── UpstreamConnectError         could not connect              retryable
     ├── UpstreamTimeout              no answer in time              retryable
     ├── UpstreamStatusError          answered with an HTTP error    retryable on 408, 429, 5xx
-    └── UpstreamProtocolError        broken or incomplete answer    retryable
+    ├── UpstreamProtocolError        broken or incomplete answer    retryable
+    └── UpstreamUnsupported          the type cannot do this        retryable (next candidate)
 
 Upstream errors are raised by adapters (translated from httpx at the edge) and handled by the
 attempt loop in :mod:`router.proxy`; they become :class:`AllProvidersFailed` or are passed
@@ -143,6 +144,10 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     pass
+
+
+class UpstreamUnsupported(UpstreamError):
+    """The provider's type cannot do what was asked (embeddings on Anthropic, say): try another."""
 
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))

@@ -145,3 +145,42 @@ def test_status_error_reads_the_reason_and_retry_after(body: bytes, reason: str)
     assert error.status_code == 429
     assert error.retry_after == 7.0
     assert str(error) == f"Provider 'p1' answered HTTP 429: {reason}"
+
+
+async def test_openai_adapter_lists_the_upstream_models_and_refuses_a_broken_list() -> None:
+    from providers.base import AdapterOptions
+    from providers.openai import OpenAIAdapter
+
+    adapter = OpenAIAdapter("p1", {"baseURL": "http://upstream.test/v1"}, AdapterOptions())
+    try:
+        with respx.mock(using="httpx") as mock:
+            route = mock.get("http://upstream.test/v1/models")
+            route.respond(200, json={"object": "list", "data": [{"id": "a"}, {"id": "b"}]})
+            assert await adapter.list_models() == ["a", "b"]
+            route.respond(200, json={"data": "nope"})
+            with pytest.raises(UpstreamProtocolError):
+                await adapter.list_models()
+    finally:
+        await adapter.aclose()
+
+
+async def test_embeddings_and_model_list_default_to_unsupported() -> None:
+    from providers.base import Adapter, AdapterOptions, ChatStream, Reply
+    from router.errors import UpstreamUnsupported
+
+    class ChatOnly(Adapter):
+        type = "chat-only"
+
+        async def chat(self, body: dict[str, Any], upstream_model: str) -> Reply:
+            raise AssertionError
+
+        async def chat_stream(
+            self, body: dict[str, Any], upstream_model: str, *, include_usage: bool
+        ) -> ChatStream:
+            raise AssertionError
+
+    adapter = ChatOnly("p1", {}, AdapterOptions())
+    with pytest.raises(UpstreamUnsupported, match="does not serve embeddings"):
+        await adapter.embeddings({}, "m")
+    with pytest.raises(UpstreamUnsupported, match="cannot list its models"):
+        await adapter.list_models()

@@ -1,0 +1,67 @@
+"""probe(): a real call, reported as {ok, latency_ms, status_code?, error?}, never raised."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import respx
+
+from providers.base import Adapter, AdapterOptions, ChatStream, Reply
+from providers.openai import OpenAIAdapter
+from router.probe import probe
+
+BASE = "http://upstream.test/v1"
+
+
+async def test_ok_when_the_model_list_answers() -> None:
+    adapter = OpenAIAdapter("p1", {"baseURL": BASE, "apiKey": "sk-x"}, AdapterOptions())
+    with respx.mock(using="httpx") as mock:
+        mock.get(BASE + "/models").respond(200, json={"data": [{"id": "m"}]})
+        result = await probe(adapter)
+    await adapter.aclose()
+    assert result.ok and result.status_code == 200 and result.error is None
+    assert result.latency_ms >= 0
+    assert result.as_dict() == {"ok": True, "latency_ms": result.latency_ms, "status_code": 200}
+
+
+async def test_status_and_connect_failures_are_reported_not_raised() -> None:
+    adapter = OpenAIAdapter("p1", {"baseURL": BASE, "apiKey": "sk-x"}, AdapterOptions())
+    with respx.mock(using="httpx") as mock:
+        route = mock.get(BASE + "/models")
+        route.respond(401, json={"error": {"message": "bad key"}})
+        denied = await probe(adapter)
+        route.side_effect = httpx.ConnectError("refused")
+        refused = await probe(adapter)
+    await adapter.aclose()
+    assert (denied.ok, denied.status_code) == (False, 401)
+    assert denied.error == "Provider 'p1' answered HTTP 401: bad key"
+    assert refused.ok is False and refused.status_code is None
+    assert refused.error is not None and "could not connect" in refused.error
+
+
+class NoList(Adapter):
+    type = "no-list"
+
+    def __init__(self) -> None:
+        super().__init__("p2", {}, AdapterOptions())
+        self.asked: list[dict[str, Any]] = []
+
+    async def chat(self, body: dict[str, Any], upstream_model: str) -> Reply:
+        self.asked.append(body)
+        return Reply(b"{}")
+
+    async def chat_stream(
+        self, body: dict[str, Any], upstream_model: str, *, include_usage: bool
+    ) -> ChatStream:
+        raise AssertionError
+
+
+async def test_a_type_without_a_model_list_gets_a_one_token_completion() -> None:
+    adapter = NoList()
+    assert (await probe(adapter, "m1")).ok
+    assert adapter.asked == [
+        {"model": "m1", "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+    ]
+    without_model = await probe(adapter)
+    assert without_model.ok is False and "cannot list its models" in (without_model.error or "")

@@ -139,19 +139,9 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.renew_parser = False
         self.idle_since = 0.0  # loop.time() when last put back in the pool
-        # Per request:
-        self.received = False
-        self.head_only = False
-        self.informational = False
-        self.close_delimited = False
-        self.keep_alive = True
-        self.status = 0
-        self.reason = b""
         self.http_version = _HTTP_11
-        self.headers: list[tuple[bytes, bytes]] = []
         self.body_chunks: list[bytes] = []
-        self.buffered = 0
-        self.failure: _Failure | None = None
+        self._reset(head_only=False)
 
     # -- used by the transport and the body stream ------------------------------------------
 
@@ -160,7 +150,11 @@ class _Connection(asyncio.Protocol):
         if self.renew_parser:  # after a HEAD answer, llhttp still expects its announced body
             self.parser = httptools.HttpResponseParser(self)
             self.renew_parser = False
+        self._reset(head_only)
         self.state = _SENT
+
+    def _reset(self, head_only: bool) -> None:
+        """The per-request state, as it is before a request."""
         self.received = False
         self.head_only = head_only
         self.informational = False
@@ -168,10 +162,10 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = True
         self.status = 0
         self.reason = b""
-        self.headers = []
+        self.headers: list[tuple[bytes, bytes]] = []
         self.body_chunks.clear()
         self.buffered = 0
-        self.failure = None
+        self.failure: _Failure | None = None
 
     def usable(self) -> bool:
         """Whether this idle connection may carry a request (the server has not closed it)."""

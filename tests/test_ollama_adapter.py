@@ -7,6 +7,7 @@ client types (``tool_name`` on tool messages, tool-call arguments as objects).
 from __future__ import annotations
 
 import base64
+import contextlib
 import struct
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -40,6 +41,15 @@ WEATHER_TOOL = {
 
 def adapter(**config: Any) -> OllamaAdapter:
     return OllamaAdapter("oll", {"baseURL": BASE, **config}, AdapterOptions())
+
+
+@contextlib.asynccontextmanager
+async def running(**config: Any) -> AsyncIterator[OllamaAdapter]:
+    a = adapter(**config)
+    try:
+        yield a
+    finally:
+        await a.aclose()
 
 
 def final(**extra: Any) -> dict[str, Any]:
@@ -84,11 +94,8 @@ async def sent_chat(body: dict[str, Any], **config: Any) -> dict[str, Any]:
     """The /api/chat JSON the adapter sends for ``body`` (non-streamed)."""
     with respx.mock(using="httpx") as mock:
         route = mock.post(f"{BASE}/api/chat").respond(json=final())
-        a = adapter(**config)
-        try:
+        async with running(**config) as a:
             await a.chat(body, "llama3.2")
-        finally:
-            await a.aclose()
     sent: dict[str, Any] = orjson.loads(route.calls.last.request.content)
     return sent
 
@@ -96,11 +103,8 @@ async def sent_chat(body: dict[str, Any], **config: Any) -> dict[str, Any]:
 async def answer(line: dict[str, Any], body: dict[str, Any] | None = None) -> dict[str, Any]:
     with respx.mock(using="httpx") as mock:
         mock.post(f"{BASE}/api/chat").respond(json=line)
-        a = adapter()
-        try:
+        async with running() as a:
             reply = await a.chat(body or {"model": "local", "messages": [USER]}, "llama3.2")
-        finally:
-            await a.aclose()
     data: dict[str, Any] = orjson.loads(reply.body)
     data["_usage"] = reply.usage
     return data
@@ -112,16 +116,13 @@ async def streamed(
     """Stream through the adapter; return the parsed OpenAI chunks and the ChatStream."""
     with respx.mock(using="httpx") as mock:
         mock.post(f"{BASE}/api/chat").mock(return_value=response)
-        a = adapter()
-        try:
+        async with running() as a:
             stream = await a.chat_stream(
                 {"model": "local", "messages": [USER], "stream": True},
                 "llama3.2",
                 include_usage=include_usage,
             )
             blocks = [block async for block in stream]
-        finally:
-            await a.aclose()
     events = b"".join(blocks).split(b"\n\n")
     chunks = [orjson.loads(e.removeprefix(b"data: ")) for e in events if e]
     return chunks, stream
@@ -172,11 +173,8 @@ async def test_default_base_url_auth_headers_and_keep_alive_in_ms() -> None:
 async def test_negative_keep_alive_keeps_the_model_loaded_and_no_key_sends_no_auth() -> None:
     with respx.mock(using="httpx") as mock:
         route = mock.post(f"{BASE}/api/chat").respond(json=final())
-        a = adapter(keepAlive=-1)
-        try:
+        async with running(keepAlive=-1) as a:
             await a.chat({"model": "local", "messages": [USER]}, "llama3.2")
-        finally:
-            await a.aclose()
     request = route.calls.last.request
     assert "authorization" not in request.headers
     assert orjson.loads(request.content)["keep_alive"] == -1
@@ -267,12 +265,9 @@ async def test_an_http_image_url_is_unsupported_so_the_router_tries_another_prov
     }
     with respx.mock(using="httpx", assert_all_called=False) as mock:
         route = mock.post(f"{BASE}/api/chat").respond(json=final())
-        a = adapter()
-        try:
+        async with running() as a:
             with pytest.raises(UpstreamUnsupported, match="send a data: URL"):
                 await a.chat(body, "llama3.2")
-        finally:
-            await a.aclose()
     assert not route.called
 
 
@@ -306,12 +301,9 @@ async def test_malformed_input_is_a_400_in_openai_shape_and_nothing_is_sent(
 ) -> None:
     with respx.mock(using="httpx", assert_all_called=False) as mock:
         route = mock.post(f"{BASE}/api/chat").respond(json=final())
-        a = adapter()
-        try:
+        async with running() as a:
             with pytest.raises(UpstreamStatusError) as caught:
                 await a.chat({"model": "m", "messages": [message]}, "llama3.2")
-        finally:
-            await a.aclose()
     assert not route.called
     assert caught.value.status_code == 400 and not caught.value.retryable
     error = orjson.loads(caught.value.body)["error"]
@@ -321,14 +313,11 @@ async def test_malformed_input_is_a_400_in_openai_shape_and_nothing_is_sent(
 
 async def test_audio_parts_and_several_choices_are_unsupported() -> None:
     audio = {"type": "input_audio", "input_audio": {"data": PNG, "format": "wav"}}
-    a = adapter()
-    try:
+    async with running() as a:
         with pytest.raises(UpstreamUnsupported, match="'input_audio' part"):
             await a.chat({"model": "m", "messages": [{"role": "user", "content": [audio]}]}, "x")
         with pytest.raises(UpstreamUnsupported, match="n=2"):
             await a.chat({"model": "m", "messages": [USER], "n": 2}, "x")
-    finally:
-        await a.aclose()
 
 
 async def test_tools_assistant_tool_calls_and_tool_results() -> None:
@@ -473,16 +462,13 @@ async def test_ollama_errors_become_openai_errors(
         mock.post(f"{BASE}/api/chat").respond(
             status, json={"error": error}, headers={"retry-after": "2"}
         )
-        a = adapter(apiKey="sk-secret-key-123456")
-        try:
+        async with running(apiKey="sk-secret-key-123456") as a:
             with pytest.raises(UpstreamStatusError) as caught:
                 await a.chat({"model": "m", "messages": [USER]}, "llama3.2")
             with pytest.raises(UpstreamStatusError) as caught_stream:
                 await a.chat_stream(
                     {"model": "m", "messages": [USER]}, "llama3.2", include_usage=False
                 )
-        finally:
-            await a.aclose()
     for exc in (caught.value, caught_stream.value):
         assert exc.status_code == status and exc.retryable is retryable
         assert exc.retry_after == 2.0
@@ -495,20 +481,14 @@ async def test_ollama_errors_become_openai_errors(
 async def test_a_body_that_is_not_json_and_a_connect_error() -> None:
     with respx.mock(using="httpx") as mock:
         mock.post(f"{BASE}/api/chat").respond(200, content=b"<html>proxy</html>")
-        a = adapter()
-        try:
+        async with running() as a:
             with pytest.raises(UpstreamProtocolError, match="not JSON"):
                 await a.chat({"model": "m", "messages": [USER]}, "llama3.2")
-        finally:
-            await a.aclose()
     with respx.mock(using="httpx") as mock:
         mock.post(f"{BASE}/api/chat").mock(side_effect=httpx.ConnectError("refused"))
-        a = adapter()
-        try:
+        async with running() as a:
             with pytest.raises(UpstreamConnectError):
                 await a.chat({"model": "m", "messages": [USER]}, "llama3.2")
-        finally:
-            await a.aclose()
 
 
 # -- streams -----------------------------------------------------------------------------------
@@ -578,30 +558,24 @@ async def test_an_error_on_the_first_line_fails_before_any_chunk_is_yielded() ->
     # role chunk of a stream that is already dead.
     with respx.mock(using="httpx") as mock:
         mock.post(f"{BASE}/api/chat").mock(return_value=ndjson({"error": "out of memory"}))
-        a = adapter()
-        try:
+        async with running() as a:
             stream = await a.chat_stream(
                 {"model": "m", "messages": [USER]}, "llama3.2", include_usage=False
             )
             with pytest.raises(UpstreamProtocolError, match="out of memory"):
                 await anext(aiter(stream))
-        finally:
-            await a.aclose()
 
 
 async def test_a_stream_request_says_stream_true() -> None:
     with respx.mock(using="httpx") as mock:
         route = mock.post(f"{BASE}/api/chat").mock(return_value=ndjson(final()))
-        a = adapter()
-        try:
+        async with running() as a:
             stream = await a.chat_stream(
                 {"model": "m", "messages": [USER], "stream": True, "stream_options": {}},
                 "llama3.2",
                 include_usage=False,
             )
             [block async for block in stream]
-        finally:
-            await a.aclose()
     sent = orjson.loads(route.calls.last.request.content)
     assert sent == {"model": "llama3.2", "messages": [USER], "stream": True}
 
@@ -615,13 +589,10 @@ async def test_embeddings_in_openai_shape_float_and_base64() -> None:
         route = mock.post(f"{BASE}/api/embed").respond(
             json={"model": "nomic", "embeddings": vectors, "prompt_eval_count": 4}
         )
-        a = adapter(keepAlive=0)
-        try:
+        async with running(keepAlive=0) as a:
             body = {"model": "emb", "input": ["a b", "c d"], "dimensions": 2}
             plain = orjson.loads((await a.embeddings(body, "nomic")).body)
             reply = await a.embeddings({**body, "encoding_format": "base64"}, "nomic")
-        finally:
-            await a.aclose()
     assert orjson.loads(route.calls[0].request.content) == {
         "model": "nomic",
         "input": ["a b", "c d"],
@@ -645,15 +616,12 @@ async def test_embeddings_in_openai_shape_float_and_base64() -> None:
 async def test_embeddings_refuse_token_arrays_and_check_the_answer() -> None:
     with respx.mock(using="httpx") as mock:
         mock.post(f"{BASE}/api/embed").respond(json={"model": "n", "embeddings": [[0.1]]})
-        a = adapter()
-        try:
+        async with running() as a:
             with pytest.raises(UpstreamUnsupported, match="token arrays"):
                 await a.embeddings({"model": "e", "input": [[1, 2, 3]]}, "n")
             with pytest.raises(UpstreamProtocolError, match="2 embedding"):
                 await a.embeddings({"model": "e", "input": ["a", "b"]}, "n")
             reply = await a.embeddings({"model": "e", "input": "a"}, "n")
-        finally:
-            await a.aclose()
     assert orjson.loads(reply.body)["usage"] == {"prompt_tokens": 0, "total_tokens": 0}
 
 
@@ -661,16 +629,10 @@ async def test_list_models_reads_api_tags() -> None:
     tags = {"models": [{"name": "llama3.2:latest", "model": "llama3.2:latest"}, {"name": "qwen"}]}
     with respx.mock(using="httpx") as mock:
         mock.get(f"{BASE}/api/tags").respond(json=tags)
-        a = adapter()
-        try:
+        async with running() as a:
             assert await a.list_models() == ["llama3.2:latest", "qwen"]
-        finally:
-            await a.aclose()
     with respx.mock(using="httpx") as mock:
         mock.get(f"{BASE}/api/tags").respond(json={"nothing": []})
-        a = adapter()
-        try:
+        async with running() as a:
             with pytest.raises(UpstreamProtocolError, match="'models' list"):
                 await a.list_models()
-        finally:
-            await a.aclose()

@@ -38,10 +38,13 @@ WEATHER_TOOL: ChatCompletionToolParam = {
 
 @contextlib.asynccontextmanager
 async def setup(
-    tmp_path: Path, *upstreams: MockUpstream
+    tmp_path: Path, *upstreams: MockUpstream, openai_last: bool = False
 ) -> AsyncIterator[tuple[openai.AsyncOpenAI, httpx.AsyncClient, Any]]:
     """The proxy with one ``ollama`` provider per fake (priority falling in order), all serving
-    model "local" as "llama3.2"; yields the SDK client, a management client and the app."""
+    model "local" as "llama3.2"; yields the SDK client, a management client and the app.
+
+    ``openai_last`` adds an ``openai`` provider "openai-1" on the first fake's OpenAI side, last.
+    """
     app = create_app(make_settings(tmp_path))
     async with contextlib.AsyncExitStack() as stack:
         urls = [await stack.enter_async_context(serve_asgi(u.app())) for u in upstreams]
@@ -63,6 +66,8 @@ async def setup(
                 headers=ADMIN,
             )
             assert linked.status_code == 201, linked.text
+        if openai_last:
+            await add_provider(manage, "openai-1", f"{urls[0]}/v1", ["local"], priority=0)
         sdk = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=ADMIN_TOKEN, max_retries=0)
         try:
             yield sdk, manage, app
@@ -254,3 +259,27 @@ async def test_the_adapter_lists_the_fake_models(tmp_path: Path) -> None:
         finally:
             await adapter.aclose()
     assert upstream.requests[0].path == "/api/tags"
+
+
+async def test_an_image_url_ollama_cannot_take_goes_to_a_provider_that_can(
+    tmp_path: Path,
+) -> None:
+    upstream = MockUpstream()  # serves both formats: /api/chat and /v1/chat/completions
+    image: list[ChatCompletionMessageParam] = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is this"},
+                {"type": "image_url", "image_url": {"url": "https://example.test/cat.png"}},
+            ],
+        }
+    ]
+    async with setup(tmp_path, upstream, openai_last=True) as (sdk, manage, app):
+        reply = await sdk.chat.completions.create(model="local", messages=image)
+        row = await last_request(manage, app)
+
+    assert reply.choices[0].message.content == "mock reply alpha bravo charlie"
+    first, second = row["attempt_details"]
+    assert first["provider_id"] == "ollama-1" and "send a data: URL" in first["error"]
+    assert second["provider_id"] == "openai-1" and second["status"] == "success"
+    assert [r.path for r in upstream.requests] == ["/v1/chat/completions"]

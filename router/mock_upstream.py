@@ -257,8 +257,11 @@ class MockUpstream:
     def app(self) -> Starlette:
         """A Starlette app serving the OpenAI endpoints and the /_mock control endpoints."""
         _install_log_filter()
+        from router.mock_ollama import ollama_routes  # imports this module: import it late
+
         return Starlette(
             routes=[
+                *ollama_routes(self),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),

@@ -1,0 +1,267 @@
+"""The ``ollama`` adapter: Ollama's native API (``/api/chat``, ``/api/embed``, ``/api/tags``).
+
+Ollama also serves an OpenAI-compatible ``/v1`` that the ``openai`` type can use as it is; this
+adapter speaks the native API, which is what an Ollama behind an authenticating proxy often
+exposes alone, and which carries ``keep_alive``. The translation both ways lives in
+:mod:`providers.ollama_format`; this module sends requests and reads answers and streams.
+
+Ollama streams newline-delimited JSON: one object per line, the last one with ``"done": true``
+and the token counts. A stream without that line, or with an ``{"error": ...}`` line, failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from router.errors import UpstreamProtocolError, UpstreamStatusError
+
+from . import ollama_format as fmt
+from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply
+from .client import UpstreamClient, retry_after_seconds, translate_httpx_error
+from .translate import ChunkWriter, completion_body, ndjson_lines
+
+DEFAULT_BASE_URL = "http://localhost:11434"
+
+
+class OllamaAdapter(Adapter):
+    """An Ollama server, reached through its native API."""
+
+    type = "ollama"
+    config_keys: ClassVar[Mapping[str, ConfigKey]] = {
+        "baseURL": ConfigKey(
+            str, default=DEFAULT_BASE_URL, description=f"default {DEFAULT_BASE_URL} (no /api)"
+        ),
+        "apiKey": ConfigKey(
+            str, sensitive=True, description="optional; sent as 'Authorization: Bearer'"
+        ),
+        "timeout": ConfigKey(int, description="read timeout in milliseconds"),
+        "headers": ConfigKey(
+            dict, sensitive=True, description="extra headers, e.g. for an auth proxy"
+        ),
+        "keepAlive": ConfigKey(
+            int,
+            description="ms the model stays loaded after a request (Ollama keep_alive); "
+            "0 unloads at once, a negative value keeps it loaded",
+        ),
+    }
+
+    def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):
+        super().__init__(provider_id, config, options)
+        base_url = str(config.get("baseURL") or DEFAULT_BASE_URL).rstrip("/")
+        timeout_ms = int(config.get("timeout") or options.timeout_ms)
+        headers = {"content-type": "application/json"}
+        headers.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
+        if config.get("apiKey"):
+            headers["authorization"] = f"Bearer {config['apiKey']}"
+        self._keep_alive = fmt.keep_alive(config.get("keepAlive"))
+        self._client = UpstreamClient(
+            base_url,
+            headers,
+            httpx.Timeout(
+                timeout_ms / 1000, connect=min(timeout_ms, options.connect_timeout_ms) / 1000
+            ),
+            max_connections=options.max_connections,
+        )
+
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any], *, partial: bool = False) -> list[str]:
+        problems = super().validate_config(config, partial=partial)
+        base_url = config.get("baseURL")
+        if isinstance(base_url, str) and base_url:
+            parts = urlsplit(base_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                problems.append(
+                    f"Config key 'baseURL' must be an http:// or https:// URL, got {base_url!r}."
+                )
+            elif parts.username or parts.password:
+                problems.append("Config key 'baseURL' must not carry credentials; use 'apiKey'.")
+        timeout = config.get("timeout")
+        if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
+            problems.append(
+                f"Config key 'timeout' is in milliseconds and must be > 0, got {timeout}."
+            )
+        headers = config.get("headers")
+        if isinstance(headers, dict) and not all(isinstance(v, str) for v in headers.values()):
+            problems.append("Config key 'headers' must map header names to strings.")
+        return problems
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _status_error(self, response: httpx.Response, body: bytes) -> UpstreamStatusError:
+        status = response.status_code
+        message = fmt.error_message(body) or f"HTTP {status} without an error message"
+        return UpstreamStatusError(
+            f"Provider {self.provider_id!r} answered HTTP {status}: {message[:300]}",
+            status_code=status,
+            body=fmt.openai_error_body(status, message),
+            content_type="application/json",
+            retry_after=retry_after_seconds(response),
+        )
+
+    async def _call(self, method: str, path: str, payload: bytes | None = None) -> Any:
+        """Send a non-streamed request; return the answer's parsed JSON object."""
+        try:
+            if payload is None:
+                response = await self._client.get(path)
+            else:
+                response = await self._client.post(path, payload)
+        except httpx.HTTPError as exc:
+            raise translate_httpx_error(self.provider_id, exc) from exc
+        if response.status_code >= 400:
+            raise self._status_error(response, response.content)
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamProtocolError(
+                f"Provider {self.provider_id!r} answered {method} {path} with a body that is "
+                "not JSON."
+            ) from exc
+        if not isinstance(data, dict):
+            raise UpstreamProtocolError(
+                f"Provider {self.provider_id!r} answered {method} {path} with JSON that is "
+                "not an object."
+            )
+        if "error" in data:
+            raise UpstreamProtocolError(
+                f"Provider {self.provider_id!r} reported an error: "
+                f"{fmt.error_text(data['error'])[:300]}"
+            )
+        return data
+
+    # -- the adapter interface ---------------------------------------------------------------
+
+    async def chat(self, body: dict[str, Any], upstream_model: str) -> Reply:
+        request = fmt.chat_request(
+            self.provider_id, body, upstream_model, stream=False, keep_alive=self._keep_alive
+        )
+        data = await self._call("POST", "/api/chat", orjson.dumps(request))
+        message = data.get("message")
+        if not isinstance(message, dict):
+            raise UpstreamProtocolError(
+                f"Provider {self.provider_id!r} answered /api/chat without a 'message' object."
+            )
+        tool_calls = fmt.openai_tool_calls(message.get("tool_calls"))
+        content = message.get("content")
+        text = content if isinstance(content, str) else ""
+        usage = fmt.usage(data)
+        answer = completion_body(
+            body["model"],
+            content=None if tool_calls and not text else text,
+            finish_reason=fmt.finish_reason(data.get("done_reason"), bool(tool_calls)),
+            usage=usage,
+            tool_calls=tool_calls,
+        )
+        return Reply(answer, usage)
+
+    async def chat_stream(
+        self, body: dict[str, Any], upstream_model: str, *, include_usage: bool
+    ) -> ChatStream:
+        request = fmt.chat_request(
+            self.provider_id, body, upstream_model, stream=True, keep_alive=self._keep_alive
+        )
+        try:
+            response = await self._client.post("/api/chat", orjson.dumps(request), stream=True)
+        except httpx.HTTPError as exc:
+            raise translate_httpx_error(self.provider_id, exc) from exc
+        if response.status_code >= 400:
+            try:
+                error_body = await response.aread()
+            except httpx.HTTPError as exc:
+                raise translate_httpx_error(self.provider_id, exc) from exc
+            finally:
+                await response.aclose()
+            raise self._status_error(response, error_body)
+        stream = ChatStream()
+        stream.events = self._relay(response, ChunkWriter(body["model"]), include_usage, stream)
+        return stream
+
+    async def _relay(
+        self,
+        response: httpx.Response,
+        writer: ChunkWriter,
+        include_usage: bool,
+        stream: ChatStream,
+    ) -> AsyncIterator[bytes]:
+        # The role chunk waits for the first line, so that a stream failing on its first line
+        # fails before the client saw a byte and the router can still fall back.
+        pending = [writer.role()]
+        calls = 0
+        lines = ndjson_lines(self.provider_id, response)
+        try:
+            async for line in lines:
+                if not isinstance(line, dict):
+                    raise UpstreamProtocolError(
+                        f"Provider {self.provider_id!r} sent a stream line that is not an object."
+                    )
+                if "error" in line:
+                    raise UpstreamProtocolError(
+                        f"Provider {self.provider_id!r} reported an error mid-stream: "
+                        f"{fmt.error_text(line['error'])[:300]}"
+                    )
+                message = line.get("message")
+                if isinstance(message, dict):
+                    content = message.get("content")
+                    if isinstance(content, str) and content:
+                        pending.append(writer.content(content))
+                    for call in fmt.openai_tool_calls(message.get("tool_calls")):
+                        function = call["function"]
+                        pending.append(
+                            writer.tool_call_start(
+                                calls, call["id"], function["name"], function["arguments"]
+                            )
+                        )
+                        calls += 1
+                if line.get("done") is True:
+                    usage = fmt.usage(line)
+                    stream.usage = usage
+                    pending.append(
+                        writer.finish(fmt.finish_reason(line.get("done_reason"), calls > 0))
+                    )
+                    if include_usage:
+                        pending.append(writer.usage(usage))
+                    yield b"".join(pending)
+                    return
+                if pending:
+                    yield b"".join(pending)
+                    pending = []
+        finally:
+            close_lines = getattr(lines, "aclose", None)
+            if close_lines is not None:
+                await close_lines()
+            await response.aclose()
+        raise UpstreamProtocolError(
+            f'Provider {self.provider_id!r} ended its stream without the final "done": true line.'
+        )
+
+    async def embeddings(self, body: dict[str, Any], upstream_model: str) -> Reply:
+        request, encoding = fmt.embed_request(
+            self.provider_id, body, upstream_model, keep_alive=self._keep_alive
+        )
+        data = await self._call("POST", "/api/embed", orjson.dumps(request))
+        answer, usage = fmt.embeddings_answer(self.provider_id, body, request, data, encoding)
+        return Reply(answer, usage)
+
+    async def list_models(self) -> list[str]:
+        data = await self._call("GET", "/api/tags")
+        models = data.get("models")
+        if not isinstance(models, list):
+            raise UpstreamProtocolError(
+                f"Provider {self.provider_id!r} answered /api/tags without a 'models' list."
+            )
+        names = []
+        for model in models:
+            name = model.get("name") or model.get("model") if isinstance(model, dict) else None
+            if not isinstance(name, str):
+                raise UpstreamProtocolError(
+                    f"Provider {self.provider_id!r} listed a model without a name."
+                )
+            names.append(name)
+        return names
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

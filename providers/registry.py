@@ -15,12 +15,14 @@ from importlib.metadata import entry_points
 from router.errors import InvalidRequest
 
 from .base import Adapter
+from .gemini import GeminiAdapter
 from .openai import LMStudioAdapter, OpenAIAdapter
 
 ENTRY_POINT_GROUP = "provider_router.adapters"
 BUILTIN: dict[str, type[Adapter]] = {
     OpenAIAdapter.type: OpenAIAdapter,
     LMStudioAdapter.type: LMStudioAdapter,
+    GeminiAdapter.type: GeminiAdapter,
 }
 
 

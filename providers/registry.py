@@ -16,6 +16,7 @@ from router.errors import InvalidRequest
 
 from .base import Adapter
 from .ollama import OllamaAdapter
+from .gemini import GeminiAdapter
 from .openai import LMStudioAdapter, OpenAIAdapter
 
 ENTRY_POINT_GROUP = "provider_router.adapters"
@@ -23,6 +24,7 @@ BUILTIN: dict[str, type[Adapter]] = {
     OpenAIAdapter.type: OpenAIAdapter,
     LMStudioAdapter.type: LMStudioAdapter,
     OllamaAdapter.type: OllamaAdapter,
+    GeminiAdapter.type: GeminiAdapter,
 }
 
 

@@ -256,12 +256,15 @@ class MockUpstream:
 
     def app(self) -> Starlette:
         """A Starlette app serving the OpenAI endpoints and the /_mock control endpoints."""
+        from router.mock_gemini import gemini_routes  # imports this module: import late
+
         _install_log_filter()
         from router.mock_ollama import ollama_routes  # imports this module: import it late
 
         return Starlette(
             routes=[
                 *ollama_routes(self),
+                *gemini_routes(self),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),

@@ -30,6 +30,8 @@ from router.errors import (
 
 from .http import UpstreamTransport
 
+_MAX_CACHED_URLS = 64
+
 __all__ = [
     "UpstreamClient",
     "retry_after_seconds",
@@ -66,7 +68,9 @@ class UpstreamClient:
         """The absolute URL of ``path`` (relative to the base URL), built once per path."""
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = httpx.URL(self.base_url + path)
+            url = httpx.URL(self.base_url + path)
+            if len(self._urls) < _MAX_CACHED_URLS:  # paths with page tokens would grow it
+                self._urls[path] = url
         return url
 
     def build(

@@ -15,8 +15,8 @@ from importlib.metadata import entry_points
 from router.errors import InvalidRequest
 
 from .base import Adapter
-from .ollama import OllamaAdapter
 from .gemini import GeminiAdapter
+from .ollama import OllamaAdapter
 from .openai import LMStudioAdapter, OpenAIAdapter
 
 ENTRY_POINT_GROUP = "provider_router.adapters"

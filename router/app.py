@@ -101,7 +101,13 @@ class ProviderRouterApp:
                 *providers_api.routes,
                 *requests_api.routes,
             ],
-            exception_handlers={Exception: render_error, HTTPException: render_error},
+            # RouterError by name: handlers for Exception run in ServerErrorMiddleware, which
+            # answers and then re-raises (a traceback in the log for a plain 400).
+            exception_handlers={
+                RouterError: render_error,
+                HTTPException: render_error,
+                Exception: render_error,
+            },
             lifespan=self._lifespan,
         )
 

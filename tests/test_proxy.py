@@ -476,3 +476,15 @@ async def test_every_request_is_recorded_even_the_rejected_ones(
             "SELECT status_code, model FROM requests ORDER BY created_at"
         ).fetchall()
     assert sorted(rows, key=str) == sorted([(400, None), (404, "missing")], key=str)
+
+
+async def test_a_management_error_is_answered_not_re_raised(settings: Settings) -> None:
+    # httpx.ASGITransport re-raises whatever escapes the app: a 400 must not escape.
+    async with app_client(settings) as (_, client):
+        response = await client.post(
+            "/v1/providers",
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+            json={"name": "x", "type": "no-such-type", "config": {}},
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "type"

@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 
 from router.errors import InvalidRequest
 
+from .anthropic import AnthropicAdapter
 from .base import Adapter
 from .openai import LMStudioAdapter, OpenAIAdapter
 
@@ -21,6 +22,7 @@ ENTRY_POINT_GROUP = "provider_router.adapters"
 BUILTIN: dict[str, type[Adapter]] = {
     OpenAIAdapter.type: OpenAIAdapter,
     LMStudioAdapter.type: LMStudioAdapter,
+    AnthropicAdapter.type: AnthropicAdapter,
 }
 
 

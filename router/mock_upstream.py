@@ -256,9 +256,12 @@ class MockUpstream:
 
     def app(self) -> Starlette:
         """A Starlette app serving the OpenAI endpoints and the /_mock control endpoints."""
+        from router.mock_anthropic import anthropic_routes  # it imports this module
+
         _install_log_filter()
         return Starlette(
             routes=[
+                *anthropic_routes(self),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),

@@ -205,7 +205,8 @@ def _sample_input(schema: Any) -> dict[str, Any]:
 
 def _tool_to_call(body: dict[str, Any]) -> dict[str, Any] | None:
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("name")]
-    choice = body.get("tool_choice") or {}
+    choice = body.get("tool_choice")
+    choice = choice if isinstance(choice, dict) else {}
     last = body["messages"][-1]
     content = last["content"]
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content

@@ -785,3 +785,12 @@ def test_registered_and_config_is_validated() -> None:
                      "no config key 'model'"):  # fmt: skip
         assert fragment in joined, fragment
     assert "must be an integer" in " ".join(AnthropicAdapter.validate_config({"timeout": "5"}))
+
+
+async def test_input_tokens_in_message_delta_replace_those_of_message_start() -> None:
+    # Newer API versions repeat the (final) usage counts in message_delta.
+    usage = {"input_tokens": 15, "cache_read_input_tokens": 5, "output_tokens": 9}
+    final = event({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": usage})
+    pieces = [start(12), block_start(0, text("")), text_delta(0, "x"), final]
+    _, stream, _ = await run_stream(Pieces([*pieces, event({"type": "message_stop"})]))
+    assert stream.usage == Usage(20, 9, 29)

@@ -387,3 +387,25 @@ async def test_the_fake_stream_is_a_complete_anthropic_event_sequence() -> None:
     ]  # fmt: skip
     assert b'"fail":"truncate"' in truncated
     assert "message_stop" not in cut.text and "message_start" in cut.text
+
+
+async def test_the_fake_calls_a_tool_only_when_asked() -> None:
+    tool = {"name": "lookup", "input_schema": {"type": "object", "properties": {}}}
+    ask = {"role": "user", "content": "please lookup"}
+    async with fake_client() as client:
+        named = await client.post(
+            "/v1/messages", json={**MINIMAL, "tools": [tool], "messages": [ask]}
+        )
+        unnamed = await client.post("/v1/messages", json={**MINIMAL, "tools": [tool]})
+        refused = await client.post(
+            "/v1/messages",
+            json={**MINIMAL, "tools": [tool], "messages": [ask], "tool_choice": {"type": "none"}},
+        )
+        odd_choice = await client.post(
+            "/v1/messages", json={**MINIMAL, "tools": [tool], "tool_choice": "auto"}
+        )
+    assert named.json()["stop_reason"] == "tool_use"
+    assert named.json()["content"][-1]["name"] == "lookup"
+    assert unnamed.json()["stop_reason"] == "end_turn"
+    assert refused.json()["stop_reason"] == "end_turn"
+    assert odd_choice.status_code == 200

@@ -75,16 +75,21 @@ def upstream_error(
     message: str,
     retry_after: float | None = None,
 ) -> UpstreamStatusError:
-    """An Anthropic error as an UpstreamStatusError whose body is in OpenAI's shape."""
+    """An Anthropic error as an UpstreamStatusError whose body is in OpenAI's shape.
+
+    With no ``error_type`` the upstream's body was not an Anthropic error: ``message`` is then
+    a snippet of it, kept for the attempt record, and the client gets a sentence instead.
+    """
     if error_type in _OPENAI_TYPE:
         openai_type = _OPENAI_TYPE[error_type]
     else:
         openai_type = "server_error" if status >= 500 else "invalid_request_error"
-    text = message or f"Provider {provider_id!r} answered HTTP {status}."
+    text = message if error_type else ""
+    text = text or f"Provider {provider_id!r} answered HTTP {status} without an Anthropic error."
     body = {"error": {"message": text, "type": openai_type, "param": None, "code": error_type}}
-    detail = f" ({error_type})" if error_type else ""
+    detail = f" ({error_type}): {message[:300]}" if error_type else f": {message[:200]}"
     return UpstreamStatusError(
-        f"Provider {provider_id!r} answered HTTP {status}{detail}: {text[:300]}",
+        f"Provider {provider_id!r} answered HTTP {status}{detail}".removesuffix(": "),
         status_code=status,
         body=orjson.dumps(body),
         content_type="application/json",
@@ -200,10 +205,7 @@ class AnthropicAdapter(Adapter):
         except orjson.JSONDecodeError:
             error_type, message = None, ""
         if error_type is None:
-            message = (
-                f"Provider {self.provider_id!r} answered HTTP {response.status_code} "
-                "without an Anthropic error body."
-            )
+            message = raw[:200].decode("utf-8", "replace")
         raise upstream_error(
             self.provider_id,
             response.status_code,

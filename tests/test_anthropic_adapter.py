@@ -459,7 +459,8 @@ async def test_an_error_body_that_is_not_anthropic_json_still_becomes_an_openai_
     shaped = orjson.loads(caught.value.body)["error"]
     assert caught.value.retryable
     assert (shaped["type"], shaped["code"]) == ("server_error", None)
-    assert "HTTP 502" in shaped["message"]
+    assert shaped["message"] == "Provider 'claude' answered HTTP 502 without an Anthropic error."
+    assert caught.value.message == "Provider 'claude' answered HTTP 502: <html>Bad gateway</html>"
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'{"type": "completion"}'])

@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 
 from router.errors import InvalidRequest
 
+from .anthropic import AnthropicAdapter
 from .base import Adapter
 from .gemini import GeminiAdapter
 from .ollama import OllamaAdapter
@@ -25,6 +26,7 @@ BUILTIN: dict[str, type[Adapter]] = {
     LMStudioAdapter.type: LMStudioAdapter,
     OllamaAdapter.type: OllamaAdapter,
     GeminiAdapter.type: GeminiAdapter,
+    AnthropicAdapter.type: AnthropicAdapter,
 }
 
 

@@ -255,16 +255,19 @@ class MockUpstream:
         self._hangs: set[asyncio.Future[None]] = set()
 
     def app(self) -> Starlette:
-        """A Starlette app serving the OpenAI endpoints and the /_mock control endpoints."""
-        from router.mock_gemini import gemini_routes  # imports this module: import late
+        """A Starlette app serving every format's endpoints and the /_mock control endpoints."""
+        # These modules import this one, so they are imported late.
+        from router.mock_anthropic import anthropic_routes
+        from router.mock_gemini import gemini_routes
+        from router.mock_ollama import ollama_routes
 
         _install_log_filter()
-        from router.mock_ollama import ollama_routes  # imports this module: import it late
-
         return Starlette(
             routes=[
-                *ollama_routes(self),
+                # Anthropic's first: it shares GET /v1/models with OpenAI and hands those back.
+                *anthropic_routes(self),
                 *gemini_routes(self),
+                *ollama_routes(self),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
@@ -495,8 +498,11 @@ class MockServer(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
+            root = f"http://{host}:{port}"
             print(
-                f"mock upstream listening on http://{host}:{port} (OpenAI base URL /v1)", flush=True
+                f"mock upstream listening on {root}; baseURL for openai: {root}/v1, "
+                f"anthropic: {root}, gemini: {root}/v1beta, ollama: {root}",
+                flush=True,
             )
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:

@@ -155,11 +155,12 @@ async def test_a_duplicate_name_is_a_conflict_on_name(db: Database) -> None:
 
 async def test_an_unknown_type_names_the_known_types(db: Database) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await catalog.create_provider(db, openai_body(type="anthropic"))
+        await catalog.create_provider(db, openai_body(type="carrier-pigeon"))
     assert caught.value.param == "type"
-    assert "'anthropic'" in caught.value.message
+    assert "'carrier-pigeon'" in caught.value.message
     assert "lm-studio" in caught.value.message
     assert "openai" in caught.value.message
+    assert "anthropic" in caught.value.message
 
 
 async def test_openai_needs_a_base_url(db: Database) -> None:

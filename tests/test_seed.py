@@ -139,12 +139,12 @@ async def test_nothing_to_seed(db: Database) -> None:
 
 async def test_a_bad_entry_names_it_and_leaves_the_catalog_empty(db: Database) -> None:
     providers = example_providers()
-    providers[1]["type"] = "anthropic"
+    providers[1]["type"] = "carrier-pigeon"
     with pytest.raises(SettingsError) as caught:
         await seed_from_config(db, providers, SOURCE)
     message = str(caught.value)
     assert message.startswith(f"providers[1] in {SOURCE}: ")
-    assert "'anthropic'" in message
+    assert "'carrier-pigeon'" in message
     assert catalog_counts(db) == {
         "providers": 0,
         "provider_configs": 0,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -36,7 +36,12 @@ from .anthropic_format import (
     prompt_tokens,
 )
 from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply
-from .client import UpstreamClient, retry_after_seconds, translate_httpx_error
+from .client import (
+    client_from_config,
+    http_config_problems,
+    retry_after_seconds,
+    translate_httpx_error,
+)
 from .translate import ChunkWriter, sse_events
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -131,47 +136,24 @@ class AnthropicAdapter(Adapter):
 
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):
         super().__init__(provider_id, config, options)
-        base_url = str(config.get("baseURL") or DEFAULT_BASE_URL).rstrip("/")
         # The paths carry /v1 (as in Anthropic's SDKs); accept a base URL written OpenAI-style.
-        base_url = base_url.removesuffix("/v1")
-        timeout_ms = int(config.get("timeout") or options.timeout_ms)
-        headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
-        headers["content-type"] = "application/json"
-        headers["anthropic-version"] = str(config.get("anthropicVersion") or DEFAULT_VERSION)
+        base_url = str(config.get("baseURL") or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
+        headers = {"anthropic-version": str(config.get("anthropicVersion") or DEFAULT_VERSION)}
         if config.get("apiKey"):
             headers["x-api-key"] = str(config["apiKey"])
         self.default_max_tokens = int(config.get("defaultMaxTokens") or DEFAULT_MAX_TOKENS)
-        self._client = UpstreamClient(
-            base_url,
-            headers,
-            httpx.Timeout(
-                timeout_ms / 1000, connect=min(timeout_ms, options.connect_timeout_ms) / 1000
-            ),
-            max_connections=options.max_connections,
-        )
+        self._client = client_from_config(config, options, base_url, headers)
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any], *, partial: bool = False) -> list[str]:
         problems = super().validate_config(config, partial=partial)
-        base_url = config.get("baseURL")
-        if isinstance(base_url, str) and base_url:
-            parts = urlsplit(base_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                problems.append(
-                    f"Config key 'baseURL' must be an http:// or https:// URL, got {base_url!r}."
-                )
-            elif parts.username or parts.password:
-                problems.append("Config key 'baseURL' must not carry credentials; use 'apiKey'.")
-        for key in ("timeout", "defaultMaxTokens"):
-            value = config.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
-                problems.append(f"Config key {key!r} must be > 0, got {value}.")
+        problems += http_config_problems(config)
+        value = config.get("defaultMaxTokens")
+        if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+            problems.append(f"Config key 'defaultMaxTokens' must be > 0, got {value}.")
         version = config.get("anthropicVersion")
         if isinstance(version, str) and not version.strip():
             problems.append("Config key 'anthropicVersion' must not be empty.")
-        headers = config.get("headers")
-        if isinstance(headers, dict) and not all(isinstance(v, str) for v in headers.values()):
-            problems.append("Config key 'headers' must map header names to strings.")
         return problems
 
     def _payload(self, body: dict[str, Any], upstream_model: str, **extra: Any) -> bytes:

@@ -16,6 +16,8 @@ a test's respx routes still see every request. httpx is pinned, and the tests co
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -28,12 +30,15 @@ from router.errors import (
     UpstreamTimeout,
 )
 
+from .base import AdapterOptions
 from .http import UpstreamTransport
 
 _MAX_CACHED_URLS = 64
 
 __all__ = [
     "UpstreamClient",
+    "client_from_config",
+    "http_config_problems",
     "retry_after_seconds",
     "status_error",
     "translate_httpx_error",
@@ -115,6 +120,57 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def client_from_config(
+    config: Mapping[str, Any],
+    options: AdapterOptions,
+    base_url: str,
+    headers: Mapping[str, str],
+) -> UpstreamClient:
+    """The client of one provider: its ``timeout`` (ms) and ``headers`` config, then ``headers``.
+
+    The adapter's own headers (credentials, versions) come last, so a configured extra header
+    cannot replace them.
+    """
+    timeout_ms = int(config.get("timeout") or options.timeout_ms)
+    merged = {"content-type": "application/json"}
+    merged.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
+    merged.update(headers)
+    return UpstreamClient(
+        base_url.rstrip("/"),
+        merged,
+        httpx.Timeout(
+            timeout_ms / 1000, connect=min(timeout_ms, options.connect_timeout_ms) / 1000
+        ),
+        max_connections=options.max_connections,
+    )
+
+
+def http_config_problems(config: Mapping[str, Any], *, allow_query: bool = True) -> list[str]:
+    """What is wrong with the ``baseURL``, ``timeout`` and ``headers`` every HTTP type takes."""
+    problems = []
+    base_url = config.get("baseURL")
+    if isinstance(base_url, str) and base_url:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            problems.append(
+                f"Config key 'baseURL' must be an http:// or https:// URL, got {base_url!r}."
+            )
+        elif parts.username or parts.password:
+            problems.append("Config key 'baseURL' must not carry credentials; use 'apiKey'.")
+        elif parts.query and not allow_query:
+            problems.append(
+                "Config key 'baseURL' must not carry a query; a key goes in 'apiKey' "
+                "(sent in a header, never in a URL)."
+            )
+    timeout = config.get("timeout")
+    if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
+        problems.append(f"Config key 'timeout' is in milliseconds and must be > 0, got {timeout}.")
+    headers = config.get("headers")
+    if isinstance(headers, dict) and not all(isinstance(v, str) for v in headers.values()):
+        problems.append("Config key 'headers' must map header names to strings.")
+    return problems
 
 
 def translate_httpx_error(provider_id: str, exc: httpx.HTTPError) -> UpstreamError:

@@ -19,7 +19,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -27,7 +27,12 @@ import orjson
 from router.errors import UpstreamProtocolError, UpstreamStatusError
 
 from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply, Usage
-from .client import UpstreamClient, retry_after_seconds, translate_httpx_error
+from .client import (
+    client_from_config,
+    http_config_problems,
+    retry_after_seconds,
+    translate_httpx_error,
+)
 from .gemini_translate import (
     CallMemo,
     GeminiRequestError,
@@ -67,21 +72,10 @@ class GeminiAdapter(Adapter):
 
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):
         super().__init__(provider_id, config, options)
-        base_url = str(config.get("baseURL") or DEFAULT_BASE_URL).rstrip("/")
-        timeout_ms = int(config.get("timeout") or options.timeout_ms)
-        headers = {"content-type": "application/json"}
-        headers.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
+        base_url = str(config.get("baseURL") or DEFAULT_BASE_URL)
         self._secret = str(config.get("apiKey") or "")
-        if self._secret:
-            headers["x-goog-api-key"] = self._secret
-        self._client = UpstreamClient(
-            base_url,
-            headers,
-            httpx.Timeout(
-                timeout_ms / 1000, connect=min(timeout_ms, options.connect_timeout_ms) / 1000
-            ),
-            max_connections=options.max_connections,
-        )
+        headers = {"x-goog-api-key": self._secret} if self._secret else {}
+        self._client = client_from_config(config, options, base_url, headers)
         # Function calls this adapter returned that carry something Gemini wants back with them
         # (a thought signature, Gemini's own id), by call id; bounded, oldest forgotten first.
         self._memos: OrderedDict[str, CallMemo] = OrderedDict()
@@ -89,27 +83,7 @@ class GeminiAdapter(Adapter):
     @classmethod
     def validate_config(cls, config: Mapping[str, Any], *, partial: bool = False) -> list[str]:
         problems = super().validate_config(config, partial=partial)
-        base_url = config.get("baseURL")
-        if isinstance(base_url, str) and base_url:
-            parts = urlsplit(base_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                problems.append(
-                    f"Config key 'baseURL' must be an http:// or https:// URL, got {base_url!r}."
-                )
-            elif parts.username or parts.password or parts.query:
-                problems.append(
-                    "Config key 'baseURL' must not carry credentials or a query; "
-                    "the key goes in 'apiKey' (sent as the x-goog-api-key header)."
-                )
-        timeout = config.get("timeout")
-        if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
-            problems.append(
-                f"Config key 'timeout' is in milliseconds and must be > 0, got {timeout}."
-            )
-        headers = config.get("headers")
-        if isinstance(headers, dict) and not all(isinstance(v, str) for v in headers.values()):
-            problems.append("Config key 'headers' must map header names to strings.")
-        return problems
+        return problems + http_config_problems(config, allow_query=False)
 
     # -- requests ----------------------------------------------------------------------------
 

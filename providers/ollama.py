@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -22,7 +21,12 @@ from router.errors import UpstreamProtocolError, UpstreamStatusError
 
 from . import ollama_format as fmt
 from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply
-from .client import UpstreamClient, retry_after_seconds, translate_httpx_error
+from .client import (
+    client_from_config,
+    http_config_problems,
+    retry_after_seconds,
+    translate_httpx_error,
+)
 from .translate import ChunkWriter, completion_body, ndjson_lines
 
 DEFAULT_BASE_URL = "http://localhost:11434"
@@ -52,43 +56,14 @@ class OllamaAdapter(Adapter):
 
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):
         super().__init__(provider_id, config, options)
-        base_url = str(config.get("baseURL") or DEFAULT_BASE_URL).rstrip("/")
-        timeout_ms = int(config.get("timeout") or options.timeout_ms)
-        headers = {"content-type": "application/json"}
-        headers.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
-        if config.get("apiKey"):
-            headers["authorization"] = f"Bearer {config['apiKey']}"
+        base_url = str(config.get("baseURL") or DEFAULT_BASE_URL)
+        auth = {"authorization": f"Bearer {config['apiKey']}"} if config.get("apiKey") else {}
         self._keep_alive = fmt.keep_alive(config.get("keepAlive"))
-        self._client = UpstreamClient(
-            base_url,
-            headers,
-            httpx.Timeout(
-                timeout_ms / 1000, connect=min(timeout_ms, options.connect_timeout_ms) / 1000
-            ),
-            max_connections=options.max_connections,
-        )
+        self._client = client_from_config(config, options, base_url, auth)
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any], *, partial: bool = False) -> list[str]:
-        problems = super().validate_config(config, partial=partial)
-        base_url = config.get("baseURL")
-        if isinstance(base_url, str) and base_url:
-            parts = urlsplit(base_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                problems.append(
-                    f"Config key 'baseURL' must be an http:// or https:// URL, got {base_url!r}."
-                )
-            elif parts.username or parts.password:
-                problems.append("Config key 'baseURL' must not carry credentials; use 'apiKey'.")
-        timeout = config.get("timeout")
-        if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
-            problems.append(
-                f"Config key 'timeout' is in milliseconds and must be > 0, got {timeout}."
-            )
-        headers = config.get("headers")
-        if isinstance(headers, dict) and not all(isinstance(v, str) for v in headers.values()):
-            problems.append("Config key 'headers' must map header names to strings.")
-        return problems
+        return super().validate_config(config, partial=partial) + http_config_problems(config)
 
     # -- sending -----------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -17,7 +16,12 @@ import orjson
 from router.errors import UpstreamProtocolError
 
 from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply, Usage
-from .client import UpstreamClient, status_error, translate_httpx_error
+from .client import (
+    client_from_config,
+    http_config_problems,
+    status_error,
+    translate_httpx_error,
+)
 
 _DONE = b"data: [DONE]"
 
@@ -36,42 +40,13 @@ class OpenAIAdapter(Adapter):
 
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):
         super().__init__(provider_id, config, options)
-        base_url = str(config.get("baseURL") or self.default_base_url or "").rstrip("/")
-        timeout_ms = int(config.get("timeout") or options.timeout_ms)
-        headers = {"content-type": "application/json"}
-        headers.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
-        if config.get("apiKey"):
-            headers["authorization"] = f"Bearer {config['apiKey']}"
-        self._client = UpstreamClient(
-            base_url,
-            headers,
-            httpx.Timeout(
-                timeout_ms / 1000, connect=min(timeout_ms, options.connect_timeout_ms) / 1000
-            ),
-            max_connections=options.max_connections,
-        )
+        base_url = str(config.get("baseURL") or self.default_base_url or "")
+        auth = {"authorization": f"Bearer {config['apiKey']}"} if config.get("apiKey") else {}
+        self._client = client_from_config(config, options, base_url, auth)
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any], *, partial: bool = False) -> list[str]:
-        problems = super().validate_config(config, partial=partial)
-        base_url = config.get("baseURL")
-        if isinstance(base_url, str) and base_url:
-            parts = urlsplit(base_url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                problems.append(
-                    f"Config key 'baseURL' must be an http:// or https:// URL, got {base_url!r}."
-                )
-            elif parts.username or parts.password:
-                problems.append("Config key 'baseURL' must not carry credentials; use 'apiKey'.")
-        timeout = config.get("timeout")
-        if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
-            problems.append(
-                f"Config key 'timeout' is in milliseconds and must be > 0, got {timeout}."
-            )
-        headers = config.get("headers")
-        if isinstance(headers, dict) and not all(isinstance(v, str) for v in headers.values()):
-            problems.append("Config key 'headers' must map header names to strings.")
-        return problems
+        return super().validate_config(config, partial=partial) + http_config_problems(config)
 
     def _payload(self, body: dict[str, Any], upstream_model: str, **extra: Any) -> bytes:
         if body.get("model") != upstream_model or extra:

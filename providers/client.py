@@ -15,7 +15,7 @@ a test's respx routes still see every request. httpx is pinned, and the tests co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +37,7 @@ _MAX_CACHED_URLS = 64
 
 __all__ = [
     "UpstreamClient",
+    "call_json",
     "client_from_config",
     "http_config_problems",
     "retry_after_seconds",
@@ -120,6 +121,41 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def call_json(
+    client: UpstreamClient,
+    provider_id: str,
+    path: str,
+    payload: bytes | None,
+    on_status: Callable[[httpx.Response, bytes], UpstreamError],
+) -> dict[str, Any]:
+    """GET ``path`` (POST ``payload`` when given) and return the JSON object it answers.
+
+    A status >= 400 raises what ``on_status`` makes of the answer (each upstream words its
+    errors differently); a body that is not a JSON object is an ``UpstreamProtocolError``.
+    """
+    try:
+        if payload is None:
+            response = await client.get(path)
+        else:
+            response = await client.post(path, payload)
+    except httpx.HTTPError as exc:
+        raise translate_httpx_error(provider_id, exc) from exc
+    if response.status_code >= 400:
+        raise on_status(response, response.content)
+    try:
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamProtocolError(
+            f"Provider {provider_id!r} answered HTTP {response.status_code} "
+            "with a body that is not JSON."
+        ) from exc
+    if not isinstance(data, dict):
+        raise UpstreamProtocolError(
+            f"Provider {provider_id!r} answered with JSON that is not an object."
+        )
+    return data
 
 
 def client_from_config(

@@ -28,6 +28,7 @@ from router.errors import UpstreamProtocolError, UpstreamStatusError
 
 from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply, Usage
 from .client import (
+    call_json,
     client_from_config,
     http_config_problems,
     retry_after_seconds,
@@ -109,27 +110,8 @@ class GeminiAdapter(Adapter):
         )
 
     async def _call(self, method: str, path: str, payload: bytes | None = None) -> Any:
-        try:
-            if method == "GET":
-                response = await self._client.get(path)
-            else:
-                response = await self._client.post(path, payload or b"")
-        except httpx.HTTPError as exc:
-            raise translate_httpx_error(self.provider_id, exc) from exc
-        if response.status_code >= 400:
-            raise self._status_error(response, response.content)
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamProtocolError(
-                f"Provider {self.provider_id!r} answered HTTP {response.status_code} "
-                "with a body that is not JSON."
-            ) from exc
-        if not isinstance(data, dict):
-            raise UpstreamProtocolError(
-                f"Provider {self.provider_id!r} answered with JSON that is not an object."
-            )
-        return data
+        body = None if method == "GET" else payload or b""
+        return await call_json(self._client, self.provider_id, path, body, self._status_error)
 
     def _status_error(self, response: httpx.Response, body: bytes) -> UpstreamStatusError:
         """Gemini's error answer as an OpenAI-shaped one; overload and quota stay retryable."""

@@ -22,6 +22,7 @@ from router.errors import UpstreamProtocolError, UpstreamStatusError
 from . import ollama_format as fmt
 from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply
 from .client import (
+    call_json,
     client_from_config,
     http_config_problems,
     retry_after_seconds,
@@ -80,27 +81,7 @@ class OllamaAdapter(Adapter):
 
     async def _call(self, method: str, path: str, payload: bytes | None = None) -> Any:
         """Send a non-streamed request; return the answer's parsed JSON object."""
-        try:
-            if payload is None:
-                response = await self._client.get(path)
-            else:
-                response = await self._client.post(path, payload)
-        except httpx.HTTPError as exc:
-            raise translate_httpx_error(self.provider_id, exc) from exc
-        if response.status_code >= 400:
-            raise self._status_error(response, response.content)
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamProtocolError(
-                f"Provider {self.provider_id!r} answered {method} {path} with a body that is "
-                "not JSON."
-            ) from exc
-        if not isinstance(data, dict):
-            raise UpstreamProtocolError(
-                f"Provider {self.provider_id!r} answered {method} {path} with JSON that is "
-                "not an object."
-            )
+        data = await call_json(self._client, self.provider_id, path, payload, self._status_error)
         if "error" in data:
             raise UpstreamProtocolError(
                 f"Provider {self.provider_id!r} reported an error: "

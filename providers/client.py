@@ -40,6 +40,7 @@ __all__ = [
     "call_json",
     "client_from_config",
     "http_config_problems",
+    "open_stream",
     "retry_after_seconds",
     "status_error",
     "translate_httpx_error",
@@ -156,6 +157,31 @@ async def call_json(
             f"Provider {provider_id!r} answered with JSON that is not an object."
         )
     return data
+
+
+async def open_stream(
+    client: UpstreamClient,
+    provider_id: str,
+    path: str,
+    payload: bytes,
+    on_status: Callable[[httpx.Response, bytes], UpstreamError],
+) -> httpx.Response:
+    """POST ``payload`` and return the response with its body still to read (the caller closes
+    it). A status >= 400 reads the error body, closes, and raises what ``on_status`` makes of it.
+    """
+    try:
+        response = await client.post(path, payload, stream=True)
+    except httpx.HTTPError as exc:
+        raise translate_httpx_error(provider_id, exc) from exc
+    if response.status_code < 400:
+        return response
+    try:
+        error_body = await response.aread()
+    except httpx.HTTPError as exc:
+        raise translate_httpx_error(provider_id, exc) from exc
+    finally:
+        await response.aclose()
+    raise on_status(response, error_body)
 
 
 def client_from_config(

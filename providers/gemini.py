@@ -31,8 +31,8 @@ from .client import (
     call_json,
     client_from_config,
     http_config_problems,
+    open_stream,
     retry_after_seconds,
-    translate_httpx_error,
 )
 from .gemini_translate import (
     CallMemo,
@@ -214,18 +214,9 @@ class GeminiAdapter(Adapter):
     ) -> ChatStream:
         payload = self._translate(body)
         path = self._path(upstream_model, "streamGenerateContent") + "?alt=sse"
-        try:
-            response = await self._client.post(path, payload, stream=True)
-        except httpx.HTTPError as exc:
-            raise translate_httpx_error(self.provider_id, exc) from exc
-        if response.status_code >= 400:
-            try:
-                error_body = await response.aread()
-            except httpx.HTTPError as exc:
-                raise translate_httpx_error(self.provider_id, exc) from exc
-            finally:
-                await response.aclose()
-            raise self._status_error(response, error_body)
+        response = await open_stream(
+            self._client, self.provider_id, path, payload, self._status_error
+        )
         stream = ChatStream()
         stream.events = self._relay(response, body["model"], include_usage, stream)
         return stream

@@ -25,8 +25,8 @@ from .client import (
     call_json,
     client_from_config,
     http_config_problems,
+    open_stream,
     retry_after_seconds,
-    translate_httpx_error,
 )
 from .translate import ChunkWriter, completion_body, ndjson_lines
 
@@ -120,18 +120,9 @@ class OllamaAdapter(Adapter):
         request = fmt.chat_request(
             self.provider_id, body, upstream_model, stream=True, keep_alive=self._keep_alive
         )
-        try:
-            response = await self._client.post("/api/chat", orjson.dumps(request), stream=True)
-        except httpx.HTTPError as exc:
-            raise translate_httpx_error(self.provider_id, exc) from exc
-        if response.status_code >= 400:
-            try:
-                error_body = await response.aread()
-            except httpx.HTTPError as exc:
-                raise translate_httpx_error(self.provider_id, exc) from exc
-            finally:
-                await response.aclose()
-            raise self._status_error(response, error_body)
+        response = await open_stream(
+            self._client, self.provider_id, "/api/chat", orjson.dumps(request), self._status_error
+        )
         stream = ChatStream()
         stream.events = self._relay(response, ChunkWriter(body["model"]), include_usage, stream)
         return stream

@@ -7,6 +7,7 @@ closing ``[DONE]``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply, Usage
 from .client import (
     client_from_config,
     http_config_problems,
+    open_stream,
     status_error,
     translate_httpx_error,
 )
@@ -97,18 +99,13 @@ class OpenAIAdapter(Adapter):
         # Always ask for usage so the record has it; the client sees it only if it asked.
         stream_options = {**(body.get("stream_options") or {}), "include_usage": True}
         payload = self._payload(body, upstream_model, stream_options=stream_options)
-        try:
-            response = await self._client.post("/chat/completions", payload, stream=True)
-        except httpx.HTTPError as exc:
-            raise translate_httpx_error(self.provider_id, exc) from exc
-        if response.status_code >= 400:
-            try:
-                error_body = await response.aread()
-            except httpx.HTTPError as exc:
-                raise translate_httpx_error(self.provider_id, exc) from exc
-            finally:
-                await response.aclose()
-            raise status_error(self.provider_id, response, error_body)
+        response = await open_stream(
+            self._client,
+            self.provider_id,
+            "/chat/completions",
+            payload,
+            functools.partial(status_error, self.provider_id),
+        )
         stream = ChatStream()
         stream.events = self._relay(response, include_usage, stream)
         return stream

@@ -30,7 +30,7 @@ from router.recorder import Recorder
 from router.settings import Settings
 from router.snapshots import SnapshotManager
 from router.store import migrations
-from router.store.db import Database
+from router.store.db import database_for
 from router.store.seed import seed_from_config
 
 log = logging.getLogger("provider_router.app")
@@ -44,7 +44,7 @@ async def prepare_database(settings: Settings) -> None:
     for migration in applied:
         log.info("Applied migration %04d_%s", migration.version, migration.name)
     if settings.seed_providers:
-        db = Database(settings.database_path)
+        db = database_for(settings)
         await db.open()
         try:
             await seed_from_config(db, settings.seed_providers, settings.config_path or "config")
@@ -123,7 +123,7 @@ class ProviderRouterApp:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         settings = self.settings
         await prepare_database(settings)
-        db = Database(settings.database_path)
+        db = database_for(settings)
         await db.open()
         snapshots = SnapshotManager(
             db,

@@ -20,11 +20,14 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
 Params = Sequence[Any] | dict[str, Any]
+
+if TYPE_CHECKING:
+    from router.settings import Settings
 
 
 class Database:
@@ -88,3 +91,8 @@ class Database:
     async def execute_write_many(self, sql: str, rows: Iterable[Params]) -> None:
         async with self.transaction() as conn:
             await conn.executemany(sql, rows)
+
+
+def database_for(settings: Settings) -> Database:
+    """The database the settings name, not yet opened: every server and CLI path builds it here."""
+    return Database(settings.database_path)

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from providers.base import AdapterOptions
+from router.api import health as health_api
 from router.api import models as models_api
 from router.api import providers as providers_api
 from router.api import requests as requests_api
@@ -27,6 +28,7 @@ from router.auth import Authenticator, resolve_admin_token
 from router.errors import NotFound, RouterError
 from router.proxy import Proxy, Receive, Scope, Send
 from router.recorder import Recorder
+from router.resilience import Resilience, timeouts_from_settings
 from router.settings import Settings
 from router.snapshots import SnapshotManager
 from router.store import migrations
@@ -100,6 +102,7 @@ class ProviderRouterApp:
                 *models_api.routes,
                 *providers_api.routes,
                 *requests_api.routes,
+                *health_api.routes,
             ],
             # RouterError by name: handlers for Exception run in ServerErrorMiddleware, which
             # answers and then re-raises (a traceback in the log for a plain 400).
@@ -132,6 +135,7 @@ class ProviderRouterApp:
                 connect_timeout_ms=settings.upstream_connect_timeout_ms,
                 max_connections=settings.upstream_max_connections,
             ),
+            timeouts=timeouts_from_settings(settings),
         )
         recorder = Recorder(
             db,
@@ -140,7 +144,9 @@ class ProviderRouterApp:
             flush_interval_s=settings.recorder_flush_interval_ms / 1000,
         )
         auth = Authenticator(resolve_admin_token(settings))
-        proxy = Proxy(snapshots, recorder, settings.max_body_bytes)
+        proxy = Proxy(
+            snapshots, recorder, settings.max_body_bytes, Resilience.from_settings(settings)
+        )
         await snapshots.rebuild()
         recorder.start()
         watcher = asyncio.get_running_loop().create_task(

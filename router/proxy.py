@@ -5,22 +5,31 @@ hot path. For each request they:
 
 1. read the body (refusing one over the size limit before anything goes upstream),
 2. ask the routing snapshot for candidates (no database access),
-3. try candidates in order: a connect error, a timeout, 408, 429 or 5xx moves on to the next one
-   as long as nothing has been sent to the client; any other upstream 4xx goes back as it is,
-4. relay the answer: a JSON body as bytes, or SSE blocks as they arrive, ending with [DONE],
+3. try candidates in the order :func:`router.routing.spread` gives (tiers by priority, weighted
+   random inside a tier), skipping open circuits and providers at a rate limit, each provider
+   once, at most ``max_attempts`` tries: a connect error, a timeout, 408, 429 or 5xx moves on
+   to the next one as long as nothing has been sent to the client; any other upstream 4xx goes
+   back as it is. Only a refused connection is retried on the same provider (jittered backoff),
+4. relay the answer: a JSON body as bytes, or SSE blocks as they arrive, ending with [DONE]; a
+   stream that breaks, stalls (idle timeout) or runs out of time ends with an error event,
 5. hand one request record (with one row per attempt) to the recorder.
+
+A client that hangs up at any point cancels the upstream call at once; its attempt is recorded
+as ``client_closed`` and does not count against the provider.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import httpx
 import orjson
 
 from providers.base import ChatStream, Reply
@@ -29,14 +38,19 @@ from router.errors import (
     InvalidJSON,
     InvalidRequest,
     PayloadTooLarge,
+    ProvidersCoolingDown,
+    RateLimited,
     RouterError,
     StreamInterrupted,
+    UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
+    UpstreamTimeout,
 )
 from router.recorder import AttemptRecord, Recorder, RequestRecord
-from router.routing import Candidate
+from router.resilience import Resilience, provider_key
+from router.routing import Candidate, spread
 from router.snapshots import SnapshotManager
 
 Scope = MutableMapping[str, Any]
@@ -57,6 +71,34 @@ class ClientDisconnected(Exception):
     """The client went away before its request was read."""
 
 
+class DisconnectGuard:
+    """Cancels the request's task when the client hangs up while we wait for an upstream.
+
+    One watcher task reads ``receive`` for ``http.disconnect``; :meth:`stop` (called before the
+    response starts, after which the relay watches on its own) disarms it. ``gone`` tells the
+    task's own ``CancelledError`` from a server shutdown.
+    """
+
+    __slots__ = ("_stopped", "_task", "_watcher", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        self.gone = False
+        self._stopped = False
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        self._watcher.add_done_callback(self._on_disconnect)
+
+    def _on_disconnect(self, watcher: asyncio.Future[None]) -> None:
+        if self._stopped or watcher.cancelled() or self._task is None:
+            return
+        self.gone = True
+        self._task.cancel()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._watcher.cancel()
+
+
 # Request ids need to be unique, not secret (reading them back needs the admin token), so a
 # generator seeded once from the OS is enough; a system call per request showed in profiles.
 _ids = random.Random(os.urandom(32))
@@ -66,6 +108,13 @@ os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 def new_request_id() -> str:
     """Time-ordered ids: 12 hex digits of Unix milliseconds, then 16 random hex digits."""
     return f"req_{int(time.time() * 1000):012x}{_ids.getrandbits(64):016x}"
+
+
+def _retry_after(exc: RouterError) -> list[tuple[bytes, bytes]]:
+    seconds = getattr(exc, "retry_after", None)
+    if seconds is None:
+        return []
+    return [(b"retry-after", str(max(1, math.ceil(seconds))).encode())]
 
 
 def response_headers(request_id: str, provider_id: str | None, content_type: bytes) -> list[Any]:
@@ -130,10 +179,17 @@ async def wait_for_disconnect(receive: Receive) -> None:
 class Proxy:
     """The two client endpoints: ``/v1/chat/completions`` and ``/v1/embeddings``."""
 
-    def __init__(self, snapshots: SnapshotManager, recorder: Recorder, max_body_bytes: int):
+    def __init__(
+        self,
+        snapshots: SnapshotManager,
+        recorder: Recorder,
+        max_body_bytes: int,
+        resilience: Resilience | None = None,
+    ):
         self.snapshots = snapshots
         self.recorder = recorder
         self.max_body_bytes = max_body_bytes
+        self.resilience = resilience or Resilience()
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._handle(scope, receive, send, "chat.completions", ("messages",))
@@ -148,18 +204,28 @@ class Proxy:
         record = RequestRecord(
             id=new_request_id(), created_at=int(time.time() * 1000), endpoint=endpoint
         )
+        guard: DisconnectGuard | None = None
         try:
             body = parse_request(await read_body(scope, receive, self.max_body_bytes), required)
             record.model = body["model"]
             record.stream = endpoint == "chat.completions" and body.get("stream") is True
             candidates = self.snapshots.current.candidates(body["model"])
-            await self._attempt_all(candidates, body, record, started, receive, send)
+            guard = DisconnectGuard(receive)
+            await self._attempt_all(candidates, body, record, started, guard, receive, send)
         except RouterError as exc:
+            if guard is not None:
+                guard.stop()
             record.status, record.status_code, record.error = "error", exc.status_code, exc.message
-            headers = response_headers(record.id, None, b"application/json")
+            headers = response_headers(record.id, None, b"application/json") + _retry_after(exc)
             await send_body(send, exc.status_code, exc.body(), headers)
         except ClientDisconnected:
             record.status, record.status_code = "client_disconnected", 499
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if guard is None or not guard.gone or task is None or task.uncancel() > 0:
+                raise
+            record.status, record.status_code = "client_disconnected", 499
+            record.error = "The client disconnected while waiting for the upstream."
         except Exception as exc:
             log.exception("Request %s failed inside provider-router", record.id)
             record.status, record.status_code = "error", 500
@@ -169,6 +235,8 @@ class Proxy:
                 headers = response_headers(record.id, None, b"application/json")
                 await send_body(send, 500, error.body(), headers)
         finally:
+            if guard is not None:
+                guard.stop()
             record.latency_ms = (time.perf_counter() - started) * 1000
             await self.recorder.record(record)
 
@@ -178,61 +246,144 @@ class Proxy:
         body: dict[str, Any],
         record: RequestRecord,
         started: float,
+        guard: DisconnectGuard,
         receive: Receive,
         send: Send,
     ) -> None:
+        res = self.resilience
         last: UpstreamError | None = None
-        for n, candidate in enumerate(candidates, 1):
-            attempt = AttemptRecord(
-                n, candidate.provider_id, int(time.time() * 1000), "error", None, 0
-            )
-            record.attempts.append(attempt)
-            attempt_started = time.perf_counter()
-            try:
-                try:
-                    result = await self._send(candidate, body, record)
-                except (UpstreamError, asyncio.CancelledError):
-                    raise
-                except Exception as exc:
-                    # An adapter bug fails this attempt, not the request.
-                    log.exception("Adapter of provider %r failed", candidate.provider_id)
-                    raise UpstreamProtocolError(
-                        f"Provider {candidate.provider_id!r}: adapter error {type(exc).__name__}."
-                    ) from exc
-            except UpstreamError as exc:
-                attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
-                attempt.status_code, attempt.error = exc.status_code, exc.message
-                if isinstance(exc, UpstreamStatusError) and not exc.retryable:
-                    await self._pass_through(exc, candidate, record, send)
-                    return
-                last = exc
+        limited: list[float] = []
+        cooling: list[float] = []
+        for candidate in spread(candidates, res.rng) if len(candidates) > 1 else candidates:
+            if len(record.attempts) >= res.max_attempts:
+                break
+            breaker = res.breakers.get(candidate.provider_id)
+            if not breaker.allow():
+                cooling.append(breaker.retry_in())
                 continue
-            record.provider_id, record.upstream_model = (
-                candidate.provider_id,
-                candidate.upstream_model,
-            )
-            if isinstance(result, Reply):
-                attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
-                attempt.status, attempt.status_code = "success", result.status_code
-                headers = response_headers(
-                    record.id, candidate.provider_id, result.content_type.encode()
+            wait = res.limiter.acquire(provider_key(candidate.provider_id), candidate.limits)
+            if wait is not None:
+                breaker.release()
+                limited.append(wait)
+                continue
+            retries = 0
+            while True:
+                failure = await self._try(candidate, body, record, started, guard, receive, send)
+                if failure is None:
+                    return
+                retry = (
+                    isinstance(failure, UpstreamConnectError)
+                    # A refused connection is cheap to retry; a connect timeout is not.
+                    and not isinstance(failure.__cause__, httpx.ConnectTimeout)
+                    and retries < res.connect_retries
+                    and len(record.attempts) < res.max_attempts
                 )
-                await send_body(send, result.status_code, result.body, headers)
-                record.status, record.status_code = "success", result.status_code
-                self._count_usage(record, candidate, result.usage)
-            else:
-                stream, first = result
-                await self._relay(stream, first, candidate, record, started, receive, send)
-                attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
-                attempt.status = "success" if record.status == "success" else "error"
-                attempt.status_code = 200
-                attempt.error = record.error
-            return
-        assert last is not None
-        tried = len(record.attempts)
-        raise AllProvidersFailed(
-            f"All {tried} provider(s) for model {record.model!r} failed; last error: {last.message}"
+                if not retry:
+                    break
+                await asyncio.sleep(res.backoff(retries))
+                retries += 1
+            res.failed(candidate.provider_id, failure)
+            last = failure
+        if last is not None:
+            tried = len(record.attempts)
+            raise AllProvidersFailed(
+                f"All {tried} attempt(s) for model {record.model!r} failed; "
+                f"last error: {last.message}"
+            )
+        if limited:
+            raise RateLimited(
+                f"Every provider of model {record.model!r} is at its rate limit; retry later.",
+                retry_after=min(limited + cooling),
+            )
+        raise ProvidersCoolingDown(
+            f"Every provider of model {record.model!r} is cooling down after failures; "
+            "retry later, or reset one with POST /v1/providers/{id}/reset.",
+            retry_after=min(cooling),
         )
+
+    async def _try(
+        self,
+        candidate: Candidate,
+        body: dict[str, Any],
+        record: RequestRecord,
+        started: float,
+        guard: DisconnectGuard,
+        receive: Receive,
+        send: Send,
+    ) -> UpstreamError | None:
+        """One upstream attempt. Returns None when an answer reached the client (or the client
+        left), or the failure when the loop may still try elsewhere."""
+        provider_id = candidate.provider_id
+        breaker = self.resilience.breakers.get(provider_id)
+        attempt = AttemptRecord(
+            len(record.attempts) + 1, provider_id, int(time.time() * 1000), "error", None, 0
+        )
+        record.attempts.append(attempt)
+        attempt_started = time.perf_counter()
+        timeouts = candidate.timeouts
+        deadline = asyncio.get_running_loop().time() + timeouts.total_s
+        try:
+            try:
+                async with asyncio.timeout(min(timeouts.first_byte_s, timeouts.total_s)):
+                    result = await self._send(candidate, body, record)
+            except TimeoutError:
+                ms = round(min(timeouts.first_byte_s, timeouts.total_s) * 1000)
+                raise UpstreamTimeout(
+                    f"Provider {provider_id!r}: no answer within {ms} ms (first-byte timeout)."
+                ) from None
+            except (UpstreamError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                # An adapter bug fails this attempt, not the request.
+                log.exception("Adapter of provider %r failed", provider_id)
+                raise UpstreamProtocolError(
+                    f"Provider {provider_id!r}: adapter error {type(exc).__name__}."
+                ) from exc
+        except asyncio.CancelledError:
+            attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+            attempt.status, attempt.error = "client_closed", "The client disconnected."
+            breaker.release()
+            raise
+        except UpstreamError as exc:
+            attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+            attempt.status_code, attempt.error = exc.status_code, exc.message
+            if isinstance(exc, UpstreamTimeout):
+                attempt.status = "timeout"
+            if isinstance(exc, UpstreamStatusError) and not exc.retryable:
+                breaker.release()
+                guard.stop()
+                await self._pass_through(exc, candidate, record, send)
+                return None
+            return exc
+        guard.stop()
+        record.provider_id, record.upstream_model = provider_id, candidate.upstream_model
+        if isinstance(result, Reply):
+            attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+            attempt.status, attempt.status_code = "success", result.status_code
+            breaker.success()
+            headers = response_headers(record.id, provider_id, result.content_type.encode())
+            await send_body(send, result.status_code, result.body, headers)
+            record.status, record.status_code = "success", result.status_code
+            self._count_usage(record, candidate, result.usage)
+            return None
+        stream, first = result
+        failure = await self._relay(
+            stream, first, candidate, record, started, deadline, receive, send
+        )
+        attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+        attempt.status_code = 200
+        if record.status == "success":
+            attempt.status = "success"
+            breaker.success()
+        elif record.status == "client_disconnected":
+            attempt.status = "client_closed"
+            breaker.release()
+        else:
+            attempt.status = "timeout" if isinstance(failure, UpstreamTimeout) else "error"
+            attempt.error = record.error
+            if failure is not None:
+                self.resilience.failed(provider_id, failure)
+        return None
 
     async def _send(
         self, candidate: Candidate, body: dict[str, Any], record: RequestRecord
@@ -273,10 +424,16 @@ class Proxy:
         candidate: Candidate,
         record: RequestRecord,
         started: float,
+        deadline: float,
         receive: Receive,
         send: Send,
-    ) -> None:
+    ) -> UpstreamError | None:
+        """Relay the stream; return the upstream failure that ended it early, if any."""
+        failure: UpstreamError | None = None
+        idle_s = candidate.timeouts.idle_s
+
         async def pump() -> None:
+            nonlocal failure
             headers = response_headers(record.id, candidate.provider_id, b"")
             headers[0] = _SSE_HEADERS[0]
             await send(
@@ -289,12 +446,28 @@ class Proxy:
             if first:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
             record.ttft_ms = (time.perf_counter() - started) * 1000
+            loop = asyncio.get_running_loop()
+            blocks = aiter(stream)
             try:
-                async for block in stream:
-                    await send({"type": "http.response.body", "body": block, "more_body": True})
+                async with asyncio.timeout(None) as timer:
+                    while True:
+                        timer.reschedule(min(loop.time() + idle_s, deadline))
+                        try:
+                            block = await anext(blocks)
+                        except StopAsyncIteration:
+                            break
+                        timer.reschedule(None)
+                        await send({"type": "http.response.body", "body": block, "more_body": True})
+            except TimeoutError:
+                which = "total" if loop.time() >= deadline else "idle"
+                failure = UpstreamTimeout(
+                    f"Provider {candidate.provider_id!r}: the stream stalled ({which} timeout)."
+                )
             except UpstreamError as exc:
-                record.status, record.status_code, record.error = "error", 502, exc.message
-                error = StreamInterrupted(f"The upstream stream broke off: {exc.message}")
+                failure = exc
+            if failure is not None:
+                record.status, record.status_code, record.error = "error", 502, failure.message
+                error = StreamInterrupted(f"The upstream stream broke off: {failure.message}")
                 event = b"data: " + error.body() + b"\n\n"
                 await send({"type": "http.response.body", "body": event, "more_body": False})
                 return
@@ -316,9 +489,9 @@ class Proxy:
         if not relay.cancelled() and relay.exception() is not None:
             raise relay.exception()  # type: ignore[misc]
         self._count_usage(record, candidate, stream.usage)
+        return failure
 
-    @staticmethod
-    def _count_usage(record: RequestRecord, candidate: Candidate, usage: Any) -> None:
+    def _count_usage(self, record: RequestRecord, candidate: Candidate, usage: Any) -> None:
         if usage is None:
             return
         record.prompt_tokens = usage.prompt_tokens
@@ -326,3 +499,7 @@ class Proxy:
         record.total_tokens = usage.total_tokens
         record.cost = candidate.cost(usage.prompt_tokens, usage.completion_tokens)
         record.currency = candidate.currency if record.cost is not None else None
+        if candidate.limits is not None and candidate.limits.tpm is not None:
+            self.resilience.limiter.add_tokens(
+                provider_key(candidate.provider_id), usage.total_tokens
+            )

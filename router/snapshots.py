@@ -18,17 +18,27 @@ import orjson
 from providers.base import Adapter, AdapterOptions
 from providers.registry import get_adapter_class
 from router.errors import RouterError
+from router.limits import Limits
 from router.routing import Candidate, Snapshot, order
 from router.store import catalog
 from router.store.db import Database
+from router.timeouts import Timeouts
 
 log = logging.getLogger("provider_router.snapshots")
 
 
 class SnapshotManager:
-    def __init__(self, db: Database, options: AdapterOptions, *, retire_after_s: float = 60.0):
+    def __init__(
+        self,
+        db: Database,
+        options: AdapterOptions,
+        *,
+        retire_after_s: float = 60.0,
+        timeouts: Timeouts | None = None,
+    ):
         self.db = db
         self.options = options
+        self.timeouts = timeouts or Timeouts()
         self.current = Snapshot()
         self._adapters: dict[str, tuple[bytes, Adapter]] = {}
         self._retiring: dict[asyncio.Task[None], Adapter] = {}
@@ -74,6 +84,11 @@ class SnapshotManager:
 
         routes: dict[str, list[Candidate]] = defaultdict(list)
         linked: dict[str, dict[str, Candidate]] = defaultdict(dict)
+        limits = {
+            pid: Limits.from_mapping(orjson.loads(row["limits"]) if row["limits"] else None)
+            for pid, row in providers.items()
+        }
+        timeouts = {pid: self.timeouts.for_provider(data.configs.get(pid, {})) for pid in providers}
         for link in data.links:
             provider = providers.get(link["provider_id"])
             if provider is None:
@@ -87,6 +102,8 @@ class SnapshotManager:
                 input_cost_per_1k=link["input_cost_per_1k"],
                 output_cost_per_1k=link["output_cost_per_1k"],
                 currency=link["currency"],
+                limits=limits[provider["id"]],
+                timeouts=timeouts[provider["id"]],
             )
             linked[link["model_id"]][provider["id"]] = candidate
             if provider["enabled"]:

@@ -26,6 +26,7 @@ from router.api import requests as requests_api
 from router.api.common import Services, json_response, services
 from router.auth import Authenticator, resolve_admin_token
 from router.errors import NotFound, RouterError
+from router.healthcheck import start_health_checks
 from router.proxy import Proxy, Receive, Scope, Send
 from router.recorder import Recorder
 from router.resilience import Resilience, timeouts_from_settings
@@ -149,9 +150,11 @@ class ProviderRouterApp:
         )
         await snapshots.rebuild()
         recorder.start()
-        watcher = asyncio.get_running_loop().create_task(
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(
             snapshots.watch(settings.reload_interval_ms / 1000), name="config-watcher"
         )
+        health = start_health_checks(db, snapshots, proxy.resilience, settings)
         self.services = Services(settings, db, snapshots, recorder, auth, proxy)
         app.state.services = self.services
         for prefix in ("/v1", ""):
@@ -161,9 +164,11 @@ class ProviderRouterApp:
             yield
         finally:
             self._fast.clear()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, health):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await recorder.stop()
             await snapshots.aclose()
             await db.close()

@@ -45,6 +45,10 @@ class SnapshotManager:
         self._retire_after_s = retire_after_s
         self._lock = asyncio.Lock()
 
+    def adapters(self) -> dict[str, Adapter]:
+        """The live adapter of every usable provider, by id (disabled ones included)."""
+        return {provider_id: adapter for provider_id, (_, adapter) in self._adapters.items()}
+
     def adapter(self, provider_id: str) -> Adapter | None:
         entry = self._adapters.get(provider_id)
         return entry[1] if entry else None

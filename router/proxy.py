@@ -227,6 +227,8 @@ class Proxy:
             record.status, record.status_code = "client_disconnected", 499
             record.error = "The client disconnected while waiting for the upstream."
         except Exception as exc:
+            if guard is not None:
+                guard.stop()
             log.exception("Request %s failed inside provider-router", record.id)
             record.status, record.status_code = "error", 500
             record.error = f"Internal error: {type(exc).__name__}"
@@ -268,7 +270,14 @@ class Proxy:
                 continue
             retries = 0
             while True:
-                failure = await self._try(candidate, body, record, started, guard, receive, send)
+                try:
+                    failure = await self._try(
+                        candidate, body, record, started, guard, receive, send
+                    )
+                except BaseException:
+                    # Whatever ended the request, a half-open probe it held must not stay taken.
+                    breaker.release()
+                    raise
                 if failure is None:
                     return
                 retry = (

@@ -72,11 +72,12 @@ class ClientDisconnected(Exception):
 
 
 class DisconnectGuard:
-    """Cancels the request's task when the client hangs up while we wait for an upstream.
+    """Cancels the request's task when the client hangs up, so the upstream call ends at once.
 
-    One watcher task reads ``receive`` for ``http.disconnect``; :meth:`stop` (called before the
-    response starts, after which the relay watches on its own) disarms it. ``gone`` tells the
-    task's own ``CancelledError`` from a server shutdown.
+    One watcher task per request reads ``receive`` for ``http.disconnect``, from the moment the
+    body is read: while we wait for an upstream and while a stream is relayed. :meth:`stop`
+    disarms it before the response's last message (after which a server reports the end of
+    the response as a disconnect). ``gone`` tells this cancellation from a server shutdown.
     """
 
     __slots__ = ("_stopped", "_task", "_watcher", "gone")
@@ -211,7 +212,7 @@ class Proxy:
             record.stream = endpoint == "chat.completions" and body.get("stream") is True
             candidates = self.snapshots.current.candidates(body["model"])
             guard = DisconnectGuard(receive)
-            await self._attempt_all(candidates, body, record, started, guard, receive, send)
+            await self._attempt_all(candidates, body, record, started, guard, send)
         except RouterError as exc:
             if guard is not None:
                 guard.stop()
@@ -249,7 +250,6 @@ class Proxy:
         record: RequestRecord,
         started: float,
         guard: DisconnectGuard,
-        receive: Receive,
         send: Send,
     ) -> None:
         res = self.resilience
@@ -271,9 +271,7 @@ class Proxy:
             retries = 0
             while True:
                 try:
-                    failure = await self._try(
-                        candidate, body, record, started, guard, receive, send
-                    )
+                    failure = await self._try(candidate, body, record, started, guard, send)
                 except BaseException:
                     # Whatever ended the request, a half-open probe it held must not stay taken.
                     breaker.release()
@@ -317,7 +315,6 @@ class Proxy:
         record: RequestRecord,
         started: float,
         guard: DisconnectGuard,
-        receive: Receive,
         send: Send,
     ) -> UpstreamError | None:
         """One upstream attempt. Returns None when an answer reached the client (or the client
@@ -364,9 +361,9 @@ class Proxy:
                 await self._pass_through(exc, candidate, record, send)
                 return None
             return exc
-        guard.stop()
         record.provider_id, record.upstream_model = provider_id, candidate.upstream_model
         if isinstance(result, Reply):
+            guard.stop()
             attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
             attempt.status, attempt.status_code = "success", result.status_code
             breaker.success()
@@ -377,7 +374,7 @@ class Proxy:
             return None
         stream, first = result
         failure = await self._relay(
-            stream, first, candidate, record, started, deadline, receive, send
+            stream, first, candidate, record, started, deadline, guard, send
         )
         attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
         attempt.status_code = 200
@@ -434,71 +431,70 @@ class Proxy:
         record: RequestRecord,
         started: float,
         deadline: float,
-        receive: Receive,
+        guard: DisconnectGuard,
         send: Send,
     ) -> UpstreamError | None:
-        """Relay the stream; return the upstream failure that ended it early, if any."""
-        failure: UpstreamError | None = None
-        idle_s = candidate.timeouts.idle_s
+        """Relay the stream; return the upstream failure that ended it early, if any.
 
-        async def pump() -> None:
-            nonlocal failure
+        Runs in the request's own task (no task per stream): the still armed ``guard``
+        cancels it when the client hangs up, and it is disarmed before the last message.
+        """
+        failure: UpstreamError | None = None
+        try:
             headers = response_headers(record.id, candidate.provider_id, b"")
             headers[0] = _SSE_HEADERS[0]
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": headers + _SSE_HEADERS[1:],
-                }
-            )
+            start = {"type": "http.response.start", "status": 200}
+            await send({**start, "headers": headers + _SSE_HEADERS[1:]})
             if first:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
             record.ttft_ms = (time.perf_counter() - started) * 1000
-            loop = asyncio.get_running_loop()
-            blocks = aiter(stream)
-            try:
-                async with asyncio.timeout(None) as timer:
-                    while True:
-                        timer.reschedule(min(loop.time() + idle_s, deadline))
-                        try:
-                            block = await anext(blocks)
-                        except StopAsyncIteration:
-                            break
-                        timer.reschedule(None)
-                        await send({"type": "http.response.body", "body": block, "more_body": True})
-            except TimeoutError:
-                which = "total" if loop.time() >= deadline else "idle"
-                failure = UpstreamTimeout(
-                    f"Provider {candidate.provider_id!r}: the stream stalled ({which} timeout)."
-                )
-            except UpstreamError as exc:
-                failure = exc
+            failure = await self._pump(stream, candidate, deadline, send)
+            guard.stop()
             if failure is not None:
                 record.status, record.status_code, record.error = "error", 502, failure.message
                 error = StreamInterrupted(f"The upstream stream broke off: {failure.message}")
                 event = b"data: " + error.body() + b"\n\n"
                 await send({"type": "http.response.body", "body": event, "more_body": False})
-                return
-            await send({"type": "http.response.body", "body": _DONE, "more_body": False})
-            record.status, record.status_code = "success", 200
-
-        relay = asyncio.ensure_future(pump())
-        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-        try:
-            await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await send({"type": "http.response.body", "body": _DONE, "more_body": False})
+                record.status, record.status_code = "success", 200
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not guard.gone or task is None or task.uncancel() > 0:
+                raise
+            record.status, record.status_code = "client_disconnected", 499
+            record.error = "The client disconnected during the stream."
         finally:
-            if not relay.done():
-                relay.cancel()
-                record.status, record.status_code = "client_disconnected", 499
-                record.error = "The client disconnected during the stream."
-            watcher.cancel()
-            await asyncio.gather(relay, watcher, return_exceptions=True)
+            guard.stop()
             await stream.aclose()
-        if not relay.cancelled() and relay.exception() is not None:
-            raise relay.exception()  # type: ignore[misc]
         self._count_usage(record, candidate, stream.usage)
         return failure
+
+    @staticmethod
+    async def _pump(
+        stream: ChatStream, candidate: Candidate, deadline: float, send: Send
+    ) -> UpstreamError | None:
+        """Send the stream's blocks on; the idle timer only runs while waiting upstream."""
+        loop = asyncio.get_running_loop()
+        idle_s = candidate.timeouts.idle_s
+        blocks = aiter(stream)
+        try:
+            async with asyncio.timeout(None) as timer:
+                while True:
+                    timer.reschedule(min(loop.time() + idle_s, deadline))
+                    try:
+                        block = await anext(blocks)
+                    except StopAsyncIteration:
+                        return None
+                    timer.reschedule(None)
+                    await send({"type": "http.response.body", "body": block, "more_body": True})
+        except TimeoutError:
+            which = "total" if loop.time() >= deadline else "idle"
+            return UpstreamTimeout(
+                f"Provider {candidate.provider_id!r}: the stream stalled ({which} timeout)."
+            )
+        except UpstreamError as exc:
+            return exc
 
     def _count_usage(self, record: RequestRecord, candidate: Candidate, usage: Any) -> None:
         if usage is None:

@@ -117,9 +117,6 @@ class RateLimiter:
             "tokens_last_minute": window.token_total,
         }
 
-    def reset(self, key: str) -> None:
-        self._windows.pop(key, None)
-
     @staticmethod
     def _tokens_free_in(window: _Window, tpm: int, now: float) -> float:
         # Tokens leave the window oldest first; wait until the total drops below the limit.

@@ -10,6 +10,8 @@
 Only provider failures count: a connect error, a timeout, a broken answer, HTTP 408, 429 or 5xx.
 A client's own error (another 4xx) and a client that hangs up count for nothing. A 429 opens the
 circuit at once for the upstream's ``Retry-After`` (or the configured rate-limit cooldown).
+While open, late answers of requests let through before it opened change nothing: only the
+probe, a successful health check or a reset close the circuit.
 
 State lives in memory, per process, keyed by provider id, so it survives snapshot rebuilds. All
 transitions are synchronous (no ``await`` between test and set), which is what makes "exactly one
@@ -73,6 +75,13 @@ class Breaker:
         return 0.0
 
     def success(self) -> None:
+        """An attempt succeeded. While open, that is a late answer to a request let through
+        before the circuit opened: only the half-open probe (or a health check) may close it."""
+        if self.state == OPEN:
+            return
+        self.close()
+
+    def close(self) -> None:
         self.state = CLOSED
         self.failures.clear()
         self.trips = 0
@@ -85,6 +94,8 @@ class Breaker:
     def failure(self, error: str, *, retry_after: float | None = None) -> None:
         now = self._clock()
         self.last_error, self.last_error_at = error, int(time.time() * 1000)
+        if self.state == OPEN:
+            return  # a request let through before the circuit opened: already counted against
         if self.state == HALF_OPEN:
             self._open(now, retry_after)
             return
@@ -104,7 +115,7 @@ class Breaker:
         self.opened_until = max(self.opened_until, now + min(wait, self.policy.max_cooldown_s))
 
     def reset(self) -> None:
-        self.success()
+        self.close()
         self.opened_until = 0.0
         self.last_error = self.last_error_at = None
 

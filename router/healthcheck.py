@@ -161,7 +161,7 @@ class HealthChecker:
             breaker = self.resilience.breakers.peek(found.provider_id)
             if found.result.ok and breaker is not None and breaker.state != CLOSED:
                 log.info("Provider %r answered its health check: circuit closed", found.provider_id)
-                breaker.success()
+                breaker.close()
         self.rounds += 1
         return results
 

@@ -164,3 +164,17 @@ def test_no_limits_never_waits() -> None:
     assert all(limiter.acquire("k", None) is None for _ in range(1000))
     assert Limits.from_mapping(None) is None
     assert Limits.from_mapping({"rpm": 5}) == Limits(rpm=5)
+
+
+def test_late_answers_of_requests_let_through_before_opening_change_nothing() -> None:
+    clock = Clock()
+    breaker = Breaker(POLICY, clock)
+    for _ in range(3):
+        breaker.failure("down")
+    until = breaker.retry_in()
+    breaker.failure("an older request failing late")  # no longer cooldown, no extra trip
+    breaker.success()  # an older request succeeding late does not close it either
+    assert (breaker.state, breaker.trips, breaker.retry_in()) == (OPEN, 1, until)
+    assert breaker.as_dict()["last_error"] == "an older request failing late"
+    breaker.close()  # what a successful health check does
+    assert breaker.state == CLOSED

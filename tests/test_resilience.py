@@ -222,3 +222,20 @@ async def test_router_timeout_keys_are_validated_for_every_type(tmp_path: Path) 
     assert bad.status_code == wrong_kind.status_code == 400
     assert "idleTimeout" in bad.json()["error"]["message"]
     assert good.status_code == 201
+
+
+async def test_circuit_state_survives_a_snapshot_rebuild(
+    upstreams: respx.MockRouter, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, breaker_failure_threshold=1)
+    async with app_client(settings) as (_, client):
+        await add_provider(client, "flaky", "http://flaky.test/v1", ["gpt-test"])
+        upstreams.post("http://flaky.test/v1/chat/completions").respond(500)
+        await client.post("/v1/chat/completions", json=CHAT)
+        changed = await client.put(
+            "/v1/providers/flaky", json={"description": "edited"}, headers=ADMIN
+        )
+        assert changed.status_code == 200
+        state = await circuit(client, "flaky")
+
+    assert state["state"] == "open"

@@ -14,7 +14,7 @@ from typing import Any
 
 from router.breaker import BreakerPolicy, Breakers
 from router.errors import UpstreamError, UpstreamStatusError, UpstreamUnsupported
-from router.limits import RateLimiter
+from router.ratelimit import RateLimiter
 from router.settings import Settings
 from router.timeouts import Timeouts
 

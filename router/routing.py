@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from providers.base import Adapter
 from router.errors import ModelNotFound, NoProviderAvailable
-from router.limits import Limits
+from router.ratelimit import Limits
 from router.timeouts import Timeouts
 
 

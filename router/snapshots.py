@@ -18,7 +18,7 @@ import orjson
 from providers.base import Adapter, AdapterOptions
 from providers.registry import get_adapter_class
 from router.errors import RouterError
-from router.limits import Limits
+from router.ratelimit import Limits
 from router.routing import Candidate, Snapshot, order
 from router.store import catalog
 from router.store.db import Database

@@ -6,7 +6,7 @@ import pytest
 
 from router.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerPolicy
 from router.errors import UpstreamConnectError, UpstreamStatusError, UpstreamUnsupported
-from router.limits import Limits, RateLimiter
+from router.ratelimit import Limits, RateLimiter
 from router.resilience import Resilience
 
 

@@ -23,11 +23,11 @@ _HEADER_NAMES = r"(?:authorization|proxy-authorization|x-api-key|x-goog-api-key|
 _PATTERNS = (
     # A header with its value: "Authorization: Bearer x", "'x-api-key': 'x'", "api-key=x".
     re.compile(
-        rf"""(?P<head>["']?{_HEADER_NAMES}["']?\s*[:=]\s*["']?)"""
-        r"""(?:(?:bearer|basic|token)\s+)?(?P<secret>[^\s"',;&}\]]+)""",
+        rf"""(?P<head>["']?{_HEADER_NAMES}["']?\s*[:=]\s*["']?(?:(?:bearer|basic|token)\s+)?)"""
+        r"""(?!(?:bearer|basic|token)\b)(?P<secret>[^\s"',;&}\]<\[][^\s"',;&}\]]*)""",
         re.IGNORECASE,
     ),
-    # A bare bearer token anywhere.
+    # A bare bearer token anywhere. (Placeholders such as "<key>" are left alone.)
     re.compile(r"(?P<head>\bbearer\s+)(?P<secret>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE),
     # A key in a query string or form: ?key=..., &api_key=..., access_token=...
     re.compile(

@@ -181,7 +181,11 @@ class ProviderRouterApp:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await auth.flush_last_used(db)
+            try:
+                await auth.flush_last_used(db)
+            except Exception:
+                # Losing a last-used stamp must not stop the history rows from being written.
+                log.exception("Could not write the client keys' last_used_at")
             await recorder.stop()
             await snapshots.aclose()
             await db.close()

@@ -21,17 +21,19 @@ log = logging.getLogger("provider_router.bodies")
 
 def json_depth_over(value: Any, limit: int) -> bool:
     """Whether ``value`` nests lists/objects deeper than ``limit`` (stops at the first such)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack = [value]
+    depths = [1]
     while stack:
-        node, depth = stack.pop()
+        node = stack.pop()
+        depth = depths.pop()
         if depth > limit:
             return True
-        if isinstance(node, dict):
-            stack.extend(
-                (child, depth + 1) for child in node.values() if isinstance(child, (dict, list))
-            )
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+        children = node.values() if type(node) is dict else node
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append(child)
+                depths.append(depth + 1)
     return False
 
 
@@ -55,7 +57,8 @@ class InputLimits:
                 f"{self.max_header_bytes} bytes (limits.max_header_bytes)."
             )
 
-    def check_body(self, body: dict[str, Any]) -> None:
+    def check_body(self, raw: bytes, body: dict[str, Any]) -> None:
+        """Check a parsed request ``body`` (``raw`` is its JSON text)."""
         messages = body.get("messages")
         if isinstance(messages, list) and len(messages) > self.max_messages:
             raise InvalidRequest(
@@ -64,7 +67,10 @@ class InputLimits:
                 param="messages",
                 code="too_many_messages",
             )
-        if json_depth_over(body, self.max_json_depth):
+        # Nesting needs brackets: a body with fewer of them than the limit (most chat requests)
+        # cannot be too deep, and counting them runs in C.
+        brackets = raw.count(b"{") + raw.count(b"[")
+        if brackets > self.max_json_depth and json_depth_over(body, self.max_json_depth):
             raise InvalidRequest(
                 f"The request body nests JSON deeper than {self.max_json_depth} levels "
                 "(limits.max_json_depth).",

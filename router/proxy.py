@@ -169,7 +169,7 @@ class Proxy:
                 self.limits.log_body(record.id, raw)
             body = parse_request(raw, required)
             if self.limits is not None:
-                self.limits.check_body(body)
+                self.limits.check_body(raw, body)
             record.model = body["model"]
             if client is not None:
                 client.check_model(body["model"])

@@ -215,3 +215,31 @@ def test_settings_parse_the_security_switches(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"auth\.require_client_keys"):
         load_settings(str(config), environ={})
     assert Settings().require_client_keys is False
+
+
+async def test_oversized_headers_get_431_over_a_real_socket(tmp_path: Path) -> None:
+    from router.app import create_app
+    from tests.conftest import serve_asgi
+
+    async with serve_asgi(create_app(make_settings(tmp_path))) as url, httpx.AsyncClient() as http:
+        small = await http.get(f"{url}/health", headers={"x-pad": "a" * 20_000})
+        big = await http.get(f"{url}/health", headers={"x-pad": "a" * 40_000})
+    assert small.status_code == 200
+    assert big.status_code == 431
+    assert "limits.max_header_bytes" in big.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "over"),
+    [
+        ({"a": [[1]]}, 3, False),
+        ({"a": [[1]]}, 2, True),
+        ([{"a": "[[[[{{{{"}], 2, False),
+        ({"a": 1, "b": {"c": [1, 2, {"d": {}}]}}, 5, False),
+        ({"a": 1, "b": {"c": [1, 2, {"d": {}}]}}, 4, True),
+    ],
+)
+def test_json_depth(value: object, limit: int, over: bool) -> None:
+    from router.limits import json_depth_over
+
+    assert json_depth_over(value, limit) is over

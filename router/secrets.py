@@ -139,6 +139,13 @@ def resolve_cipher(settings: Settings, *, create: bool = True) -> Cipher:
         return Cipher(settings.secret_key, source="PROVIDER_ROUTER_SECRET_KEY / auth.secret_key")
     path = key_file_path(settings)
     if path.exists():
+        if path.stat().st_mode & 0o077:
+            log.warning(
+                "The secret key file %s can be read by other users; restrict it with "
+                "`chmod 600 %s`.",
+                path,
+                path,
+            )
         return Cipher(path.read_text(encoding="utf-8").strip(), source=str(path))
     if not create:
         raise SecretKeyError(

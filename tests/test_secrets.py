@@ -288,3 +288,20 @@ async def test_a_masked_value_cannot_create_a_provider(tmp_path: Path) -> None:
             await catalog.create_provider(db, body)
     finally:
         await db.close()
+
+
+async def test_a_malformed_configured_key_stops_start_up(tmp_path: Path) -> None:
+    with pytest.raises(SecretKeyError, match="PROVIDER_ROUTER_SECRET_KEY") as caught:
+        await prepare_database(make_settings(tmp_path, secret_key="too-short-key"))
+    assert "too-short-key" not in str(caught.value)
+
+
+def test_a_key_file_others_can_read_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path)
+    resolve_cipher(settings)
+    (tmp_path / KEY_FILE).chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="provider_router.secrets"):
+        resolve_cipher(settings)
+    assert "chmod 600" in caplog.text

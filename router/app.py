@@ -42,12 +42,23 @@ log = logging.getLogger("provider_router.app")
 async def prepare_database(settings: Settings) -> None:
     """Apply pending migrations, check the secret key (encrypting any plaintext credential),
     and seed an empty catalog from the config file."""
+    db = database_for(settings)
+    if settings.database_path.exists():
+        # Check the key and encrypt any plaintext credential before the pre-migration backup
+        # is taken, so that backup holds no plaintext either.
+        await db.open()
+        try:
+            if await db.execute_one(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'provider_configs'"
+            ):
+                await prepare_credentials(db)
+        finally:
+            await db.close()
     applied, backup = await asyncio.to_thread(migrations.migrate, settings.database_path)
     if backup is not None:
         log.info("Backed up the database to %s before migrating", backup)
     for migration in applied:
         log.info("Applied migration %04d_%s", migration.version, migration.name)
-    db = database_for(settings)
     await db.open()
     try:
         await prepare_credentials(db)

@@ -26,7 +26,7 @@ from router.secrets import (
     row_context,
 )
 from router.settings import Settings, load_settings
-from router.store import catalog
+from router.store import catalog, migrations
 from router.store.db import Database, database_for
 from router.store.migrations import migrate
 from tests.conftest import make_settings
@@ -191,6 +191,32 @@ async def test_plaintext_credentials_of_an_older_database_are_encrypted_at_start
 
     await prepare_database(settings)
 
+    assert SECRET.encode() not in file_bytes(settings.database_path)
+    assert await stored_key(settings) == SECRET
+
+
+async def test_the_backup_before_a_migration_holds_no_plaintext_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path)
+    migrate(settings.database_path)
+    with sqlite3.connect(settings.database_path) as conn:
+        conn.execute(
+            "INSERT INTO providers (id, name, type, created_at, updated_at)"
+            " VALUES ('p1', 'p1', 'openai', 1, 1)"
+        )
+        conn.executemany(
+            "INSERT INTO provider_configs VALUES ('p1', ?, ?, ?, 1, 1)",
+            [("baseURL", '"http://127.0.0.1:9/v1"', 0), ("apiKey", f'"{SECRET}"', 1)],
+        )
+    shipped = migrations.available()
+    extra = migrations.Migration(99, "extra", "CREATE TABLE extra (x INTEGER);")
+    monkeypatch.setattr(migrations, "available", lambda: [*shipped, extra])
+
+    await prepare_database(settings)
+
+    [backup] = await asyncio.to_thread(lambda: list(tmp_path.glob("*.bak")))
+    assert SECRET.encode() not in file_bytes(backup)
     assert SECRET.encode() not in file_bytes(settings.database_path)
     assert await stored_key(settings) == SECRET
 

@@ -241,6 +241,11 @@ async def test_a_key_limited_to_models_gets_403_for_others(
     )
     error = assert_openai_error(denied, 403, "model_denied")
     assert error["type"] == "permission_error" and "other-model" in error["message"]
+    embed = {"model": "other-model", "input": "x"}
+    denied_embeddings = await client.post(
+        "/v1/embeddings", json=embed, headers=bearer(created["key"])
+    )
+    assert_openai_error(denied_embeddings, 403, "model_denied")
     assert route.call_count == 0
     allowed = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(created["key"]))
     assert allowed.status_code == 200

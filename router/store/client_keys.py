@@ -110,7 +110,7 @@ async def get_key(db: Database, key_id: str) -> dict[str, Any]:
 async def list_keys(
     db: Database, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of keys, oldest first, and the cursor of the next page (or None)."""
+    """One page of keys in id order, and the cursor of the next page (or None)."""
     rows = await db.execute(
         "SELECT * FROM api_keys WHERE id > ? ORDER BY id LIMIT ?", (cursor or "", limit + 1)
     )

@@ -58,15 +58,16 @@ async def rotate(settings: Settings, new_key: str) -> tuple[int, str]:
     if from_file:
         # Keep the new key on disk before any value depends on it.
         write_key_file(staged, new_key)
-    await db.open()
     try:
-        count = await rotate_key(db, new)
+        await db.open()
+        try:
+            count = await rotate_key(db, new)
+        finally:
+            await db.close()
     except BaseException:
         if from_file:
             staged.unlink(missing_ok=True)
         raise
-    finally:
-        await db.close()
     if from_file:
         staged.replace(path)
         advice = (

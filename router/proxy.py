@@ -33,6 +33,7 @@ import httpx
 import orjson
 
 from providers.base import ChatStream, Reply
+from router.auth import Authenticator
 from router.errors import (
     AllProvidersFailed,
     InvalidJSON,
@@ -48,6 +49,7 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from router.limits import InputLimits
 from router.recorder import AttemptRecord, Recorder, RequestRecord
 from router.resilience import Resilience, provider_key
 from router.routing import Candidate, spread
@@ -185,12 +187,17 @@ class Proxy:
         snapshots: SnapshotManager,
         recorder: Recorder,
         max_body_bytes: int,
+        *,
+        auth: Authenticator | None = None,
+        limits: InputLimits | None = None,
         resilience: Resilience | None = None,
     ):
         self.snapshots = snapshots
         self.recorder = recorder
         self.max_body_bytes = max_body_bytes
         self.resilience = resilience or Resilience()
+        self.auth = auth
+        self.limits = limits
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._handle(scope, receive, send, "chat.completions", ("messages",))
@@ -207,8 +214,18 @@ class Proxy:
         )
         guard: DisconnectGuard | None = None
         try:
-            body = parse_request(await read_body(scope, receive, self.max_body_bytes), required)
+            client = self.auth.authenticate_client(scope["headers"]) if self.auth else None
+            if client is not None:
+                record.client_key_id, record.client_key = client.id, client
+            raw = await read_body(scope, receive, self.max_body_bytes)
+            if self.limits is not None:
+                self.limits.log_body(record.id, raw)
+            body = parse_request(raw, required)
+            if self.limits is not None:
+                self.limits.check_body(raw, body)
             record.model = body["model"]
+            if client is not None:
+                client.check_model(body["model"])
             record.stream = endpoint == "chat.completions" and body.get("stream") is True
             candidates = self.snapshots.current.candidates(body["model"])
             guard = DisconnectGuard(receive)

@@ -51,7 +51,7 @@ from router.errors import (
 )
 from router.limits import InputLimits
 from router.recorder import AttemptRecord, Recorder, RequestRecord
-from router.resilience import Resilience, provider_key
+from router.resilience import Resilience, client_key, provider_key
 from router.routing import Candidate, spread
 from router.snapshots import SnapshotManager
 
@@ -228,6 +228,8 @@ class Proxy:
                 client.check_model(body["model"])
             record.stream = endpoint == "chat.completions" and body.get("stream") is True
             candidates = self.snapshots.current.candidates(body["model"])
+            if client is not None and (client.rpm_limit or client.tpm_limit):
+                self.resilience.check_client(client)
             guard = DisconnectGuard(receive)
             await self._attempt_all(candidates, body, record, started, guard, send)
         except RouterError as exc:
@@ -525,3 +527,6 @@ class Proxy:
             self.resilience.limiter.add_tokens(
                 provider_key(candidate.provider_id), usage.total_tokens
             )
+        client = record.client_key
+        if client is not None and client.tpm_limit is not None:
+            self.resilience.limiter.add_tokens(client_key(client.id), usage.total_tokens)

@@ -12,16 +12,22 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from router.auth import ClientKey
 from router.breaker import BreakerPolicy, Breakers
-from router.errors import UpstreamError, UpstreamStatusError, UpstreamUnsupported
-from router.ratelimit import RateLimiter
+from router.errors import RateLimited, UpstreamError, UpstreamStatusError, UpstreamUnsupported
+from router.ratelimit import Limits, RateLimiter
 from router.settings import Settings
 from router.timeouts import Timeouts
 
 
 def provider_key(provider_id: str) -> str:
-    """The rate limiter's key for a provider (client keys will use ``client:<id>``)."""
+    """The rate limiter's key for a provider."""
     return f"provider:{provider_id}"
+
+
+def client_key(key_id: str) -> str:
+    """The rate limiter's key for a client key."""
+    return f"client:{key_id}"
 
 
 @dataclass
@@ -68,6 +74,18 @@ class Resilience:
                 breaker.release()
         else:
             breaker.failure(exc.message)
+
+    def check_client(self, client: ClientKey) -> None:
+        """Count one request for a client key; raise 429 when it is over its rpm or tpm."""
+        wait = self.limiter.acquire(
+            client_key(client.id), Limits(rpm=client.rpm_limit, tpm=client.tpm_limit)
+        )
+        if wait is not None:
+            raise RateLimited(
+                f"Client key {client.name!r} is over its rate limit "
+                f"(rpm {client.rpm_limit or '-'}, tpm {client.tpm_limit or '-'}); retry later.",
+                retry_after=wait,
+            )
 
     def state(self, provider_id: str) -> dict[str, Any]:
         """The live state of one provider, for the API: circuit and rate-limit counts."""

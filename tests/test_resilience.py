@@ -239,3 +239,32 @@ async def test_circuit_state_survives_a_snapshot_rebuild(
         state = await circuit(client, "flaky")
 
     assert state["state"] == "open"
+
+
+async def test_client_key_rpm_and_tpm_limits_answer_429_with_retry_after(
+    upstreams: respx.MockRouter, tmp_path: Path
+) -> None:
+    async with app_client(make_settings(tmp_path)) as (_, client):
+        await add_provider(client, "up", "http://up.test/v1", ["gpt-test"])
+        route = upstreams.post("http://up.test/v1/chat/completions").respond(json=completion())
+        keys = {}
+        for name, fields in (("rpm", {"rpm_limit": 2}), ("tpm", {"tpm_limit": 10})):
+            created = await client.post("/v1/keys", json={"name": name, **fields}, headers=ADMIN)
+            assert created.status_code == 201, created.text
+            keys[name] = {"authorization": f"Bearer {created.json()['key']}"}
+
+        by_rpm = [
+            await client.post("/v1/chat/completions", json=CHAT, headers=keys["rpm"])
+            for _ in range(3)
+        ]
+        by_tpm = [
+            await client.post("/v1/chat/completions", json=CHAT, headers=keys["tpm"])
+            for _ in range(3)
+        ]
+
+    assert [r.status_code for r in by_rpm] == [200, 200, 429]
+    assert [r.status_code for r in by_tpm] == [200, 200, 429]  # 5 + 5 tokens reach 10
+    for limited in (by_rpm[-1], by_tpm[-1]):
+        assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert route.call_count == 4  # a limited request never reaches an upstream

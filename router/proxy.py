@@ -73,22 +73,56 @@ class ClientDisconnected(Exception):
     """The client went away before its request was read."""
 
 
+class _Expiry:
+    """A first-byte timer's state: ``fire`` cancels the task and remembers it did."""
+
+    __slots__ = ("_task", "fired")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.fired = False
+        self._task = task
+
+    def fire(self) -> None:
+        if self._task is not None:
+            self.fired = True
+            self._task.cancel()
+
+    def uncancel(self) -> int:
+        """Take back our own cancellation; > 0 means someone else cancelled the task too."""
+        return self._task.uncancel() if self._task is not None else 0
+
+
 class DisconnectGuard:
     """Cancels the request's task when the client hangs up, so the upstream call ends at once.
 
-    One watcher task per request reads ``receive`` for ``http.disconnect``, from the moment the
-    body is read: while we wait for an upstream and while a stream is relayed. :meth:`stop`
-    disarms it before the response's last message (after which a server reports the end of
-    the response as a disconnect). ``gone`` tells this cancellation from a server shutdown.
+    A watcher task reads ``receive`` for ``http.disconnect`` while we wait for an upstream and
+    while a stream is relayed. It starts ``WATCH_AFTER_S`` into the wait: an answer faster than
+    that costs no task at all (a task per request showed as about a tenth of the proxy's CPU
+    time against a fast local upstream), and a client that left earlier is still seen as soon
+    as the watcher starts. :meth:`stop` disarms it before the response's last message (after
+    which a server reports the end of the response as a disconnect). ``gone`` tells this
+    cancellation from a server shutdown.
     """
 
-    __slots__ = ("_stopped", "_task", "_watcher", "gone")
+    WATCH_AFTER_S = 0.02
+
+    __slots__ = ("_receive", "_stopped", "_task", "_timer", "_watcher", "gone")
 
     def __init__(self, receive: Receive) -> None:
         self.gone = False
         self._stopped = False
+        self._receive = receive
         self._task = asyncio.current_task()
-        self._watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        self._watcher: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            self.WATCH_AFTER_S, self._watch
+        )
+
+    def _watch(self) -> None:
+        self._timer = None
+        if self._stopped:
+            return
+        self._watcher = asyncio.ensure_future(wait_for_disconnect(self._receive))
         self._watcher.add_done_callback(self._on_disconnect)
 
     def _on_disconnect(self, watcher: asyncio.Future[None]) -> None:
@@ -99,7 +133,11 @@ class DisconnectGuard:
 
     def stop(self) -> None:
         self._stopped = True
-        self._watcher.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 # Request ids need to be unique, not secret (reading them back needs the admin token), so a
@@ -346,17 +384,23 @@ class Proxy:
         record.attempts.append(attempt)
         attempt_started = time.perf_counter()
         timeouts = candidate.timeouts
-        deadline = asyncio.get_running_loop().time() + timeouts.total_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total_s
+        first_byte_s = min(timeouts.first_byte_s, timeouts.total_s)
+        # A bare timer rather than asyncio.timeout(): a third of the cost, on every request.
+        expired = _Expiry(asyncio.current_task())
+        timer = loop.call_later(first_byte_s, expired.fire)
         try:
             try:
-                async with asyncio.timeout(min(timeouts.first_byte_s, timeouts.total_s)):
-                    result = await self._send(candidate, body, record)
-            except TimeoutError:
-                ms = round(min(timeouts.first_byte_s, timeouts.total_s) * 1000)
-                raise UpstreamTimeout(
-                    f"Provider {provider_id!r}: no answer within {ms} ms (first-byte timeout)."
-                ) from None
-            except (UpstreamError, asyncio.CancelledError):
+                result = await self._send(candidate, body, record)
+            except asyncio.CancelledError:
+                if expired.fired and expired.uncancel() == 0:
+                    raise UpstreamTimeout(
+                        f"Provider {provider_id!r}: no answer within "
+                        f"{round(first_byte_s * 1000)} ms (first-byte timeout)."
+                    ) from None
+                raise
+            except UpstreamError:
                 raise
             except Exception as exc:
                 # An adapter bug fails this attempt, not the request.
@@ -364,6 +408,8 @@ class Proxy:
                 raise UpstreamProtocolError(
                     f"Provider {provider_id!r}: adapter error {type(exc).__name__}."
                 ) from exc
+            finally:
+                timer.cancel()
         except asyncio.CancelledError:
             attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
             attempt.status, attempt.error = "client_closed", "The client disconnected."

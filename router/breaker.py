@@ -51,11 +51,13 @@ class Breaker:
         self.trips = 0  # consecutive openings without a success; grows the cooldown
         self.opened_until = 0.0  # monotonic
         self.probing = False
+        self._probe_owner: object = None
         self.last_error: str | None = None
         self.last_error_at: int | None = None  # Unix ms
 
-    def allow(self) -> bool:
-        """May a request go to this provider now? In half-open, only the first caller may."""
+    def allow(self, owner: object = None) -> bool:
+        """May a request go to this provider now? In half-open, only the first caller may;
+        ``owner`` (the request) is remembered so that only it can :meth:`release` the probe."""
         if self.state == CLOSED:
             return True
         if self.state == OPEN:
@@ -65,7 +67,7 @@ class Breaker:
             self.probing = False
         if self.probing:
             return False
-        self.probing = True
+        self.probing, self._probe_owner = True, owner
         return True
 
     def retry_in(self) -> float:
@@ -87,9 +89,13 @@ class Breaker:
         self.trips = 0
         self.probing = False
 
-    def release(self) -> None:
-        """The request let through ended without a verdict (the client left, or its own 4xx)."""
-        self.probing = False
+    def release(self, owner: object = None) -> None:
+        """The request let through ended without a verdict (the client left, or its own 4xx).
+
+        Only the probe's own request frees the probe; any other request's release is a no-op,
+        so a request from before the circuit opened cannot let a second probe through."""
+        if self.probing and self._probe_owner is owner:
+            self.probing, self._probe_owner = False, None
 
     def failure(self, error: str, *, retry_after: float | None = None) -> None:
         now = self._clock()

@@ -317,12 +317,12 @@ class Proxy:
             if len(record.attempts) >= res.max_attempts:
                 break
             breaker = res.breakers.get(candidate.provider_id)
-            if not breaker.allow():
+            if not breaker.allow(record):
                 cooling.append(breaker.retry_in())
                 continue
             wait = res.limiter.acquire(provider_key(candidate.provider_id), candidate.limits)
             if wait is not None:
-                breaker.release()
+                breaker.release(record)
                 limited.append(wait)
                 continue
             retries = 0
@@ -331,7 +331,7 @@ class Proxy:
                     failure = await self._try(candidate, body, record, started, guard, send)
                 except BaseException:
                     # Whatever ended the request, a half-open probe it held must not stay taken.
-                    breaker.release()
+                    breaker.release(record)
                     raise
                 if failure is None:
                     return
@@ -346,7 +346,7 @@ class Proxy:
                     break
                 await asyncio.sleep(res.backoff(retries))
                 retries += 1
-            res.failed(candidate.provider_id, failure)
+            res.failed(candidate.provider_id, failure, record)
             last = failure
         if last is not None:
             tried = len(record.attempts)
@@ -413,7 +413,7 @@ class Proxy:
         except asyncio.CancelledError:
             attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
             attempt.status, attempt.error = "client_closed", "The client disconnected."
-            breaker.release()
+            breaker.release(record)
             raise
         except UpstreamError as exc:
             attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
@@ -421,7 +421,7 @@ class Proxy:
             if isinstance(exc, UpstreamTimeout):
                 attempt.status = "timeout"
             if isinstance(exc, UpstreamStatusError) and not exc.retryable:
-                breaker.release()
+                breaker.release(record)
                 guard.stop()
                 await self._pass_through(exc, candidate, record, send)
                 return None
@@ -448,12 +448,12 @@ class Proxy:
             breaker.success()
         elif record.status == "client_disconnected":
             attempt.status = "client_closed"
-            breaker.release()
+            breaker.release(record)
         else:
             attempt.status = "timeout" if isinstance(failure, UpstreamTimeout) else "error"
             attempt.error = record.error
             if failure is not None:
-                self.resilience.failed(provider_id, failure)
+                self.resilience.failed(provider_id, failure, record)
         return None
 
     async def _send(

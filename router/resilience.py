@@ -60,18 +60,18 @@ class Resilience:
         full jitter between half and one and a half times, so retries do not march in step."""
         return float(self.retry_backoff_s * (2**retry) * (0.5 + self.rng.random()))
 
-    def failed(self, provider_id: str, exc: UpstreamError) -> None:
+    def failed(self, provider_id: str, exc: UpstreamError, owner: object = None) -> None:
         """Tell the provider's breaker how an attempt failed; client errors do not count."""
         breaker = self.breakers.get(provider_id)
         if isinstance(exc, UpstreamUnsupported):
-            breaker.release()
+            breaker.release(owner)
         elif isinstance(exc, UpstreamStatusError):
             if exc.status_code == 429:
                 breaker.rate_limited(exc.message, exc.retry_after)
             elif exc.retryable:
                 breaker.failure(exc.message, retry_after=exc.retry_after)
             else:
-                breaker.release()
+                breaker.release(owner)
         else:
             breaker.failure(exc.message)
 

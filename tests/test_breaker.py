@@ -178,3 +178,18 @@ def test_late_answers_of_requests_let_through_before_opening_change_nothing() ->
     assert breaker.as_dict()["last_error"] == "an older request failing late"
     breaker.close()  # what a successful health check does
     assert breaker.state == CLOSED
+
+
+def test_only_the_probe_request_can_free_the_probe() -> None:
+    clock = Clock()
+    breaker = Breaker(POLICY, clock)
+    early, probe, third = object(), object(), object()
+    assert breaker.allow(early) is True  # let through while closed
+    for _ in range(3):
+        breaker.failure("down")
+    clock.now += 5
+    assert breaker.allow(probe) is True
+    breaker.release(early)  # the early request's client hangs up: the probe stays taken
+    assert breaker.allow(third) is False
+    breaker.release(probe)
+    assert breaker.allow(third) is True

@@ -46,6 +46,15 @@ class SnapshotManager:
             self.current = self._build(data)
             return self.current
 
+    async def reload(self, provider_id: str) -> Snapshot:
+        """Rebuild with a fresh adapter (new connection pool) for ``provider_id``."""
+        async with self._lock:
+            entry = self._adapters.pop(provider_id, None)
+            if entry is not None:
+                self._retire(entry[1])
+            self.current = self._build(await catalog.load_catalog(self.db))
+            return self.current
+
     def _build(self, data: catalog.CatalogData) -> Snapshot:
         adapters: dict[str, tuple[bytes, Adapter]] = {}
         providers = {}

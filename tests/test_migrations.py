@@ -64,7 +64,10 @@ def test_the_shipped_migrations_start_with_0001_initial() -> None:
     assert "CREATE TABLE providers" in found[0].sql
 
 
-def test_migrating_a_new_file_applies_0001_and_takes_no_backup(tmp_path: Path) -> None:
+def test_migrating_a_new_file_applies_0001_and_takes_no_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_extra(monkeypatch)  # only 0001: later migrations have their own tests
     path = tmp_path / "sub" / "dir" / "router.db"
     applied, backup = migrate(path)
     assert [(m.version, m.name) for m in applied] == [(1, "initial")]
@@ -83,7 +86,8 @@ def test_migrating_a_new_file_applies_0001_and_takes_no_backup(tmp_path: Path) -
         conn.close()
 
 
-def test_a_second_migrate_is_a_no_op(tmp_path: Path) -> None:
+def test_a_second_migrate_is_a_no_op(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with_extra(monkeypatch)
     path = tmp_path / "router.db"
     migrate(path)
     conn = sqlite3.connect(path)
@@ -109,6 +113,7 @@ def test_status_lists_applied_and_pending(tmp_path: Path, monkeypatch: pytest.Mo
     assert fresh.applied == []
     assert [m.version for m in fresh.pending] == [m.version for m in migrations.available()]
 
+    with_extra(monkeypatch)
     migrate(path)
     with_extra(monkeypatch, EXTRA)
     conn = migrations.connect(path)
@@ -199,6 +204,7 @@ def test_a_failing_migration_stops_the_ones_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "router.db"
+    with_extra(monkeypatch)
     migrate(path)
     broken = Migration(2, "broken", "INSERT INTO no_such_table VALUES (1);")
     after = Migration(3, "after", "CREATE TABLE after_table (x);")
@@ -213,6 +219,7 @@ def test_an_existing_database_is_backed_up_before_migrating(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "router.db"
+    with_extra(monkeypatch)
     migrate(path)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(
@@ -248,6 +255,7 @@ def test_cli_db_status_prints_applied_and_pending(
     for name in ("PROVIDER_ROUTER_CONFIG", "PROVIDER_ROUTER_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "router.db"
+    with_extra(monkeypatch)
     migrate(path)
     with_extra(monkeypatch, EXTRA)
     assert main(["db", "status", "--database", f"sqlite:///{path}"]) == 0

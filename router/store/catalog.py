@@ -16,7 +16,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from providers.registry import get_adapter_class
+from providers.registry import adapter_types, get_adapter_class
 from router.errors import Conflict, InvalidRequest, NotFound
 
 from . import validation as check
@@ -241,6 +241,8 @@ def _provider_dict(row: sqlite3.Row) -> dict[str, Any]:
         "archived_at": row["archived_at"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        # False when the type's package is no longer installed: routing skips it, rows stay.
+        "available": row["type"] in adapter_types(),
         "state": {
             "last_used_at": row["last_used_at"],
             "last_error_at": row["last_error_at"],
@@ -260,8 +262,26 @@ async def get_provider(db: Database, provider_id: str) -> dict[str, Any]:
     return provider
 
 
-async def list_providers(db: Database) -> list[dict[str, Any]]:
-    rows = await db.execute("SELECT * FROM providers ORDER BY priority DESC, id")
+async def list_providers(
+    db: Database,
+    *,
+    type_name: str | None = None,
+    enabled: bool | None = None,
+    archived: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Providers, highest priority first, optionally filtered by type, enabled and archived."""
+    where: list[str] = []
+    args: list[Any] = []
+    if type_name is not None:
+        where.append("type = ?")
+        args.append(type_name)
+    if enabled is not None:
+        where.append("enabled = ?")
+        args.append(int(enabled))
+    if archived is not None:
+        where.append("archived_at IS NOT NULL" if archived else "archived_at IS NULL")
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = await db.execute(f"SELECT * FROM providers {clause} ORDER BY priority DESC, id", args)
     return [_provider_dict(row) for row in rows]
 
 
@@ -420,6 +440,9 @@ async def load_catalog(db: Database) -> CatalogData:
     configs: dict[str, dict[str, Any]] = {}
     for row in await db.execute("SELECT provider_id, key, value FROM provider_configs"):
         configs.setdefault(row["provider_id"], {})[row["key"]] = orjson.loads(row["value"])
-    links = await db.execute("SELECT * FROM provider_models")
+    links = await db.execute(
+        "SELECT * FROM provider_models WHERE model_id IN"
+        " (SELECT id FROM models WHERE archived_at IS NULL)"
+    )
     models = await db.execute("SELECT * FROM models WHERE archived_at IS NULL")
     return CatalogData(version, providers, configs, links, models)

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from router import cli_data, cli_models, cli_providers
 from router.settings import Settings, SettingsError, load_settings
 from router.store import migrations
 
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_mock_arguments(mock)
     mock.set_defaults(func=cmd_mock_upstream)
+
+    cli_providers.register(commands, with_config)
+    cli_models.register(commands, with_config)
+    cli_data.register(commands, with_config)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")

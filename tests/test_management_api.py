@@ -387,3 +387,26 @@ async def test_management_needs_the_admin_token(client: httpx.AsyncClient) -> No
     ):
         response = await client.request(method, path)
         assert_error(response, 401)
+
+
+async def test_a_provider_whose_type_is_gone_is_shown_unavailable_and_skipped(
+    settings: Settings, upstreams: respx.MockRouter
+) -> None:
+    upstreams.post("http://up.test/v1/chat/completions").respond(json=completion())
+    async with app_client(settings) as (app, client):
+        await make(client)
+        await make(client, "gone", priority=9)
+        # As if the package that provided its type was uninstalled.
+        conn = sqlite3.connect(settings.database_path)
+        conn.execute("UPDATE providers SET type = 'uninstalled-type' WHERE id = 'gone'")
+        conn.commit()
+        conn.close()
+        assert app.services is not None
+        await app.services.snapshots.rebuild()
+        shown = (await client.get("/v1/providers/gone", headers=ADMIN)).json()
+        assert shown["available"] is False
+        assert shown["config"]["apiKey"] == "****1234"
+        answer = await client.post("/v1/chat/completions", json=CHAT)
+        assert answer.headers["x-provider-router-provider"] == "up"
+        assert_error(await client.post("/v1/providers/gone/test", headers=ADMIN), 400, "type")
+    assert rows(settings, "SELECT id FROM providers ORDER BY id") == [("gone",), ("up",)]

@@ -24,8 +24,7 @@ from .db import Database
 
 async def _provider_state(db: Database, provider_id: str) -> dict[str, Any]:
     row = await db.execute_one(
-        "SELECT id, enabled, archived_at, last_used_at, success_count, error_count"
-        " FROM providers WHERE id = ?",
+        "SELECT id, enabled, archived_at FROM providers WHERE id = ?",
         (provider_id,),
     )
     if row is None:
@@ -51,13 +50,12 @@ async def set_enabled(db: Database, provider_id: str, enabled: bool) -> dict[str
     return await get_provider(db, provider_id)
 
 
-async def provider_has_history(db: Database, provider_id: str) -> bool:
-    row = await db.execute_one(
-        "SELECT EXISTS (SELECT 1 FROM requests WHERE provider_id = ?)"
-        " OR EXISTS (SELECT 1 FROM attempts WHERE provider_id = ?) AS found",
-        (provider_id, provider_id),
-    )
-    return bool(row and row["found"])
+_PROVIDER_HISTORY = (
+    "SELECT EXISTS (SELECT 1 FROM requests WHERE provider_id = :id)"
+    " OR EXISTS (SELECT 1 FROM attempts WHERE provider_id = :id)"
+    " OR EXISTS (SELECT 1 FROM providers WHERE id = :id AND (last_used_at IS NOT NULL"
+    "   OR success_count > 0 OR error_count > 0))"
+)
 
 
 async def delete_provider(
@@ -66,12 +64,14 @@ async def delete_provider(
     """Delete a provider, or archive it when history exists or may still arrive.
 
     ``pending`` holds the ids of providers that rows not yet written refer to (the recorder's
-    queue). Returns ``{"id", "deleted": bool, "archived": bool}``.
+    queue). The check runs inside the write transaction, so no history row can slip in between
+    the check and the delete. Returns ``{"id", "deleted": bool, "archived": bool}``.
     """
-    state = await _provider_state(db, provider_id)
-    used = state["last_used_at"] is not None or state["success_count"] or state["error_count"]
-    keep = used or provider_id in pending or await provider_has_history(db, provider_id)
+    await _provider_state(db, provider_id)
     async with db.transaction() as conn:
+        async with conn.execute(_PROVIDER_HISTORY, {"id": provider_id}) as cursor:
+            found = await cursor.fetchone()
+        keep = provider_id in pending or bool(found and found[0])
         if keep:
             stamp = now_ms()
             await conn.execute(
@@ -80,11 +80,10 @@ async def delete_provider(
                 (stamp, stamp, provider_id),
             )
         else:
-            # Config rows and links go with it (ON DELETE CASCADE); history rows would stop this
-            # statement (ON DELETE RESTRICT), so a race can only fail it, never lose history.
+            # Config rows and links go with it (ON DELETE CASCADE).
             await conn.execute("DELETE FROM providers WHERE id = ?", (provider_id,))
         await bump_config_version(conn)
-    return {"id": provider_id, "deleted": not keep, "archived": bool(keep)}
+    return {"id": provider_id, "deleted": not keep, "archived": keep}
 
 
 async def restore_provider(db: Database, provider_id: str) -> dict[str, Any]:
@@ -101,13 +100,6 @@ async def restore_provider(db: Database, provider_id: str) -> dict[str, Any]:
     return await get_provider(db, provider_id)
 
 
-async def model_has_history(db: Database, model_id: str) -> bool:
-    row = await db.execute_one(
-        "SELECT EXISTS (SELECT 1 FROM requests WHERE model = ?) AS found", (model_id,)
-    )
-    return bool(row and row["found"])
-
-
 async def delete_model(
     db: Database, model_id: str, *, pending: Collection[str] = ()
 ) -> dict[str, Any]:
@@ -116,8 +108,12 @@ async def delete_model(
     ``pending`` holds the model names of rows not yet written.
     """
     await get_model(db, model_id)
-    keep = model_id in pending or await model_has_history(db, model_id)
     async with db.transaction() as conn:
+        async with conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM requests WHERE model = ?)", (model_id,)
+        ) as cursor:
+            found = await cursor.fetchone()
+        keep = model_id in pending or bool(found and found[0])
         if keep:
             stamp = now_ms()
             await conn.execute(

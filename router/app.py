@@ -19,13 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from providers.base import AdapterOptions
-from router.api import configs as configs_api
-from router.api import links as links_api
 from router.api import models as models_api
-from router.api import openapi as openapi_api
 from router.api import providers as providers_api
 from router.api import requests as requests_api
-from router.api import stats as stats_api
+from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
 from router.auth import Authenticator, resolve_admin_token
 from router.errors import NotFound, RouterError
@@ -103,11 +100,8 @@ class ProviderRouterApp:
                 Route("/health", health, methods=["GET"]),
                 *models_api.routes,
                 *providers_api.routes,
-                *configs_api.routes,
-                *links_api.routes,
+                *more_routes.routes,
                 *requests_api.routes,
-                *stats_api.routes,
-                *openapi_api.routes,
             ],
             # RouterError by name: handlers for Exception run in ServerErrorMiddleware, which
             # answers and then re-raises (a traceback in the log for a plain 400).

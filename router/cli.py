@@ -7,7 +7,6 @@ import sys
 import time
 from collections.abc import Sequence
 
-from router import cli_data, cli_models, cli_providers
 from router.settings import Settings, SettingsError, load_settings
 from router.store import migrations
 
@@ -63,6 +62,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from router import cli_data, cli_models, cli_providers
     from router.mock_upstream import add_mock_arguments
 
     parser = argparse.ArgumentParser(

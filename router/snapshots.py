@@ -85,7 +85,7 @@ class SnapshotManager:
         linked: dict[str, dict[str, Candidate]] = defaultdict(dict)
         for link in data.links:
             provider = providers.get(link["provider_id"])
-            if provider is None:
+            if provider is None or link["model_id"] not in data.model_ids:  # archived model
                 continue
             candidate = Candidate(
                 provider_id=provider["id"],

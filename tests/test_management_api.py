@@ -10,6 +10,7 @@ import httpx
 import pytest
 import respx
 
+from router.api import common
 from router.app import create_app
 from router.settings import Settings
 from tests.conftest import ADMIN_TOKEN, add_provider, app_client, make_settings, serve_asgi
@@ -205,8 +206,9 @@ async def test_delete_with_history_archives_and_restore_brings_it_back(
 
 
 async def test_delete_while_records_are_still_queued_archives_and_keeps_them(
-    tmp_path: Path, upstreams: respx.MockRouter
+    tmp_path: Path, upstreams: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(common, "RECORDER_WAIT_S", 0.1)
     # A recorder that holds its rows for a minute: when the provider is deleted the request's
     # row is not written yet. Deleting the provider would make that row impossible to write.
     settings = make_settings(tmp_path, recorder_flush_interval_ms=60_000)

@@ -47,9 +47,18 @@ def applied_versions(path: Path) -> list[tuple[int, str]]:
         conn.close()
 
 
+SHIPPED = migrations.available
+
+
 def real_initial() -> Migration:
-    [initial] = [m for m in migrations.available() if m.version == 1]
+    [initial] = [m for m in SHIPPED() if m.version == 1]
     return initial
+
+
+@pytest.fixture(autouse=True)
+def only_initial(monkeypatch: pytest.MonkeyPatch) -> None:
+    # These tests are about the mechanism; later shipped migrations must not change them.
+    with_extra(monkeypatch)
 
 
 def with_extra(monkeypatch: pytest.MonkeyPatch, *extra: Migration) -> None:
@@ -58,16 +67,13 @@ def with_extra(monkeypatch: pytest.MonkeyPatch, *extra: Migration) -> None:
 
 
 def test_the_shipped_migrations_start_with_0001_initial() -> None:
-    found = migrations.available()
+    found = SHIPPED()
     assert [(m.version, m.name) for m in found][:1] == [(1, "initial")]
     assert [m.version for m in found] == sorted({m.version for m in found})
     assert "CREATE TABLE providers" in found[0].sql
 
 
-def test_migrating_a_new_file_applies_0001_and_takes_no_backup(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with_extra(monkeypatch)  # only 0001: later migrations have their own tests
+def test_migrating_a_new_file_applies_0001_and_takes_no_backup(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "dir" / "router.db"
     applied, backup = migrate(path)
     assert [(m.version, m.name) for m in applied] == [(1, "initial")]
@@ -86,8 +92,7 @@ def test_migrating_a_new_file_applies_0001_and_takes_no_backup(
         conn.close()
 
 
-def test_a_second_migrate_is_a_no_op(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with_extra(monkeypatch)
+def test_a_second_migrate_is_a_no_op(tmp_path: Path) -> None:
     path = tmp_path / "router.db"
     migrate(path)
     conn = sqlite3.connect(path)
@@ -113,7 +118,6 @@ def test_status_lists_applied_and_pending(tmp_path: Path, monkeypatch: pytest.Mo
     assert fresh.applied == []
     assert [m.version for m in fresh.pending] == [m.version for m in migrations.available()]
 
-    with_extra(monkeypatch)
     migrate(path)
     with_extra(monkeypatch, EXTRA)
     conn = migrations.connect(path)
@@ -204,7 +208,6 @@ def test_a_failing_migration_stops_the_ones_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "router.db"
-    with_extra(monkeypatch)
     migrate(path)
     broken = Migration(2, "broken", "INSERT INTO no_such_table VALUES (1);")
     after = Migration(3, "after", "CREATE TABLE after_table (x);")
@@ -219,7 +222,6 @@ def test_an_existing_database_is_backed_up_before_migrating(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "router.db"
-    with_extra(monkeypatch)
     migrate(path)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(
@@ -255,7 +257,6 @@ def test_cli_db_status_prints_applied_and_pending(
     for name in ("PROVIDER_ROUTER_CONFIG", "PROVIDER_ROUTER_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "router.db"
-    with_extra(monkeypatch)
     migrate(path)
     with_extra(monkeypatch, EXTRA)
     assert main(["db", "status", "--database", f"sqlite:///{path}"]) == 0

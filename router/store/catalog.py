@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import aiosqlite
@@ -433,6 +434,11 @@ class CatalogData:
     links: list[sqlite3.Row]
     models: list[sqlite3.Row]
 
+    @cached_property
+    def model_ids(self) -> frozenset[str]:
+        """The models routing may use (archived ones are not loaded)."""
+        return frozenset(row["id"] for row in self.models)
+
 
 async def load_catalog(db: Database) -> CatalogData:
     version = await config_version(db)
@@ -440,9 +446,6 @@ async def load_catalog(db: Database) -> CatalogData:
     configs: dict[str, dict[str, Any]] = {}
     for row in await db.execute("SELECT provider_id, key, value FROM provider_configs"):
         configs.setdefault(row["provider_id"], {})[row["key"]] = orjson.loads(row["value"])
-    links = await db.execute(
-        "SELECT * FROM provider_models WHERE model_id IN"
-        " (SELECT id FROM models WHERE archived_at IS NULL)"
-    )
+    links = await db.execute("SELECT * FROM provider_models")
     models = await db.execute("SELECT * FROM models WHERE archived_at IS NULL")
     return CatalogData(version, providers, configs, links, models)

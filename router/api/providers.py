@@ -12,16 +12,8 @@ from router.errors import InvalidRequest
 from router.probe import probe
 from router.store import catalog, lifecycle
 
-from .common import (
-    Services,
-    admin,
-    json_body,
-    json_response,
-    only_params,
-    query_flag,
-    recorder_drained,
-    services,
-)
+from . import common
+from .common import admin, json_body, json_response, services
 
 
 @admin
@@ -35,12 +27,12 @@ async def create_provider(request: Request) -> Response:
 @admin
 async def list_providers(request: Request) -> Response:
     params = request.query_params
-    only_params(params, ("type", "enabled", "archived"))
+    common.only_params(params, ("type", "enabled", "archived"))
     found = await catalog.list_providers(
         services(request).db,
         type_name=params.get("type"),
-        enabled=query_flag(params, "enabled"),
-        archived=query_flag(params, "archived"),
+        enabled=common.query_flag(params, "enabled"),
+        archived=common.query_flag(params, "archived"),
     )
     return json_response({"data": found, "next_cursor": None})
 
@@ -65,7 +57,7 @@ async def delete_provider(request: Request) -> Response:
     app = services(request)
     provider_id = request.path_params["provider_id"]
     await catalog.get_provider(app.db, provider_id)
-    pending = () if await recorder_drained(app) else (provider_id,)
+    pending = () if await common.recorder_drained(app) else (provider_id,)
     result = await lifecycle.delete_provider(app.db, provider_id, pending=pending)
     await app.snapshots.rebuild()
     return json_response(result)
@@ -105,7 +97,7 @@ async def reload_provider(request: Request) -> Response:
     return json_response({"id": provider_id, "reloaded": True, "config_version": snapshot.version})
 
 
-async def test_adapter(app: Services, provider_id: str) -> tuple[Adapter, bool]:
+async def test_adapter(app: common.Services, provider_id: str) -> tuple[Adapter, bool]:
     """The adapter to probe: the live one, or a temporary one (``True``: close it after)."""
     live = app.snapshots.adapter(provider_id)
     if live is not None:
@@ -119,7 +111,7 @@ async def test_adapter(app: Services, provider_id: str) -> tuple[Adapter, bool]:
     return adapter_class(provider_id, config, app.snapshots.options), True
 
 
-async def probe_provider(app: Services, provider_id: str) -> dict[str, object]:
+async def probe_provider(app: common.Services, provider_id: str) -> dict[str, object]:
     provider = await catalog.get_provider(app.db, provider_id)
     links = provider["models"]
     default = next((link for link in links if link["is_default"]), links[0] if links else None)

@@ -44,7 +44,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
-    PROVIDER_ROUTER_DATABASE_URL=sqlite:////data/provider-router.db
+    PROVIDER_ROUTER_DATABASE_URL=sqlite:////data/provider-router.db \
+    PROVIDER_ROUTER_REQUIRE_CLIENT_KEYS=true
 
 # A fixed, unprivileged uid/gid, so a bind-mounted /data can be chowned to match (10001:10001).
 RUN groupadd --gid "${APP_GID}" provider-router \
@@ -56,7 +57,8 @@ RUN groupadd --gid "${APP_GID}" provider-router \
 
 COPY --from=builder /opt/venv /opt/venv
 
-# The SQLite database and the generated admin-token live here.
+# The SQLite database, the generated admin-token and the generated secret-key (which encrypts the
+# provider credentials in the database) live here: back up secret-key with the database.
 VOLUME ["/data"]
 WORKDIR /data
 USER ${APP_UID}:${APP_GID}
@@ -66,6 +68,10 @@ EXPOSE 8080
 # python:*-slim has no curl; ask /health with the standard library (urlopen raises on non-2xx).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"]
+
+# The container listens on 0.0.0.0, so the proxy must not be open to whoever reaches the port:
+# PROVIDER_ROUTER_REQUIRE_CLIENT_KEYS above makes /v1/chat/completions need a client key (or the
+# admin token) from the first start; create keys with POST /v1/keys.
 
 # uvicorn handles SIGTERM: in-flight requests finish and queued rows are written before exit.
 STOPSIGNAL SIGTERM

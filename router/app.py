@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from providers.base import AdapterOptions
+from router.api import keys as keys_api
 from router.api import models as models_api
 from router.api import providers as providers_api
 from router.api import requests as requests_api
@@ -26,11 +27,13 @@ from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
 from router.auth import Authenticator, resolve_admin_token
 from router.errors import NotFound, RouterError
-from router.proxy import Proxy, Receive, Scope, Send
+from router.limits import InputLimits
+from router.proxy import Proxy, Receive, Scope, Send, send_body
 from router.recorder import Recorder
 from router.settings import Settings
 from router.snapshots import SnapshotManager
 from router.store import migrations
+from router.store.credentials import prepare_credentials
 from router.store.db import database_for
 from router.store.seed import seed_from_config
 
@@ -38,19 +41,32 @@ log = logging.getLogger("provider_router.app")
 
 
 async def prepare_database(settings: Settings) -> None:
-    """Apply pending migrations and seed an empty catalog from the config file."""
+    """Apply pending migrations, check the secret key (encrypting any plaintext credential),
+    and seed an empty catalog from the config file."""
+    db = database_for(settings)
+    if settings.database_path.exists():
+        # Check the key and encrypt any plaintext credential before the pre-migration backup
+        # is taken, so that backup holds no plaintext either.
+        await db.open()
+        try:
+            if await db.execute_one(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'provider_configs'"
+            ):
+                await prepare_credentials(db)
+        finally:
+            await db.close()
     applied, backup = await asyncio.to_thread(migrations.migrate, settings.database_path)
     if backup is not None:
         log.info("Backed up the database to %s before migrating", backup)
     for migration in applied:
         log.info("Applied migration %04d_%s", migration.version, migration.name)
-    if settings.seed_providers:
-        db = database_for(settings)
-        await db.open()
-        try:
+    await db.open()
+    try:
+        await prepare_credentials(db)
+        if settings.seed_providers:
             await seed_from_config(db, settings.seed_providers, settings.config_path or "config")
-        finally:
-            await db.close()
+    finally:
+        await db.close()
 
 
 async def health(request: Request) -> Response:
@@ -94,6 +110,7 @@ class ProviderRouterApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: Services | None = None
+        self.limits: InputLimits | None = None
         self._fast: dict[str, Any] = {}
         self.starlette = Starlette(
             routes=[
@@ -102,6 +119,7 @@ class ProviderRouterApp:
                 *providers_api.routes,
                 *more_routes.routes,
                 *requests_api.routes,
+                *keys_api.routes,
             ],
             # RouterError by name: handlers for Exception run in ServerErrorMiddleware, which
             # answers and then re-raises (a traceback in the log for a plain 400).
@@ -114,6 +132,14 @@ class ProviderRouterApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.limits is not None:
+            try:
+                self.limits.check_headers(scope["headers"])
+            except RouterError as exc:
+                await send_body(
+                    send, exc.status_code, exc.body(), [(b"content-type", b"application/json")]
+                )
+                return
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self._fast.get(scope["path"])
             if handler is not None:
@@ -141,12 +167,19 @@ class ProviderRouterApp:
             batch_size=settings.recorder_batch_size,
             flush_interval_s=settings.recorder_flush_interval_ms / 1000,
         )
-        auth = Authenticator(resolve_admin_token(settings))
-        proxy = Proxy(snapshots, recorder, settings.max_body_bytes)
+        auth = Authenticator(
+            resolve_admin_token(settings), require_client_keys=settings.require_client_keys
+        )
+        self.limits = InputLimits(settings)
+        proxy = Proxy(snapshots, recorder, settings.max_body_bytes, auth=auth, limits=self.limits)
         await snapshots.rebuild()
+        await auth.reload(db)
         recorder.start()
         watcher = asyncio.get_running_loop().create_task(
             snapshots.watch(settings.reload_interval_ms / 1000), name="config-watcher"
+        )
+        key_watcher = asyncio.get_running_loop().create_task(
+            auth.watch(db, settings.reload_interval_ms / 1000), name="client-key-watcher"
         )
         self.services = Services(settings, db, snapshots, recorder, auth, proxy)
         app.state.services = self.services
@@ -157,9 +190,15 @@ class ProviderRouterApp:
             yield
         finally:
             self._fast.clear()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, key_watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            try:
+                await auth.flush_last_used(db)
+            except Exception:
+                # Losing a last-used stamp must not stop the history rows from being written.
+                log.exception("Could not write the client keys' last_used_at")
             await recorder.stop()
             await snapshots.aclose()
             await db.close()

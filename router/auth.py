@@ -1,7 +1,10 @@
-"""Who may call what: the admin token guards the management API.
+"""Who may call what: the admin token guards the management API; client keys guard the proxy.
 
-Client keys are not issued yet, so ``/v1/chat/completions`` and ``/v1/embeddings`` accept any
-caller (any key the SDK sends, the admin token included) and never forward it upstream.
+``/v1/chat/completions`` and ``/v1/embeddings`` need a valid client key (or the admin token) once
+any client key was ever created, or when ``auth.require_client_keys`` is true; until then they
+accept any caller. A caller's key is never forwarded upstream. Client keys live in memory (a dict
+keyed by their SHA-256), reloaded when ``config_version`` changes; ``last_used_at`` is written in
+batches by :meth:`Authenticator.watch`, never per request.
 
 The admin token comes from the settings (config file or ``PROVIDER_ROUTER_ADMIN_TOKEN``). When
 neither sets it, one is generated on first start into ``admin-token`` beside the database, with
@@ -10,14 +13,23 @@ mode 0600, and the log says where it is (never what it is).
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from router.errors import AuthenticationError
-from router.settings import Settings
+import orjson
+
+from router.errors import AuthenticationError, PermissionDenied
+from router.settings import Settings, SettingsError
+from router.store import client_keys
+from router.store.catalog import config_version, now_ms
+from router.store.db import Database, database_for
 
 log = logging.getLogger("provider_router.auth")
 TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
@@ -52,9 +64,98 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """An authenticated client key, as the proxy sees it (the limits are for rate limiting)."""
+
+    id: str
+    name: str
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    models: frozenset[str] | None = None
+    expires_at: int | None = None
+
+    def check_model(self, model: str) -> None:
+        if self.models is not None and model not in self.models:
+            raise PermissionDenied(
+                f"This client key may not use model {model!r}.", param="model", code="model_denied"
+            )
+
+
+_MISSING = "This endpoint needs a client key: send 'Authorization: Bearer <key>'."
+_INVALID = "The API key is not valid."
+
+
 class Authenticator:
-    def __init__(self, admin_token: str) -> None:
+    def __init__(self, admin_token: str, *, require_client_keys: bool = False) -> None:
         self._admin = admin_token.encode()
+        self._require = require_client_keys
+        self._any_keys = False
+        self._keys: dict[str, ClientKey] = {}
+        self._version: int | None = None
+        self._used: dict[str, int] = {}
+
+    @property
+    def client_keys_required(self) -> bool:
+        return self._require or self._any_keys
+
+    async def reload(self, db: Database) -> None:
+        """Load the key table from the database (at start, and after a key changed)."""
+        version = await config_version(db)
+        any_keys, rows = await client_keys.key_table(db)
+        self._keys = {
+            row["hash"]: ClientKey(
+                id=row["id"],
+                name=row["name"],
+                rpm_limit=row["rpm_limit"],
+                tpm_limit=row["tpm_limit"],
+                models=frozenset(orjson.loads(row["models"])) if row["models"] else None,
+                expires_at=row["expires_at"],
+            )
+            for row in rows
+        }
+        self._any_keys = any_keys
+        self._version = version
+
+    def authenticate_client(self, headers: Iterable[tuple[bytes, bytes]]) -> ClientKey | None:
+        """The caller's client key; None for the admin token or while keys are not required.
+
+        Raises :class:`AuthenticationError` otherwise. Every path hashes the token, looks it up
+        and compares it with the admin token, so the answer takes as long for an unknown key as
+        for a revoked one or a valid one.
+        """
+        token = bearer_token(headers)
+        digest = hashlib.sha256((token or "").encode()).hexdigest()
+        found = self._keys.get(digest)
+        admin = self.is_admin(token)
+        if found is not None and found.expires_at is not None and found.expires_at <= now_ms():
+            found = None
+        if found is not None:
+            self._used[found.id] = now_ms()
+            return found
+        if admin or not self.client_keys_required:
+            return None
+        raise AuthenticationError(_MISSING if token is None else _INVALID)
+
+    async def flush_last_used(self, db: Database) -> None:
+        used, self._used = self._used, {}
+        try:
+            await client_keys.record_last_used(db, used)
+        except Exception:
+            for key_id, stamp in used.items():
+                self._used[key_id] = max(stamp, self._used.get(key_id, 0))
+            raise
+
+    async def watch(self, db: Database, interval_s: float) -> None:
+        """Reload keys when another process changed them; write ``last_used_at`` in batches."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                if await config_version(db) != self._version:
+                    await self.reload(db)
+                await self.flush_last_used(db)
+            except Exception:
+                log.exception("Could not refresh the client keys; retrying")
 
     def is_admin(self, token: str | None) -> bool:
         # Compare in constant time, and do the same work when the token is missing.
@@ -69,3 +170,45 @@ class Authenticator:
                 if token is None
                 else "The admin token is not valid."
             )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def exposure_problem(settings: Settings, db: Database) -> str | None:
+    """Why serving on ``settings.host`` would be unsafe, or None if it is not.
+
+    Bound to a non-loopback address, anyone who can reach the port could use every provider
+    key unless client keys are required (a key exists, or ``auth.require_client_keys``).
+    """
+    if is_loopback(settings.host) or settings.require_client_keys or settings.allow_open_proxy:
+        return None
+    any_keys, _ = await client_keys.key_table(db)
+    if any_keys:
+        return None
+    return (
+        f"Refusing to listen on {settings.host}: with no client key, anyone who can reach "
+        "this address could spend every provider key stored here. Either create a client key "
+        "(`provider-router keys create --name NAME`), set auth.require_client_keys = true "
+        "(or PROVIDER_ROUTER_REQUIRE_CLIENT_KEYS=true) and use the admin token until you do, "
+        "listen on 127.0.0.1, or, if a gateway in front already authenticates callers, set "
+        "PROVIDER_ROUTER_ALLOW_OPEN_PROXY=true."
+    )
+
+
+async def check_exposure(settings: Settings) -> None:
+    """Stop start-up (:class:`SettingsError`) if :func:`exposure_problem` finds a problem."""
+    db = database_for(settings)
+    await db.open()
+    try:
+        problem = await exposure_problem(settings, db)
+    finally:
+        await db.close()
+    if problem is not None:
+        raise SettingsError(problem)

@@ -1,8 +1,8 @@
 """What the management commands share: opening the database, printing tables or JSON, errors.
 
 Exit codes: 0 success, 1 failure (the error is one sentence on stderr), 2 usage error (argparse
-and bad settings). Every command opens the database through the same factory as the server,
-applies pending migrations first, and calls the same store functions the HTTP API calls.
+and bad settings). Every command prepares and opens the database as the server does, and calls
+the same store functions the HTTP API calls.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import orjson
 
 from router.errors import RouterError
 from router.settings import Settings, load_settings
-from router.store import migrations
 from router.store.db import Database, database_for
 
 Command = Callable[[argparse.Namespace], int]
@@ -36,11 +35,14 @@ def settings_for(args: argparse.Namespace) -> Settings:
 def run_with_db(
     args: argparse.Namespace, work: Callable[[Database, Settings], Awaitable[int]]
 ) -> int:
-    """Migrate the database if needed, open it, run ``work`` and close it."""
+    """Prepare the database as ``serve`` does (credentials checked, migrations, seed), open it,
+    run ``work`` and close it."""
+    from router.app import prepare_database
+
     settings = settings_for(args)
-    migrations.migrate(settings.database_path)
 
     async def go() -> int:
+        await prepare_database(settings)
         db = database_for(settings)
         await db.open()
         try:

@@ -12,6 +12,7 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     │   └── ModelNotFound            404 invalid_request_error / model_not_found
     ├── Conflict                     409 invalid_request_error / conflict
     ├── PayloadTooLarge              413 invalid_request_error / request_too_large
+    ├── HeadersTooLarge              431 invalid_request_error / headers_too_large
     ├── NoProviderAvailable          503 service_unavailable / no_provider_available
     ├── AllProvidersFailed           502 upstream_error / all_providers_failed
     └── StreamInterrupted            502 upstream_error / stream_interrupted (sent as an SSE event)
@@ -26,6 +27,9 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
 Upstream errors are raised by adapters (translated from httpx at the edge) and handled by the
 attempt loop in :mod:`router.proxy`; they become :class:`AllProvidersFailed` or are passed
 through to the client when the upstream's answer is the client's own fault (a 4xx).
+
+Every message passes through :func:`router.redact.scrub` when the error is made, so no
+credential reaches a client, a log line or a history row through an error.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import orjson
+
+from router.redact import scrub, scrub_bytes
 
 
 class RouterError(Exception):
@@ -43,6 +49,7 @@ class RouterError(Exception):
     default_code: ClassVar[str | None] = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        message = scrub(message)
         super().__init__(message)
         self.message = message
         self.param = param
@@ -105,6 +112,12 @@ class PayloadTooLarge(RouterError):
     default_code = "request_too_large"
 
 
+class HeadersTooLarge(RouterError):
+    status_code = 431
+    error_type = "invalid_request_error"
+    default_code = "headers_too_large"
+
+
 class NoProviderAvailable(RouterError):
     status_code = 503
     error_type = "service_unavailable"
@@ -130,6 +143,7 @@ class UpstreamError(Exception):
     status_code: int | None = None
 
     def __init__(self, message: str) -> None:
+        message = scrub(message)
         super().__init__(message)
         self.message = message
 
@@ -167,7 +181,7 @@ class UpstreamStatusError(UpstreamError):
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
-        self.body = body
+        self.body = scrub_bytes(body)
         self.content_type = content_type
         self.retry_after = retry_after
         self.retryable = status_code in RETRYABLE_STATUS

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from providers.base import ChatStream, Reply
+from router.auth import Authenticator
 from router.errors import (
     AllProvidersFailed,
     InvalidJSON,
@@ -35,6 +36,7 @@ from router.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
 )
+from router.limits import InputLimits
 from router.recorder import AttemptRecord, Recorder, RequestRecord
 from router.routing import Candidate
 from router.snapshots import SnapshotManager
@@ -130,10 +132,20 @@ async def wait_for_disconnect(receive: Receive) -> None:
 class Proxy:
     """The two client endpoints: ``/v1/chat/completions`` and ``/v1/embeddings``."""
 
-    def __init__(self, snapshots: SnapshotManager, recorder: Recorder, max_body_bytes: int):
+    def __init__(
+        self,
+        snapshots: SnapshotManager,
+        recorder: Recorder,
+        max_body_bytes: int,
+        *,
+        auth: Authenticator | None = None,
+        limits: InputLimits | None = None,
+    ):
         self.snapshots = snapshots
         self.recorder = recorder
         self.max_body_bytes = max_body_bytes
+        self.auth = auth
+        self.limits = limits
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._handle(scope, receive, send, "chat.completions", ("messages",))
@@ -149,8 +161,18 @@ class Proxy:
             id=new_request_id(), created_at=int(time.time() * 1000), endpoint=endpoint
         )
         try:
-            body = parse_request(await read_body(scope, receive, self.max_body_bytes), required)
+            client = self.auth.authenticate_client(scope["headers"]) if self.auth else None
+            if client is not None:
+                record.client_key_id, record.client_key = client.id, client
+            raw = await read_body(scope, receive, self.max_body_bytes)
+            if self.limits is not None:
+                self.limits.log_body(record.id, raw)
+            body = parse_request(raw, required)
+            if self.limits is not None:
+                self.limits.check_body(raw, body)
             record.model = body["model"]
+            if client is not None:
+                client.check_model(body["model"])
             record.stream = endpoint == "chat.completions" and body.get("stream") is True
             candidates = self.snapshots.current.candidates(body["model"])
             await self._attempt_all(candidates, body, record, started, receive, send)

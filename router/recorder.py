@@ -14,9 +14,12 @@ import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from router.store.db import Database
+
+if TYPE_CHECKING:
+    from router.auth import ClientKey
 
 log = logging.getLogger("provider_router.recorder")
 
@@ -51,6 +54,7 @@ class RequestRecord:
     cost: float | None = None
     currency: str | None = None
     client_key_id: str | None = None
+    client_key: ClientKey | None = None  # the caller's key and its limits, for rate limiting
     error: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
 

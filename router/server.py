@@ -7,7 +7,9 @@ import logging
 
 import uvicorn
 
+from router import redact
 from router.app import create_app, prepare_database
+from router.auth import check_exposure
 from router.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -20,11 +22,13 @@ def serve(settings: Settings) -> None:
     lifespan then writes every queued history row before the process exits.
     """
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    redact.install(fmt=LOG_FORMAT)  # no credential in any log line, tracebacks included
     # httpx logs every upstream call at INFO: noise on the hot path, and URLs do not belong in
     # an operator's log by default.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.root.level))
     asyncio.run(prepare_database(settings))
+    asyncio.run(check_exposure(settings))
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -33,6 +37,8 @@ def serve(settings: Settings) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        # uvicorn's own loggers propagate to the root logger and its scrubbing formatter.
+        log_config=None,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
         server_header=False,

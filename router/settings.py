@@ -21,6 +21,10 @@ DEFAULT_DATABASE_URL = "sqlite:///./data/provider-router.db"
 ENV_CONFIG = "PROVIDER_ROUTER_CONFIG"
 ENV_DATABASE_URL = "PROVIDER_ROUTER_DATABASE_URL"
 ENV_ADMIN_TOKEN = "PROVIDER_ROUTER_ADMIN_TOKEN"  # noqa: S105 - a variable name
+# security: credentials at rest, client keys, exposure check
+ENV_SECRET_KEY = "PROVIDER_ROUTER_SECRET_KEY"  # noqa: S105 - a variable name
+ENV_REQUIRE_CLIENT_KEYS = "PROVIDER_ROUTER_REQUIRE_CLIENT_KEYS"
+ENV_ALLOW_OPEN_PROXY = "PROVIDER_ROUTER_ALLOW_OPEN_PROXY"
 
 
 class SettingsError(Exception):
@@ -35,7 +39,7 @@ class Settings:
     port: int = 8080
     log_level: str = "info"
     database_url: str = DEFAULT_DATABASE_URL
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
     max_body_bytes: int = 50 * 1024 * 1024
     upstream_timeout_ms: int = 120_000
     upstream_connect_timeout_ms: int = 10_000
@@ -44,6 +48,15 @@ class Settings:
     recorder_queue_size: int = 10_000
     recorder_batch_size: int = 500
     recorder_flush_interval_ms: int = 100
+    # security: credentials at rest, client keys, input limits, body logging
+    secret_key: str | None = field(default=None, repr=False)
+    require_client_keys: bool = False
+    allow_open_proxy: bool = False
+    max_header_bytes: int = 32 * 1024
+    max_messages: int = 10_000
+    max_json_depth: int = 64
+    log_bodies: bool = False
+    log_body_max_bytes: int = 4096
     seed_providers: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
     config_path: str | None = None
 
@@ -67,7 +80,16 @@ _FILE_KEYS: dict[tuple[str, str], tuple[str, type, int | None]] = {
     ("recorder", "queue_size"): ("recorder_queue_size", int, 1),
     ("recorder", "batch_size"): ("recorder_batch_size", int, 1),
     ("recorder", "flush_interval_ms"): ("recorder_flush_interval_ms", int, 1),
+    # security
+    ("auth", "secret_key"): ("secret_key", str, None),
+    ("auth", "require_client_keys"): ("require_client_keys", bool, None),
+    ("limits", "max_header_bytes"): ("max_header_bytes", int, 1024),
+    ("limits", "max_messages"): ("max_messages", int, 1),
+    ("limits", "max_json_depth"): ("max_json_depth", int, 2),
+    ("logging", "log_bodies"): ("log_bodies", bool, None),
+    ("logging", "body_max_bytes"): ("log_body_max_bytes", int, 0),
 }
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -94,6 +116,14 @@ def database_path_from_url(url: str) -> Path:
 
 
 def _check(name: str, value: Any, kind: type, minimum: int | None, source: str) -> Any:
+    if kind is bool:
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise SettingsError(
+                f"Setting {name!r} in {source} must be true or false, got {value!r}."
+            )
+        return value
     if kind is int:
         if isinstance(value, str):
             try:
@@ -165,9 +195,21 @@ def load_settings(
         values, seed = _read_file(config_path)
     # Where each value came from, for error messages.
     source = dict.fromkeys(values, config_path or "")
-    for variable, name in ((ENV_DATABASE_URL, "database_url"), (ENV_ADMIN_TOKEN, "admin_token")):
+    for variable, name in (
+        (ENV_DATABASE_URL, "database_url"),
+        (ENV_ADMIN_TOKEN, "admin_token"),
+        (ENV_SECRET_KEY, "secret_key"),
+        (ENV_REQUIRE_CLIENT_KEYS, "require_client_keys"),
+        (ENV_ALLOW_OPEN_PROXY, "allow_open_proxy"),
+    ):
         if env.get(variable):
             values[name], source[name] = env[variable], f"the environment ({variable})"
+    for name, setting in (
+        ("require_client_keys", "auth.require_client_keys"),
+        ("allow_open_proxy", ENV_ALLOW_OPEN_PROXY),
+    ):
+        if name in values:
+            values[name] = _check(setting, values[name], bool, None, source[name])
     known = {f.name for f in fields(Settings)}
     for name, value in (overrides or {}).items():
         if name not in known:

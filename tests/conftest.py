@@ -15,11 +15,13 @@ import respx
 import uvicorn
 
 from router.app import ProviderRouterApp, create_app
+from router.secrets import Cipher
 from router.settings import Settings
 from router.store.db import Database
 from router.store.migrations import migrate
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+TEST_SECRET_KEY = "dGVzdC1zZWNyZXQta2V5LTAxMjM0NTY3ODlhYmNkZWY="
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -43,7 +45,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated, empty database file of its own."""
     path = tmp_path / "store.db"
     migrate(path)
-    database = Database(path)
+    database = Database(path, cipher=Cipher(TEST_SECRET_KEY))
     await database.open()
     yield database
     await database.close()

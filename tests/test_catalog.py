@@ -80,12 +80,16 @@ async def test_create_provider_returns_it_with_a_slug_id_and_masked_config(db: D
     ]
 
 
-async def test_the_secret_is_stored_in_clear_and_marked_sensitive(db: Database) -> None:
+async def test_the_secret_is_stored_encrypted_and_marked_sensitive(db: Database) -> None:
     await catalog.create_provider(db, openai_body(id="p1"))
-    assert stored_config(db, "p1") == {
-        "baseURL": ('"https://api.example.com/v1"', 0),
-        "apiKey": (f'"{SECRET}"', 1),
-    }
+    stored = stored_config(db, "p1")
+    assert stored["baseURL"] == ('"https://api.example.com/v1"', 0)
+    value, sensitive = stored["apiKey"]
+    assert sensitive == 1
+    assert db.cipher is not None
+    assert value.startswith(f'"enc:v1:{db.cipher.key_id}:')
+    assert SECRET not in value
+    assert SECRET.encode() not in db.path.read_bytes()
     assert await catalog.provider_config(db, "p1") == {
         "baseURL": "https://api.example.com/v1",
         "apiKey": SECRET,
@@ -104,7 +108,11 @@ async def test_sensitive_headers_are_masked(db: Database) -> None:
     body = openai_body(config={"baseURL": "http://h/v1", "headers": {"x-token": "t0p-s3cret"}})
     provider = await catalog.create_provider(db, body)
     assert provider["config"] == {"baseURL": "http://h/v1", "headers": "****"}
-    assert stored_config(db, provider["id"])["headers"] == ('{"x-token":"t0p-s3cret"}', 1)
+    value, sensitive = stored_config(db, provider["id"])["headers"]
+    assert sensitive == 1 and value.startswith('"enc:v1:') and "t0p-s3cret" not in value
+    assert (await catalog.provider_config(db, provider["id"]))["headers"] == {
+        "x-token": "t0p-s3cret"
+    }
 
 
 async def test_all_fields_are_stored(db: Database) -> None:
@@ -400,11 +408,13 @@ async def test_config_updates_merge_with_the_stored_keys(db: Database) -> None:
 async def test_a_masked_value_sent_back_keeps_the_stored_secret(db: Database) -> None:
     created = await catalog.create_provider(db, openai_body(id="p1"))
     assert created["config"]["apiKey"] == "****mnop"
+    before = stored_config(db, "p1")["apiKey"]
     updated = await catalog.update_provider(
         db, "p1", {"config": {**created["config"], "baseURL": "http://new/v1"}}
     )
     assert updated["config"]["apiKey"] == "****mnop"
-    assert stored_config(db, "p1")["apiKey"] == (f'"{SECRET}"', 1)
+    assert stored_config(db, "p1")["apiKey"] == before
+    assert (await catalog.provider_config(db, "p1"))["apiKey"] == SECRET
     assert stored_config(db, "p1")["baseURL"] == ('"http://new/v1"', 0)
 
 
@@ -412,7 +422,8 @@ async def test_a_new_secret_replaces_the_stored_one(db: Database) -> None:
     await catalog.create_provider(db, openai_body(id="p1"))
     updated = await catalog.update_provider(db, "p1", {"config": {"apiKey": "sk-0000000000zzzz"}})
     assert updated["config"]["apiKey"] == "****zzzz"
-    assert stored_config(db, "p1")["apiKey"] == ('"sk-0000000000zzzz"', 1)
+    assert (await catalog.provider_config(db, "p1"))["apiKey"] == "sk-0000000000zzzz"
+    assert b"sk-0000000000zzzz" not in db.path.read_bytes()
 
 
 async def test_masked_headers_sent_back_keep_the_stored_headers(db: Database) -> None:
@@ -421,8 +432,10 @@ async def test_masked_headers_sent_back_keep_the_stored_headers(db: Database) ->
     )
     created = await catalog.create_provider(db, body)
     assert created["config"]["headers"] == "****"
+    before = stored_config(db, "p1")["headers"]
     await catalog.update_provider(db, "p1", {"config": created["config"]})
-    assert stored_config(db, "p1")["headers"] == ('{"x-token":"t0p-s3cret"}', 1)
+    assert stored_config(db, "p1")["headers"] == before
+    assert (await catalog.provider_config(db, "p1"))["headers"] == {"x-token": "t0p-s3cret"}
 
 
 async def test_a_null_config_value_removes_the_key(db: Database) -> None:

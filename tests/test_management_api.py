@@ -13,6 +13,8 @@ import respx
 from router.api import common
 from router.app import create_app
 from router.settings import Settings
+from router.store import catalog
+from router.store.db import Database
 from tests.conftest import ADMIN_TOKEN, add_provider, app_client, make_settings, serve_asgi
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -255,7 +257,13 @@ async def test_models_archive_with_history_and_delete_without(
 # -- config --------------------------------------------------------------------------------------
 
 
-async def test_config_get_put_patch_delete(client: httpx.AsyncClient, settings: Settings) -> None:
+async def test_config_get_put_patch_delete(settings: Settings) -> None:
+    async with app_client(settings) as (app, client):
+        assert app.services is not None
+        await config_round_trip(client, app.services.db)
+
+
+async def config_round_trip(client: httpx.AsyncClient, db: Database) -> None:
     await make(client)
     got = (await client.get("/v1/providers/up/config", headers=ADMIN)).json()
     assert got == {"provider_id": "up",
@@ -271,8 +279,7 @@ async def test_config_get_put_patch_delete(client: httpx.AsyncClient, settings: 
     assert put.json()["config"] == {
         "apiKey": "****1234", "baseURL": "http://new.test/v1", "timeout": 500,
     }  # fmt: skip
-    stored = dict(rows(settings, "SELECT key, value FROM provider_configs"))
-    assert SECRET in stored["apiKey"]
+    assert (await catalog.provider_config(db, "up"))["apiKey"] == SECRET
 
     patched = await client.patch(
         "/v1/providers/up/config/timeout", json={"value": 900}, headers=ADMIN
@@ -282,7 +289,7 @@ async def test_config_get_put_patch_delete(client: httpx.AsyncClient, settings: 
         "/v1/providers/up/config/apiKey", json={"value": "****1234"}, headers=ADMIN
     )
     assert masked.status_code == 200
-    assert SECRET in dict(rows(settings, "SELECT key, value FROM provider_configs"))["apiKey"]
+    assert (await catalog.provider_config(db, "up"))["apiKey"] == SECRET
 
     removed = await client.delete("/v1/providers/up/config/timeout", headers=ADMIN)
     assert "timeout" not in removed.json()["config"]

@@ -166,6 +166,19 @@ SCHEMAS: dict[str, Any] = {
     "Request": {"type": "object", "required": ["id", "created_at", "status"]},
     "Stats": {"type": "object", "required": ["group_by", "since", "until", "data"]},
     "Reloaded": {"type": "object", "required": ["id", "reloaded", "config_version"]},
+    "KeyInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": _TEXT,
+            "rpm_limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**53},
+            "tpm_limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**53},
+            "models": {"type": ["array", "null"], "items": {"type": "string"}},
+            "expires_at": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**53},
+        },
+    },
+    "Key": {"type": "object", "required": ["id", "name", "prefix"]},
 }
 
 
@@ -288,6 +301,23 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/v1/requests/{request_id}": {
         "get": _op("One request with its attempts", "Request", params=_path("request_id"))
+    },
+    "/v1/keys": {
+        "get": _op(
+            "Client keys (never the key itself)",
+            "List",
+            params=[
+                _query("limit", {"type": "string", "pattern": "^[0-9]{1,4}$"}),
+                _query("cursor", {"type": "string"}),
+            ],
+        ),
+        "post": _op(
+            "Create a client key; the key is shown only in this answer", "Key", 201, body="KeyInput"
+        ),
+    },
+    "/v1/keys/{key_id}": {
+        "get": _op("One client key", "Key", params=_path("key_id")),
+        "delete": _op("Revoke a client key", "Key", params=_path("key_id")),
     },
     "/v1/stats": {
         "get": _op(

@@ -21,6 +21,7 @@ from providers.registry import adapter_types, get_adapter_class
 from router.errors import Conflict, InvalidRequest, NotFound
 
 from . import validation as check
+from .credentials import decode_value, encode_value
 from .db import Database
 
 PROVIDER_FIELDS = ("id", "name", "type", "enabled", "priority", "weight", "description", "limits")
@@ -81,7 +82,11 @@ def _validate_config(type_name: str, config: Any, *, partial: bool) -> dict[str,
 
 
 async def _write_config(
-    conn: aiosqlite.Connection, provider_id: str, type_name: str, config: Mapping[str, Any]
+    conn: aiosqlite.Connection,
+    provider_id: str,
+    type_name: str,
+    config: Mapping[str, Any],
+    db: Database,
 ) -> None:
     keys = get_adapter_class(type_name).config_keys
     stamp = now_ms()
@@ -99,7 +104,14 @@ async def _write_config(
             " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (provider_id, key) DO UPDATE SET"
             " value = excluded.value, is_sensitive = excluded.is_sensitive,"
             " updated_at = excluded.updated_at",
-            (provider_id, key, orjson.dumps(value).decode(), int(sensitive), stamp, stamp),
+            (
+                provider_id,
+                key,
+                encode_value(db.cipher, provider_id, key, value, sensitive),
+                int(sensitive),
+                stamp,
+                stamp,
+            ),
         )
 
 
@@ -137,7 +149,7 @@ async def create_provider(db: Database, data: Any) -> dict[str, Any]:
                     stamp,
                 ),
             )
-            await _write_config(conn, provider_id, type_name, config)
+            await _write_config(conn, provider_id, type_name, config, db)
             await bump_config_version(conn)
     except sqlite3.IntegrityError as exc:
         raise _conflict(exc, provider_id, name) from None
@@ -194,7 +206,7 @@ async def update_provider(db: Database, provider_id: str, data: Any) -> dict[str
                     (*changes.values(), now_ms(), provider_id),
                 )
             if config:
-                await _write_config(conn, provider_id, current["type"], config)
+                await _write_config(conn, provider_id, current["type"], config, db)
             await bump_config_version(conn)
     except sqlite3.IntegrityError as exc:
         raise _conflict(exc, provider_id, str(changes.get("name"))) from None
@@ -213,20 +225,22 @@ async def provider_config(db: Database, provider_id: str) -> dict[str, Any]:
     rows = await db.execute(
         "SELECT key, value FROM provider_configs WHERE provider_id = ?", (provider_id,)
     )
-    return {row["key"]: orjson.loads(row["value"]) for row in rows}
+    return {
+        row["key"]: decode_value(db.cipher, provider_id, row["key"], row["value"]) for row in rows
+    }
 
 
 async def masked_config(db: Database, provider_id: str) -> dict[str, Any]:
+    """The provider's config as clients see it: sensitive values masked (never decryptable)."""
     rows = await db.execute(
         "SELECT key, value, is_sensitive FROM provider_configs WHERE provider_id = ? ORDER BY key",
         (provider_id,),
     )
-    return {
-        row["key"]: mask(orjson.loads(row["value"]))
-        if row["is_sensitive"]
-        else orjson.loads(row["value"])
-        for row in rows
-    }
+    shown = {}
+    for row in rows:
+        value = decode_value(db.cipher, provider_id, row["key"], row["value"])
+        shown[row["key"]] = mask(value) if row["is_sensitive"] else value
+    return shown
 
 
 def _provider_dict(row: sqlite3.Row) -> dict[str, Any]:
@@ -445,7 +459,8 @@ async def load_catalog(db: Database) -> CatalogData:
     providers = await db.execute("SELECT * FROM providers WHERE archived_at IS NULL")
     configs: dict[str, dict[str, Any]] = {}
     for row in await db.execute("SELECT provider_id, key, value FROM provider_configs"):
-        configs.setdefault(row["provider_id"], {})[row["key"]] = orjson.loads(row["value"])
+        value = decode_value(db.cipher, row["provider_id"], row["key"], row["value"])
+        configs.setdefault(row["provider_id"], {})[row["key"]] = value
     links = await db.execute("SELECT * FROM provider_models")
     models = await db.execute("SELECT * FROM models WHERE archived_at IS NULL")
     return CatalogData(version, providers, configs, links, models)

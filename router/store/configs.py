@@ -33,7 +33,7 @@ async def _write(
 ) -> None:
     # The one call into catalog's writer, which owns how values are stored (and, with
     # credential encryption, needs the database too).
-    await _write_config(conn, provider_id, type_name, changes)
+    await _write_config(conn, provider_id, type_name, changes, db)
 
 
 async def get_config(db: Database, provider_id: str) -> dict[str, Any]:

@@ -27,14 +27,20 @@ import aiosqlite
 Params = Sequence[Any] | dict[str, Any]
 
 if TYPE_CHECKING:
+    from router.secrets import Cipher
     from router.settings import Settings
 
 
 class Database:
-    """A SQLite database file: create it, ``await open()``, and ``await close()`` at the end."""
+    """A SQLite database file: create it, ``await open()``, and ``await close()`` at the end.
 
-    def __init__(self, path: Path) -> None:
+    ``cipher`` encrypts and decrypts sensitive provider config values; without one, reading or
+    writing such a value fails (:func:`database_for` always attaches one).
+    """
+
+    def __init__(self, path: Path, *, cipher: Cipher | None = None) -> None:
         self.path = path
+        self.cipher = cipher
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -47,6 +53,8 @@ class Database:
         await self._writer.execute("PRAGMA foreign_keys = ON")
         await self._writer.execute("PRAGMA busy_timeout = 5000")
         await self._writer.execute("PRAGMA synchronous = NORMAL")
+        # Overwrite deleted content, so a replaced credential leaves no old bytes in free pages.
+        await self._writer.execute("PRAGMA secure_delete = ON")
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         self._reader.row_factory = sqlite3.Row
         await self._reader.execute("PRAGMA busy_timeout = 5000")
@@ -88,11 +96,23 @@ class Database:
             cursor = await conn.execute(sql, params)
             return cursor.rowcount
 
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it (old page images go with it)."""
+        assert self._writer is not None, "Database.open() was not awaited"
+        async with self._write_lock:
+            await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     async def execute_write_many(self, sql: str, rows: Iterable[Params]) -> None:
         async with self.transaction() as conn:
             await conn.executemany(sql, rows)
 
 
 def database_for(settings: Settings) -> Database:
-    """The database the settings name, not yet opened: every server and CLI path builds it here."""
-    return Database(settings.database_path)
+    """The database the settings name, not yet opened: every server and CLI path builds it here.
+
+    The credential cipher is attached here: the secret key from the settings, or the key file
+    beside the database (generated on first use).
+    """
+    from router.secrets import resolve_cipher
+
+    return Database(settings.database_path, cipher=resolve_cipher(settings))

@@ -1,0 +1,77 @@
+"""Scrubbing credentials out of text before it is logged, recorded or answered.
+
+Upstream credentials travel in ``Authorization``, ``x-api-key``, ``x-goog-api-key`` and
+``api-key`` headers or a ``key=`` query parameter; exception texts (httpx puts URLs in them),
+reprs of header dicts and upstream error bodies can all carry them. :func:`scrub` replaces the
+value in each of those shapes with ``[redacted]``; :class:`ScrubbingFormatter` applies it to
+every formatted log line, tracebacks included. Error messages are scrubbed where they are made
+(:mod:`router.errors`), so records and client answers are clean too.
+
+Example::
+
+    scrub("GET https://h/v1/models?key=AIza123&alt=sse")  # 'GET https://h/v1/models?key=[redacted]&alt=sse'
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+REDACTED = "[redacted]"
+
+_HEADER_NAMES = r"(?:authorization|proxy-authorization|x-api-key|x-goog-api-key|api[-_]?key)"
+_PATTERNS = (
+    # A header with its value: "Authorization: Bearer x", "'x-api-key': 'x'", "api-key=x".
+    re.compile(
+        rf"""(?P<head>["']?{_HEADER_NAMES}["']?\s*[:=]\s*["']?(?:(?:bearer|basic|token)\s+)?)"""
+        r"""(?!(?:bearer|basic|token)\b)(?P<secret>[^\s"',;&}\]<\[][^\s"',;&}\]]*)""",
+        re.IGNORECASE,
+    ),
+    # A bare bearer token anywhere. (Placeholders such as "<key>" are left alone.)
+    re.compile(r"(?P<head>\bbearer\s+)(?P<secret>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE),
+    # A key in a query string or form: ?key=..., &api_key=..., access_token=...
+    re.compile(
+        r"(?P<head>[?&;](?:key|api_key|apikey|access_token|token)=)(?P<secret>[^&\s\"'#]+)",
+        re.IGNORECASE,
+    ),
+)
+
+
+def _replace(match: re.Match[str]) -> str:
+    if match["secret"] == REDACTED:
+        return match[0]
+    return match["head"] + REDACTED
+
+
+def scrub(text: str) -> str:
+    """``text`` with every credential-shaped value replaced by ``[redacted]``."""
+    lowered = text.lower()
+    if not any(word in lowered for word in ("key", "auth", "bearer", "token")):
+        return text  # the common case: nothing that could carry a credential
+    for pattern in _PATTERNS:
+        text = pattern.sub(_replace, text)
+    return text
+
+
+def scrub_bytes(data: bytes) -> bytes:
+    """:func:`scrub` for a body: the same bytes back unless something had to be redacted."""
+    text = data.decode("utf-8", "replace")
+    cleaned = scrub(text)
+    return data if cleaned == text else cleaned.encode("utf-8")
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """A formatter whose output (message, arguments and traceback) passes through :func:`scrub`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+def install(logger: logging.Logger | None = None, fmt: str | None = None) -> None:
+    """Give every handler of ``logger`` (the root logger by default) a scrubbing formatter."""
+    target = logger or logging.getLogger()
+    for handler in target.handlers:
+        current = handler.formatter
+        handler.setFormatter(
+            ScrubbingFormatter(fmt or (current._fmt if current is not None else None))
+        )

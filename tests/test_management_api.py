@@ -419,3 +419,18 @@ async def test_a_provider_whose_type_is_gone_is_shown_unavailable_and_skipped(
         assert answer.headers["x-provider-router-provider"] == "up"
         assert_error(await client.post("/v1/providers/gone/test", headers=ADMIN), 400, "type")
     assert rows(settings, "SELECT id FROM providers ORDER BY id") == [("gone",), ("up",)]
+
+
+async def test_the_provider_list_pages_with_a_cursor(client: httpx.AsyncClient) -> None:
+    for provider_id, priority in (("a", 1), ("b", 5), ("c", 1), ("d", 0)):
+        await make(client, provider_id, priority=priority)
+    first = (await client.get("/v1/providers?limit=2", headers=ADMIN)).json()
+    assert [p["id"] for p in first["data"]] == ["b", "a"]
+    await make(client, "0a", priority=1)  # sorts before the cursor: not on the next page
+    cursor = first["next_cursor"]
+    second = (await client.get(f"/v1/providers?limit=2&cursor={cursor}", headers=ADMIN)).json()
+    assert [p["id"] for p in second["data"]] == ["c", "d"]
+    assert second["next_cursor"] is None
+    bad = await client.get("/v1/providers?cursor=bm9wZQ", headers=ADMIN)
+    assert_error(bad, 400, "cursor")
+    assert_error(await client.get("/v1/providers?limit=0", headers=ADMIN), 400, "limit")

@@ -233,6 +233,8 @@ PATHS: dict[str, dict[str, Any]] = {
                 _query("type", {"type": "string"}),
                 _query("enabled", _FLAG),
                 _query("archived", _FLAG),
+                _query("limit", {"type": "string", "pattern": "^[0-9]{1,4}$"}),
+                _query("cursor", {"type": "string"}),
             ],
         ),
         "post": _op("Create a provider", "Provider", 201, body="ProviderInput"),

@@ -27,14 +27,14 @@ async def create_provider(request: Request) -> Response:
 @admin
 async def list_providers(request: Request) -> Response:
     params = request.query_params
-    common.only_params(params, ("type", "enabled", "archived"))
+    common.only_params(params, ("type", "enabled", "archived", "limit", "cursor"))
     found = await catalog.list_providers(
         services(request).db,
         type_name=params.get("type"),
         enabled=common.query_flag(params, "enabled"),
         archived=common.query_flag(params, "archived"),
     )
-    return json_response({"data": found, "next_cursor": None})
+    return json_response(common.page_of(found, params, lambda p: (-p["priority"], p["id"])))
 
 
 @admin

@@ -120,13 +120,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             return 0
         if args.dry_run:
             return 0
-        conn = migrations.connect(settings.database_path)
-        try:
-            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            name = f"{settings.database_path.name}.{stamp}.before-env-migrate.bak"
-            copy = migrations.backup(conn, settings.database_path.with_name(name))
-        finally:
-            conn.close()
+        copy = backup_beside(settings, "env-migrate")
         print(f"Backed up the database to {copy}.")
         for provider in new:
             body = {k: v for k, v in provider.items() if k != "models"}
@@ -137,6 +131,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return 0
 
     return run_with_db(args, work)
+
+
+def backup_beside(settings: Settings, reason: str) -> Path:
+    """A copy of the database next to it, taken before a bulk change."""
+    conn = migrations.connect(settings.database_path)
+    try:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        name = f"{settings.database_path.name}.{stamp}.before-{reason}.bak"
+        return migrations.backup(conn, settings.database_path.with_name(name))
+    finally:
+        conn.close()
 
 
 # -- export / import -----------------------------------------------------------------------------
@@ -208,7 +213,9 @@ async def import_catalog(db: Database, data: Any, *, dry_run: bool) -> list[str]
         if current is None:
             changes.append(f"{verb}create provider {provider_id or entry.get('name')}")
             if dry_run:
-                get_adapter_class(str(entry.get("type")))
+                # Refuse now what create_provider would refuse halfway through the import.
+                catalog._validate_config(str(entry.get("type")), entry.get("config", {}),
+                                         partial=False)  # fmt: skip
                 continue
             current = await catalog.create_provider(db, entry)
         else:
@@ -254,8 +261,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     except tomllib.TOMLDecodeError as exc:
         raise CommandFailed(f"{args.file} is not valid TOML: {exc}.") from None
 
-    async def work(db: Database, _: Settings) -> int:
-        changes = await import_catalog(db, data, dry_run=args.dry_run)
+    async def work(db: Database, settings: Settings) -> int:
+        # A dry run first: a bad entry stops the import before anything is written.
+        changes = await import_catalog(db, data, dry_run=True)
+        if changes and not args.dry_run:
+            copy = backup_beside(settings, "import")
+            changes = await import_catalog(db, data, dry_run=False)
+            if not args.json:
+                print(f"Backed up the database to {copy}.")
         if args.json:
             print_json({"changes": changes, "dry_run": args.dry_run})
         else:

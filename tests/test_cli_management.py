@@ -332,3 +332,22 @@ def test_the_installed_command_runs_as_a_process(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert [p["id"] for p in orjson.loads(listed.stdout)["data"]] == ["smoke"]
+
+
+def test_a_bad_entry_stops_the_import_before_anything_is_written(cli: Any, tmp_path: Path) -> None:
+    path = tmp_path / "in.toml"
+    path.write_text(
+        '[[models]]\nid = "fine-model"\n\n'
+        '[[providers]]\nid = "good"\nname = "good"\ntype = "lm-studio"\n\n'
+        '[[providers]]\nid = "bad"\nname = "bad"\ntype = "openai"\nconfig = {}\n'
+    )
+    code, out, err = cli("import", str(path))
+    assert code == 1 and "baseURL" in err and out == ""
+    assert query(tmp_path, "SELECT count(*) FROM providers") == [(0,)]
+    assert query(tmp_path, "SELECT count(*) FROM models") == [(0,)]
+    assert not list(tmp_path.glob("*.bak"))
+    path.write_text(path.read_text().replace("config = {}", 'config = { baseURL = "http://x/v1" }'))
+    code, out, _ = cli("import", str(path))
+    assert code == 0 and out.startswith("Backed up the database to ")
+    assert len(list(tmp_path.glob("cli.db.*.before-import.bak"))) == 1
+    assert query(tmp_path, "SELECT id FROM providers ORDER BY id") == [("bad",), ("good",)]

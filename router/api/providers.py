@@ -97,7 +97,7 @@ async def reload_provider(request: Request) -> Response:
     return json_response({"id": provider_id, "reloaded": True, "config_version": snapshot.version})
 
 
-async def test_adapter(app: common.Services, provider_id: str) -> tuple[Adapter, bool]:
+async def adapter_to_probe(app: common.Services, provider_id: str) -> tuple[Adapter, bool]:
     """The adapter to probe: the live one, or a temporary one (``True``: close it after)."""
     live = app.snapshots.adapter(provider_id)
     if live is not None:
@@ -116,7 +116,7 @@ async def probe_provider(app: common.Services, provider_id: str) -> dict[str, ob
     links = provider["models"]
     default = next((link for link in links if link["is_default"]), links[0] if links else None)
     model = (default["upstream_model"] or default["model_id"]) if default else None
-    adapter, temporary = await test_adapter(app, provider_id)
+    adapter, temporary = await adapter_to_probe(app, provider_id)
     try:
         result = await probe(adapter, model)
     finally:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiosqlite
-
 from providers.registry import get_adapter_class
 from router.errors import InvalidRequest, NotFound
 
@@ -26,14 +24,6 @@ from .catalog import (
     provider_config,
 )
 from .db import Database
-
-
-async def _write(
-    conn: aiosqlite.Connection, db: Database, provider_id: str, type_name: str, changes: Any
-) -> None:
-    # The one call into catalog's writer, which owns how values are stored (and, with
-    # credential encryption, needs the database too).
-    await _write_config(conn, provider_id, type_name, changes, db)
 
 
 async def get_config(db: Database, provider_id: str) -> dict[str, Any]:
@@ -65,7 +55,7 @@ async def replace_config(db: Database, provider_id: str, body: Any) -> dict[str,
     changes: dict[str, Any] = {key: None for key in stored if key not in final}
     changes.update({k: v for k, v in wanted.items() if v is not None and not is_masked(v)})
     async with db.transaction() as conn:
-        await _write(conn, db, provider_id, row["type"], changes)
+        await _write_config(conn, provider_id, row["type"], changes, db)
         await bump_config_version(conn)
     return await get_config(db, provider_id)
 
@@ -102,7 +92,7 @@ async def set_config_key(db: Database, provider_id: str, key: str, body: Any) ->
         return await get_config(db, provider_id)
     _validate_config(row["type"], {**stored, key: value}, partial=False)
     async with db.transaction() as conn:
-        await _write(conn, db, provider_id, row["type"], {key: value})
+        await _write_config(conn, provider_id, row["type"], {key: value}, db)
         await bump_config_version(conn)
     return await get_config(db, provider_id)
 
@@ -119,6 +109,6 @@ async def delete_config_key(db: Database, provider_id: str, key: str) -> dict[st
             f"Config key {key!r} cannot be removed: {' '.join(problems)}", param="key"
         )
     async with db.transaction() as conn:
-        await _write(conn, db, provider_id, row["type"], {key: None})
+        await _write_config(conn, provider_id, row["type"], {key: None}, db)
         await bump_config_version(conn)
     return await get_config(db, provider_id)

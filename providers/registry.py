@@ -1,9 +1,9 @@
 """Provider types by name: the built-in adapters plus any installed through entry points.
 
-A third-party package adds a type by declaring an entry point in the ``provider_router.adapters``
+A third-party package adds a type by declaring an entry point in the ``provider_router.providers``
 group whose value is an :class:`~providers.base.Adapter` subclass::
 
-    [project.entry-points."provider_router.adapters"]
+    [project.entry-points."provider_router.providers"]
     my-llm = "my_package.adapter:MyLLMAdapter"
 """
 
@@ -20,7 +20,7 @@ from .gemini import GeminiAdapter
 from .ollama import OllamaAdapter
 from .openai import LMStudioAdapter, OpenAIAdapter
 
-ENTRY_POINT_GROUP = "provider_router.adapters"
+ENTRY_POINT_GROUP = "provider_router.providers"
 BUILTIN: dict[str, type[Adapter]] = {
     OpenAIAdapter.type: OpenAIAdapter,
     LMStudioAdapter.type: LMStudioAdapter,

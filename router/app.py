@@ -24,6 +24,7 @@ from router.api import keys as keys_api
 from router.api import models as models_api
 from router.api import providers as providers_api
 from router.api import requests as requests_api
+from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
 from router.auth import Authenticator, resolve_admin_token
 from router.errors import NotFound, RouterError
@@ -119,6 +120,7 @@ class ProviderRouterApp:
                 Route("/health", health, methods=["GET"]),
                 *models_api.routes,
                 *providers_api.routes,
+                *more_routes.routes,
                 *requests_api.routes,
                 *health_api.routes,
                 *keys_api.routes,

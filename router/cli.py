@@ -63,6 +63,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from router import cli_data, cli_models, cli_providers
     from router.mock_upstream import add_mock_arguments
 
     parser = argparse.ArgumentParser(
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_mock_arguments(mock)
     mock.set_defaults(func=cmd_mock_upstream)
+
+    cli_providers.register(commands, with_config)
+    cli_models.register(commands, with_config)
+    cli_data.register(commands, with_config)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")

@@ -60,6 +60,15 @@ class SnapshotManager:
             self.current = self._build(data)
             return self.current
 
+    async def reload(self, provider_id: str) -> Snapshot:
+        """Rebuild with a fresh adapter (new connection pool) for ``provider_id``."""
+        async with self._lock:
+            entry = self._adapters.pop(provider_id, None)
+            if entry is not None:
+                self._retire(entry[1])
+            self.current = self._build(await catalog.load_catalog(self.db))
+            return self.current
+
     def _build(self, data: catalog.CatalogData) -> Snapshot:
         adapters: dict[str, tuple[bytes, Adapter]] = {}
         providers = {}
@@ -95,7 +104,7 @@ class SnapshotManager:
         timeouts = {pid: self.timeouts.for_provider(data.configs.get(pid, {})) for pid in providers}
         for link in data.links:
             provider = providers.get(link["provider_id"])
-            if provider is None:
+            if provider is None or link["model_id"] not in data.model_ids:  # archived model
                 continue
             candidate = Candidate(
                 provider_id=provider["id"],

@@ -40,7 +40,14 @@ DEAD_KEY = "sk-LEAKTEST-dead-upstream-q1w2e3r4t5"
 PROVIDER_SECRETS = (GOOD_KEY, BAD_KEY, ANTHROPIC_KEY, GEMINI_KEY, HEADER_SECRET, DEAD_KEY)
 
 # CLI commands run against the database after the scenario: (name, argv after `provider-router`).
-CLI_ARTIFACTS: list[tuple[str, list[str]]] = [("keys list", ["keys", "list"])]
+CLI_ARTIFACTS: list[tuple[str, list[str]]] = [
+    ("keys list", ["keys", "list"]),
+    ("export", ["export"]),
+    ("provider list", ["provider", "list", "--json"]),
+    ("provider show", ["provider", "show", "good-openai", "--json"]),
+    ("requests", ["requests", "--json"]),
+    ("stats", ["stats", "--json"]),
+]
 
 
 @dataclass
@@ -256,6 +263,11 @@ def run_scenario(tmp_path: Path, upstream: str, evidence: Evidence) -> dict[str,
     with sqlite3.connect(database) as source, sqlite3.connect(backup) as target:
         source.backup(target)
     evidence.add("backup", backup.read_bytes())
+    cli_backup = tmp_path / "cli-backup.db"
+    result = cli(["backup", str(cli_backup)], database_url)
+    assert result.returncode == 0, result.stderr
+    evidence.add("backup command", result.stdout + result.stderr)
+    evidence.add("backup file", cli_backup.read_bytes())
     for path in sorted(database.parent.glob(database.name + "*")):
         evidence.add(f"database file {path.name}", path.read_bytes())
     return made
@@ -269,7 +281,13 @@ def test_no_secret_leaks_anywhere(tmp_path: Path, fake_upstream: str) -> None:
     assert evidence.leaks((ADMIN_TOKEN, *made.values())) == []
     # The scenario did produce what it looks through (a search of nothing finds nothing).
     names = set(evidence.items)
-    assert {"backup", "database file router.db", "secrets rotate output"} <= names
+    assert {"backup", "backup file", "export", "database file router.db"} <= names
+    assert b"good-openai" in evidence.items["export"]
+    # The other side: asked for, the export does carry the secret the default one left out.
+    database_url = f"sqlite:///{tmp_path / 'data' / 'router.db'}"
+    exported = cli(["export", "--include-secrets"], database_url)
+    assert exported.returncode == 0, exported.stderr
+    assert GOOD_KEY in exported.stdout
     assert sum(name.startswith("serve output") for name in names) == 2
     logs = b"".join(v for k, v in evidence.items.items() if k.startswith("serve output"))
     assert b"after rotation" in logs  # body logging was on and reached the log

@@ -63,7 +63,7 @@ def test_the_docs_show_the_example_files_as_they_are() -> None:
 def test_the_example_declares_the_entry_point_the_registry_reads() -> None:
     (entry,) = example_entry_points()
     assert (entry.name, entry.value) == ("echo", "echo_adapter:EchoAdapter")
-    assert entry.group == "provider_router.adapters"
+    assert entry.group == "provider_router.providers"
 
 
 @pytest.mark.usefixtures("echo_installed")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
@@ -12,14 +13,70 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router.auth import Authenticator
-from router.errors import InvalidJSON
+from router.errors import InvalidJSON, InvalidRequest
 from router.proxy import Proxy
 from router.recorder import Recorder
 from router.settings import Settings
 from router.snapshots import SnapshotManager
+from router.store import history
 from router.store.db import Database
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+# How long a delete waits for the recorder to write what it holds before it decides; when the
+# queue does not drain in time the provider is archived, never deleted (rows may still refer to it).
+RECORDER_WAIT_S = 2.0
+
+
+def query_flag(params: Mapping[str, str], key: str) -> bool | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise InvalidRequest(f"Parameter {key!r} must be true or false, got {value!r}.", param=key)
+
+
+def only_params(params: Mapping[str, str], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise InvalidRequest(f"Unknown query parameter {unknown[0]!r}.", param=unknown[0])
+
+
+def page_of(
+    items: list[dict[str, Any]], params: Mapping[str, str], sort_key: Callable[[Any], Any]
+) -> dict[str, Any]:
+    """``{"data", "next_cursor"}`` for a small, fully loaded list already sorted by ``sort_key``.
+
+    The cursor is the last item's id; the next page starts after that item's sort position, so
+    it stays right when items are added or removed between pages.
+    """
+    limit = history.parse_limit(params.get("limit"))
+    start = 0
+    if "cursor" in params:
+        last_id = history.decode_text_cursor(params["cursor"])
+        keys = {item["id"]: sort_key(item) for item in items}
+        if last_id not in keys:
+            raise InvalidRequest(f"The cursor {params['cursor']!r} is not valid.", param="cursor")
+        start = next((i for i, item in enumerate(items) if sort_key(item) > keys[last_id]),
+                     len(items))  # fmt: skip
+    data = items[start : start + limit]
+    more = start + limit < len(items)
+    return {
+        "data": data,
+        "next_cursor": history.encode_text_cursor(data[-1]["id"]) if more else None,
+    }
+
+
+async def recorder_drained(app: Services) -> bool:
+    """Wait (briefly) until every history row queued so far is written; False if it did not."""
+    try:
+        await asyncio.wait_for(app.recorder.flush(), RECORDER_WAIT_S)
+    except TimeoutError:
+        return False
+    return True
 
 
 @dataclass

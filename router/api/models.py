@@ -6,9 +6,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from router.store import catalog
+from router.store import catalog, lifecycle, links
 
-from .common import admin, json_body, json_response, services
+from .common import (
+    admin,
+    json_body,
+    json_response,
+    recorder_drained,
+    services,
+)
 
 
 async def list_models(request: Request) -> Response:
@@ -42,8 +48,39 @@ async def get_model(request: Request) -> Response:
     )
 
 
+@admin
+async def update_model(request: Request) -> Response:
+    app = services(request)
+    model_id = request.path_params["model_id"]
+    model = await links.update_model(app.db, model_id, await json_body(request))
+    await app.snapshots.rebuild()
+    return json_response(model)
+
+
+@admin
+async def delete_model(request: Request) -> Response:
+    app = services(request)
+    model_id = request.path_params["model_id"]
+    await catalog.get_model(app.db, model_id)
+    pending = () if await recorder_drained(app) else (model_id,)
+    result = await lifecycle.delete_model(app.db, model_id, pending=pending)
+    await app.snapshots.rebuild()
+    return json_response(result)
+
+
+@admin
+async def restore_model(request: Request) -> Response:
+    app = services(request)
+    model = await lifecycle.restore_model(app.db, request.path_params["model_id"])
+    await app.snapshots.rebuild()
+    return json_response(model)
+
+
 routes = [
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models", create_model, methods=["POST"]),
+    Route("/v1/models/{model_id:path}/restore", restore_model, methods=["POST"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+    Route("/v1/models/{model_id:path}", update_model, methods=["PUT"]),
+    Route("/v1/models/{model_id:path}", delete_model, methods=["DELETE"]),
 ]

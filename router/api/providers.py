@@ -1,4 +1,4 @@
-"""Management endpoints for providers and their model links."""
+"""Management endpoints for providers: CRUD, enable/disable, test, reload, archive and restore."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from router.store import catalog
+from providers.base import Adapter
+from providers.registry import get_adapter_class
+from router.errors import InvalidRequest
+from router.probe import probe
+from router.store import catalog, lifecycle
 
+from . import common
 from .common import admin, json_body, json_response, services
 from .health import live_state
 
@@ -22,7 +27,15 @@ async def create_provider(request: Request) -> Response:
 
 @admin
 async def list_providers(request: Request) -> Response:
-    return json_response({"data": await catalog.list_providers(services(request).db)})
+    params = request.query_params
+    common.only_params(params, ("type", "enabled", "archived", "limit", "cursor"))
+    found = await catalog.list_providers(
+        services(request).db,
+        type_name=params.get("type"),
+        enabled=common.query_flag(params, "enabled"),
+        archived=common.query_flag(params, "archived"),
+    )
+    return json_response(common.page_of(found, params, lambda p: (-p["priority"], p["id"])))
 
 
 @admin
@@ -43,20 +56,82 @@ async def update_provider(request: Request) -> Response:
 
 
 @admin
-async def list_links(request: Request) -> Response:
+async def delete_provider(request: Request) -> Response:
     app = services(request)
     provider_id = request.path_params["provider_id"]
     await catalog.get_provider(app.db, provider_id)
-    return json_response({"data": await catalog.list_links(app.db, provider_id)})
+    pending = () if await common.recorder_drained(app) else (provider_id,)
+    result = await lifecycle.delete_provider(app.db, provider_id, pending=pending)
+    await app.snapshots.rebuild()
+    return json_response(result)
 
 
 @admin
-async def link_model(request: Request) -> Response:
+async def restore_provider(request: Request) -> Response:
+    app = services(request)
+    provider = await lifecycle.restore_provider(app.db, request.path_params["provider_id"])
+    await app.snapshots.rebuild()
+    return json_response(provider)
+
+
+@admin
+async def enable_provider(request: Request) -> Response:
+    app = services(request)
+    provider = await lifecycle.set_enabled(app.db, request.path_params["provider_id"], True)
+    await app.snapshots.rebuild()
+    return json_response(provider)
+
+
+@admin
+async def disable_provider(request: Request) -> Response:
+    app = services(request)
+    provider = await lifecycle.set_enabled(app.db, request.path_params["provider_id"], False)
+    await app.snapshots.rebuild()
+    return json_response(provider)
+
+
+@admin
+async def reload_provider(request: Request) -> Response:
+    """Rebuild this process's adapter for the provider (fresh connections), then the snapshot."""
     app = services(request)
     provider_id = request.path_params["provider_id"]
-    link = await catalog.link_model(app.db, provider_id, await json_body(request))
-    await app.snapshots.rebuild()
-    return json_response(link, 201)
+    await catalog.get_provider(app.db, provider_id)
+    snapshot = await app.snapshots.reload(provider_id)
+    return json_response({"id": provider_id, "reloaded": True, "config_version": snapshot.version})
+
+
+async def adapter_to_probe(app: common.Services, provider_id: str) -> tuple[Adapter, bool]:
+    """The adapter to probe: the live one, or a temporary one (``True``: close it after)."""
+    live = app.snapshots.adapter(provider_id)
+    if live is not None:
+        return live, False
+    provider = await catalog.get_provider(app.db, provider_id)
+    config = await catalog.provider_config(app.db, provider_id)
+    adapter_class = get_adapter_class(provider["type"])
+    problems = adapter_class.validate_config(config)
+    if problems:
+        raise InvalidRequest(" ".join(problems), param="config")
+    return adapter_class(provider_id, config, app.snapshots.options), True
+
+
+async def probe_provider(app: common.Services, provider_id: str) -> dict[str, object]:
+    provider = await catalog.get_provider(app.db, provider_id)
+    links = provider["models"]
+    default = next((link for link in links if link["is_default"]), links[0] if links else None)
+    model = (default["upstream_model"] or default["model_id"]) if default else None
+    adapter, temporary = await adapter_to_probe(app, provider_id)
+    try:
+        result = await probe(adapter, model)
+    finally:
+        if temporary:
+            await adapter.aclose()
+    return result.as_dict()
+
+
+@admin
+async def test_provider(request: Request) -> Response:
+    app = services(request)
+    return json_response(await probe_provider(app, request.path_params["provider_id"]))
 
 
 routes = [
@@ -64,6 +139,10 @@ routes = [
     Route("/v1/providers", list_providers, methods=["GET"]),
     Route("/v1/providers/{provider_id}", get_provider, methods=["GET"]),
     Route("/v1/providers/{provider_id}", update_provider, methods=["PUT"]),
-    Route("/v1/providers/{provider_id}/models", list_links, methods=["GET"]),
-    Route("/v1/providers/{provider_id}/models", link_model, methods=["POST"]),
+    Route("/v1/providers/{provider_id}", delete_provider, methods=["DELETE"]),
+    Route("/v1/providers/{provider_id}/enable", enable_provider, methods=["POST"]),
+    Route("/v1/providers/{provider_id}/disable", disable_provider, methods=["POST"]),
+    Route("/v1/providers/{provider_id}/test", test_provider, methods=["POST"]),
+    Route("/v1/providers/{provider_id}/reload", reload_provider, methods=["POST"]),
+    Route("/v1/providers/{provider_id}/restore", restore_provider, methods=["POST"]),
 ]

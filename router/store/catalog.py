@@ -11,12 +11,13 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import aiosqlite
 import orjson
 
-from providers.registry import get_adapter_class
+from providers.registry import adapter_types, get_adapter_class
 from router.errors import Conflict, InvalidRequest, NotFound
 
 from . import validation as check
@@ -255,6 +256,8 @@ def _provider_dict(row: sqlite3.Row) -> dict[str, Any]:
         "archived_at": row["archived_at"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        # False when the type's package is no longer installed: routing skips it, rows stay.
+        "available": row["type"] in adapter_types(),
         "state": {
             "last_used_at": row["last_used_at"],
             "last_error_at": row["last_error_at"],
@@ -274,8 +277,26 @@ async def get_provider(db: Database, provider_id: str) -> dict[str, Any]:
     return provider
 
 
-async def list_providers(db: Database) -> list[dict[str, Any]]:
-    rows = await db.execute("SELECT * FROM providers ORDER BY priority DESC, id")
+async def list_providers(
+    db: Database,
+    *,
+    type_name: str | None = None,
+    enabled: bool | None = None,
+    archived: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Providers, highest priority first, optionally filtered by type, enabled and archived."""
+    where: list[str] = []
+    args: list[Any] = []
+    if type_name is not None:
+        where.append("type = ?")
+        args.append(type_name)
+    if enabled is not None:
+        where.append("enabled = ?")
+        args.append(int(enabled))
+    if archived is not None:
+        where.append("archived_at IS NOT NULL" if archived else "archived_at IS NULL")
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = await db.execute(f"SELECT * FROM providers {clause} ORDER BY priority DESC, id", args)
     return [_provider_dict(row) for row in rows]
 
 
@@ -426,6 +447,11 @@ class CatalogData:
     configs: dict[str, dict[str, Any]]
     links: list[sqlite3.Row]
     models: list[sqlite3.Row]
+
+    @cached_property
+    def model_ids(self) -> frozenset[str]:
+        """The models routing may use (archived ones are not loaded)."""
+        return frozenset(row["id"] for row in self.models)
 
 
 async def load_catalog(db: Database) -> CatalogData:

@@ -40,6 +40,17 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise InvalidRequest(f"The cursor {cursor!r} is not valid.", param="cursor") from None
 
 
+def encode_text_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_text_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest(f"The cursor {cursor!r} is not valid.", param="cursor") from None
+
+
 MAX_TIME_MS = 2**53  # beyond any real timestamp, and within what SQLite and JSON hold exactly
 
 

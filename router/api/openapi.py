@@ -1,0 +1,363 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 document of the management API.
+
+Written by hand from the same field lists the store validates against, so it says what the server
+does; tests/test_openapi.py checks that every management route is described and runs schemathesis
+against a live server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .common import json_response
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 200}
+_NULLABLE_TEXT = {"type": ["string", "null"], "maxLength": 2000}
+_INT = {"type": "integer", "minimum": -(2**53), "maximum": 2**53}
+_MS = {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "Unix time in milliseconds"}
+_LIMITS = {
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "properties": {k: {"type": "integer", "minimum": 1} for k in ("rpm", "rpd", "tpm")},
+}
+_CONFIG = {
+    "type": "object",
+    "description": "Config keys of the provider's type (camelCase); sensitive values are masked "
+    "as '****' plus at most the last 4 characters.",
+    "additionalProperties": True,
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                    "code": {"type": ["string", "null"]},
+                },
+            }
+        },
+    },
+    "ProviderInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "type"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"},
+            "name": _TEXT,
+            "type": {"type": "string"},
+            "enabled": {"type": "boolean"},
+            "priority": _INT,
+            "weight": {"type": "integer", "minimum": 1, "maximum": 2**53},
+            "description": _NULLABLE_TEXT,
+            "config": _CONFIG,
+            "limits": _LIMITS,
+        },
+    },
+    "ProviderUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": _TEXT,
+            "enabled": {"type": "boolean"},
+            "priority": _INT,
+            "weight": {"type": "integer", "minimum": 1, "maximum": 2**53},
+            "description": _NULLABLE_TEXT,
+            "config": _CONFIG,
+            "limits": _LIMITS,
+        },
+    },
+    "Provider": {"type": "object", "required": ["id", "name", "type", "enabled", "config"]},
+    "ProviderList": {"type": "object", "required": ["data"]},
+    "Deleted": {
+        "type": "object",
+        "required": ["id", "deleted", "archived"],
+        "properties": {
+            "id": {"type": "string"},
+            "deleted": {"type": "boolean"},
+            "archived": {"type": "boolean"},
+        },
+    },
+    "Probe": {
+        "type": "object",
+        "required": ["ok", "latency_ms"],
+        "properties": {
+            "ok": {"type": "boolean"},
+            "latency_ms": {"type": "integer"},
+            "status_code": {"type": "integer"},
+            "error": {"type": "string"},
+        },
+    },
+    "Config": {
+        "type": "object",
+        "required": ["provider_id", "config"],
+        "properties": {"provider_id": {"type": "string"}, "config": _CONFIG},
+    },
+    "ConfigInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["config"],
+        "properties": {"config": _CONFIG},
+    },
+    "ConfigValue": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["value"],
+        "properties": {"value": {}, "is_sensitive": {"type": "boolean"}},
+    },
+    "ModelInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}$"},
+            "name": {"type": ["string", "null"], "maxLength": 200},
+            "description": _NULLABLE_TEXT,
+            "capabilities": {"type": ["array", "null"], "items": {"type": "string"}},
+        },
+    },
+    "ModelUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": ["string", "null"], "maxLength": 200},
+            "description": _NULLABLE_TEXT,
+            "capabilities": {"type": ["array", "null"], "items": {"type": "string"}},
+        },
+    },
+    "Model": {"type": "object", "required": ["id"]},
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array"}},
+    },
+    "LinkInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["model_id"],
+        "properties": {
+            "model_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}$"},
+            "is_default": {"type": "boolean"},
+            "upstream_model": {"type": ["string", "null"], "maxLength": 200},
+            "input_cost_per_1k": {"type": ["number", "null"], "minimum": 0, "maximum": 1e9},
+            "output_cost_per_1k": {"type": ["number", "null"], "minimum": 0, "maximum": 1e9},
+            "currency": {"type": ["string", "null"], "maxLength": 8},
+        },
+    },
+    "Link": {"type": "object", "required": ["provider_id", "model_id", "is_default"]},
+    "List": {"type": "object", "required": ["data", "next_cursor"]},
+    "Request": {"type": "object", "required": ["id", "created_at", "status"]},
+    "Stats": {"type": "object", "required": ["group_by", "since", "until", "data"]},
+    "Reloaded": {"type": "object", "required": ["id", "reloaded", "config_version"]},
+    "KeyInput": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": _TEXT,
+            "rpm_limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**53},
+            "tpm_limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**53},
+            "models": {"type": ["array", "null"], "items": {"type": "string"}},
+            "expires_at": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**53},
+        },
+    },
+    "Key": {"type": "object", "required": ["id", "name", "prefix"]},
+    # resilience (docs/routing.md)
+    "ProviderState": {"type": "object", "required": ["id", "circuit", "usage"]},
+}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _path(*names: str) -> list[dict[str, Any]]:
+    return [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        for n in names
+    ]
+
+
+def _op(
+    summary: str,
+    ok: str,
+    status: int = 200,
+    *,
+    body: str | None = None,
+    params: list[dict[str, Any]] | None = None,
+    public: bool = False,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            str(status): {"description": "Success", "content": {JSON: {"schema": _ref(ok)}}},
+            "default": {"description": "An error", "content": {JSON: {"schema": _ref("Error")}}},
+        },
+    }
+    if params:
+        operation["parameters"] = params
+    if body:
+        operation["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(body)}}}
+    if public:
+        operation["security"] = []
+    return operation
+
+
+_FLAG = {"type": "string", "enum": ["true", "false"]}
+PROVIDER = _path("provider_id")
+LINK = _path("provider_id", "model_id")
+KEY = _path("provider_id", "key")
+MODEL = _path("model_id")
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/v1/providers": {
+        "get": _op(
+            "List providers, highest priority first",
+            "ProviderList",
+            params=[
+                _query("type", {"type": "string"}),
+                _query("enabled", _FLAG),
+                _query("archived", _FLAG),
+                _query("limit", {"type": "string", "pattern": "^[0-9]{1,4}$"}),
+                _query("cursor", {"type": "string"}),
+            ],
+        ),
+        "post": _op("Create a provider", "Provider", 201, body="ProviderInput"),
+    },
+    "/v1/providers/{provider_id}": {
+        "get": _op("A provider with masked config, links and state", "Provider", params=PROVIDER),
+        "put": _op("Partial update", "Provider", body="ProviderUpdate", params=PROVIDER),
+        "delete": _op("Delete, or archive when it has history", "Deleted", params=PROVIDER),
+    },
+    "/v1/providers/{provider_id}/enable": {"post": _op("Enable", "Provider", params=PROVIDER)},
+    "/v1/providers/{provider_id}/disable": {"post": _op("Disable", "Provider", params=PROVIDER)},
+    "/v1/providers/{provider_id}/test": {
+        "post": _op("One real call to the upstream", "Probe", params=PROVIDER)
+    },
+    "/v1/providers/{provider_id}/reload": {
+        "post": _op("Fresh adapter in this process", "Reloaded", params=PROVIDER)
+    },
+    "/v1/providers/{provider_id}/restore": {
+        "post": _op("Bring an archived provider back", "Provider", params=PROVIDER)
+    },
+    "/v1/providers/{provider_id}/config": {
+        "get": _op("Masked config", "Config", params=PROVIDER),
+        "put": _op("Replace the config", "Config", body="ConfigInput", params=PROVIDER),
+    },
+    "/v1/providers/{provider_id}/config/{key}": {
+        "patch": _op("Set one key", "Config", body="ConfigValue", params=KEY),
+        "delete": _op("Remove one key", "Config", params=KEY),
+    },
+    "/v1/providers/{provider_id}/models": {
+        "get": _op("Linked models", "List", params=PROVIDER),
+        "post": _op(
+            "Link a model (created if missing)", "Link", 201, body="LinkInput", params=PROVIDER
+        ),
+    },
+    "/v1/providers/{provider_id}/models/{model_id}": {
+        "delete": _op("Unlink a model", "Link", params=LINK),
+    },
+    "/v1/providers/{provider_id}/models/{model_id}/default": {
+        "put": _op("Make it the provider's default model", "List", params=LINK),
+    },
+    "/v1/models": {
+        "get": _op("Models clients can ask for (OpenAI's list shape)", "ModelList", public=True),
+        "post": _op("Create a model", "Model", 201, body="ModelInput"),
+    },
+    "/v1/models/{model_id}": {
+        "get": _op("A model", "Model", params=MODEL),
+        "put": _op("Partial update", "Model", body="ModelUpdate", params=MODEL),
+        "delete": _op("Delete, or archive when requests name it", "Deleted", params=MODEL),
+    },
+    "/v1/models/{model_id}/restore": {
+        "post": _op("Bring an archived model back", "Model", params=MODEL)
+    },
+    "/v1/requests": {
+        "get": _op(
+            "Request history, newest first, cursor-paginated",
+            "List",
+            params=[
+                _query("limit", {"type": "string", "pattern": "^[0-9]{1,4}$"}),
+                _query("cursor", {"type": "string"}),
+                _query("model", {"type": "string"}),
+                _query("provider_id", {"type": "string"}),
+                _query("status", {"type": "string"}),
+                _query("since", _MS),
+            ],
+        )
+    },
+    "/v1/requests/{request_id}": {
+        "get": _op("One request with its attempts", "Request", params=_path("request_id"))
+    },
+    "/v1/keys": {
+        "get": _op(
+            "Client keys (never the key itself)",
+            "List",
+            params=[
+                _query("limit", {"type": "string", "pattern": "^[0-9]{1,4}$"}),
+                _query("cursor", {"type": "string"}),
+            ],
+        ),
+        "post": _op(
+            "Create a client key; the key is shown only in this answer", "Key", 201, body="KeyInput"
+        ),
+    },
+    "/v1/keys/{key_id}": {
+        "get": _op("One client key", "Key", params=_path("key_id")),
+        "delete": _op("Revoke a client key", "Key", params=_path("key_id")),
+    },
+    "/v1/health/providers": {
+        "get": _op("Circuit, rate-limit use and last health check per provider", "List")
+    },
+    "/v1/providers/{provider_id}/reset": {
+        "post": _op("Close the provider's circuit now", "ProviderState", params=PROVIDER)
+    },
+    "/v1/stats": {
+        "get": _op(
+            "Requests, errors, tokens, cost and p50/p95 latency per group",
+            "Stats",
+            params=[
+                _query("since", _MS),
+                _query("until", _MS),
+                _query("group_by", {"type": "string", "enum": ["provider", "model"]}),
+            ],
+        )
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "provider-router management API", "version": "1"},
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"admin": []}],
+    }
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(document())
+
+
+routes = [Route("/openapi.json", openapi, methods=["GET"])]

@@ -1,0 +1,10 @@
+"""The management routes beside the first resources (models, providers, requests).
+
+Config, links, stats and the OpenAPI document, gathered so the application adds them in one line.
+"""
+
+from __future__ import annotations
+
+from . import configs, links, openapi, stats
+
+routes = [*configs.routes, *links.routes, *stats.routes, *openapi.routes]

@@ -1,0 +1,141 @@
+"""Enabling, disabling, deleting (or archiving) and restoring providers and models.
+
+History is never dropped by a management action. A provider or model that has request history, or
+that may still have a request on its way to the history tables, is *archived* instead of deleted:
+``archived_at`` is set, a provider is also disabled, its links and config stay, and routing skips
+it. :func:`restore_provider` / :func:`restore_model` bring it back. Only a provider or model that
+nothing can ever point at is really deleted.
+
+"May still have a request on its way" is judged from what this process can see: the rows the
+caller says are still queued (the recorder's queue), and whether the provider ever served a
+request (its counters); a provider that served requests has history, or is about to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from router.errors import Conflict, NotFound
+
+from .catalog import bump_config_version, get_model, get_provider, now_ms
+from .db import Database
+
+
+async def _provider_state(db: Database, provider_id: str) -> dict[str, Any]:
+    row = await db.execute_one(
+        "SELECT id, enabled, archived_at FROM providers WHERE id = ?",
+        (provider_id,),
+    )
+    if row is None:
+        raise NotFound(f"No provider with id {provider_id!r}.", param="id")
+    return dict(row)
+
+
+async def set_enabled(db: Database, provider_id: str, enabled: bool) -> dict[str, Any]:
+    """Enable or disable a provider; an archived one must be restored first."""
+    state = await _provider_state(db, provider_id)
+    if state["archived_at"] is not None and enabled:
+        raise Conflict(
+            f"Provider {provider_id!r} is archived; restore it with "
+            f"POST /v1/providers/{provider_id}/restore first.",
+            param="id",
+        )
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE providers SET enabled = ?, updated_at = ? WHERE id = ?",
+            (int(enabled), now_ms(), provider_id),
+        )
+        await bump_config_version(conn)
+    return await get_provider(db, provider_id)
+
+
+_PROVIDER_HISTORY = (
+    "SELECT EXISTS (SELECT 1 FROM requests WHERE provider_id = :id)"
+    " OR EXISTS (SELECT 1 FROM attempts WHERE provider_id = :id)"
+    " OR EXISTS (SELECT 1 FROM providers WHERE id = :id AND (last_used_at IS NOT NULL"
+    "   OR success_count > 0 OR error_count > 0))"
+)
+
+
+async def delete_provider(
+    db: Database, provider_id: str, *, pending: Collection[str] = ()
+) -> dict[str, Any]:
+    """Delete a provider, or archive it when history exists or may still arrive.
+
+    ``pending`` holds the ids of providers that rows not yet written refer to (the recorder's
+    queue). The check runs inside the write transaction, so no history row can slip in between
+    the check and the delete. Returns ``{"id", "deleted": bool, "archived": bool}``.
+    """
+    await _provider_state(db, provider_id)
+    async with db.transaction() as conn:
+        async with conn.execute(_PROVIDER_HISTORY, {"id": provider_id}) as cursor:
+            found = await cursor.fetchone()
+        keep = provider_id in pending or bool(found and found[0])
+        if keep:
+            stamp = now_ms()
+            await conn.execute(
+                "UPDATE providers SET archived_at = coalesce(archived_at, ?), enabled = 0,"
+                " updated_at = ? WHERE id = ?",
+                (stamp, stamp, provider_id),
+            )
+        else:
+            # Config rows and links go with it (ON DELETE CASCADE).
+            await conn.execute("DELETE FROM providers WHERE id = ?", (provider_id,))
+        await bump_config_version(conn)
+    return {"id": provider_id, "deleted": not keep, "archived": keep}
+
+
+async def restore_provider(db: Database, provider_id: str) -> dict[str, Any]:
+    """Bring an archived provider back, enabled, with its links and config."""
+    state = await _provider_state(db, provider_id)
+    if state["archived_at"] is None:
+        raise Conflict(f"Provider {provider_id!r} is not archived.", param="id")
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE providers SET archived_at = NULL, enabled = 1, updated_at = ? WHERE id = ?",
+            (now_ms(), provider_id),
+        )
+        await bump_config_version(conn)
+    return await get_provider(db, provider_id)
+
+
+async def delete_model(
+    db: Database, model_id: str, *, pending: Collection[str] = ()
+) -> dict[str, Any]:
+    """Delete a model and its links, or archive it (links kept) when requests name it.
+
+    ``pending`` holds the model names of rows not yet written.
+    """
+    await get_model(db, model_id)
+    async with db.transaction() as conn:
+        async with conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM requests WHERE model = ?)", (model_id,)
+        ) as cursor:
+            found = await cursor.fetchone()
+        keep = model_id in pending or bool(found and found[0])
+        if keep:
+            stamp = now_ms()
+            await conn.execute(
+                "UPDATE models SET archived_at = coalesce(archived_at, ?), updated_at = ?"
+                " WHERE id = ?",
+                (stamp, stamp, model_id),
+            )
+        else:
+            await conn.execute("DELETE FROM provider_models WHERE model_id = ?", (model_id,))
+            await conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
+        await bump_config_version(conn)
+    return {"id": model_id, "deleted": not keep, "archived": keep}
+
+
+async def restore_model(db: Database, model_id: str) -> dict[str, Any]:
+    model = await get_model(db, model_id)
+    if model["archived_at"] is None:
+        raise Conflict(f"Model {model_id!r} is not archived.", param="id")
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE models SET archived_at = NULL, updated_at = ? WHERE id = ?",
+            (now_ms(), model_id),
+        )
+        await bump_config_version(conn)
+    return await get_model(db, model_id)

@@ -1,0 +1,95 @@
+"""Usage statistics from request history, computed in SQL: ``GET /v1/stats`` and ``stats``.
+
+Per provider or per model over a time range: requests, errors, tokens, cost, and the p50/p95
+latency (nearest rank: the smallest latency at or above that share of the group's requests).
+Measured with ``python -m bench.stats`` (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from router.errors import InvalidRequest
+
+from .db import Database
+from .history import MAX_TIME_MS, _is_number
+
+GROUPS = {"provider": "provider_id", "model": "model"}
+# Covering indexes from schema/0002: ordered by group, then latency, so the sums are one index
+# scan and each percentile is one ordered walk of its group (no sort of the whole history).
+_INDEX = {"provider": "requests_stats_provider", "model": "requests_stats_model"}
+
+_SUMS = """
+SELECT {column} AS grp,
+       COUNT(*) AS requests,
+       SUM(status != 'success') AS errors,
+       coalesce(SUM(prompt_tokens), 0) AS prompt_tokens,
+       coalesce(SUM(completion_tokens), 0) AS completion_tokens,
+       coalesce(SUM(total_tokens), 0) AS total_tokens,
+       coalesce(SUM(cost), 0.0) AS cost
+FROM requests INDEXED BY {index}
+WHERE created_at >= :since AND created_at < :until
+GROUP BY {column}
+"""
+_NTH_LATENCY = """
+SELECT latency_ms FROM requests INDEXED BY {index}
+WHERE {column} IS :grp AND created_at >= :since AND created_at < :until
+ORDER BY latency_ms LIMIT 1 OFFSET :offset
+"""
+
+
+def nearest_rank(count: int, percent: int) -> int:
+    """The 0-based position of the ``percent``th percentile among ``count`` sorted values."""
+    return max((count * percent + 99) // 100 - 1, 0)
+
+
+def _time(params: Mapping[str, str], key: str, default: int) -> int:
+    value = params.get(key)
+    if value is None:
+        return default
+    if not _is_number(value) or int(value) > MAX_TIME_MS:
+        raise InvalidRequest(
+            f"Parameter {key!r} must be a Unix time in milliseconds, got {value!r}.", param=key
+        )
+    return int(value)
+
+
+async def usage_stats(db: Database, params: Mapping[str, str]) -> dict[str, Any]:
+    """``{"group_by", "since", "until", "data": [...]}``; one entry per provider or model."""
+    unknown = sorted(set(params) - {"since", "until", "group_by"})
+    if unknown:
+        raise InvalidRequest(f"Unknown query parameter {unknown[0]!r}.", param=unknown[0])
+    group_by = params.get("group_by", "provider")
+    if group_by not in GROUPS:
+        raise InvalidRequest(
+            f"Parameter 'group_by' must be 'provider' or 'model', got {group_by!r}.",
+            param="group_by",
+        )
+    since = _time(params, "since", 0)
+    until = _time(params, "until", MAX_TIME_MS)
+    if until < since:
+        raise InvalidRequest("Parameter 'until' must not be before 'since'.", param="until")
+    column, index = GROUPS[group_by], _INDEX[group_by]
+    window = {"since": since, "until": until}
+    rows = await db.execute(_SUMS.format(column=column, index=index), window)
+    nth = _NTH_LATENCY.format(column=column, index=index)
+    data = []
+    for row in rows:
+        entry = {
+            group_by: row["grp"],
+            "requests": row["requests"],
+            "errors": row["errors"],
+            "prompt_tokens": row["prompt_tokens"],
+            "completion_tokens": row["completion_tokens"],
+            "total_tokens": row["total_tokens"],
+            "cost": round(row["cost"], 6),
+        }
+        for percent in (50, 95):
+            found = await db.execute_one(
+                nth, {**window, "grp": row["grp"], "offset": nearest_rank(row["requests"], percent)}
+            )
+            entry[f"p{percent}_latency_ms"] = found["latency_ms"] if found else None
+        data.append(entry)
+    data.sort(key=lambda e: (-e["requests"], str(e[group_by])))
+    return {"group_by": group_by, "since": since, "until": until, "data": data}

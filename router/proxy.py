@@ -34,6 +34,7 @@ import orjson
 
 from providers.base import ChatStream, Reply
 from router.auth import Authenticator
+from router.disconnect import DisconnectGuard, Expiry
 from router.errors import (
     AllProvidersFailed,
     InvalidJSON,
@@ -71,73 +72,6 @@ _SSE_HEADERS = [
 
 class ClientDisconnected(Exception):
     """The client went away before its request was read."""
-
-
-class _Expiry:
-    """A first-byte timer's state: ``fire`` cancels the task and remembers it did."""
-
-    __slots__ = ("_task", "fired")
-
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        self.fired = False
-        self._task = task
-
-    def fire(self) -> None:
-        if self._task is not None:
-            self.fired = True
-            self._task.cancel()
-
-    def uncancel(self) -> int:
-        """Take back our own cancellation; > 0 means someone else cancelled the task too."""
-        return self._task.uncancel() if self._task is not None else 0
-
-
-class DisconnectGuard:
-    """Cancels the request's task when the client hangs up, so the upstream call ends at once.
-
-    A watcher task reads ``receive`` for ``http.disconnect`` while we wait for an upstream and
-    while a stream is relayed. It starts ``WATCH_AFTER_S`` into the wait: an answer faster than
-    that costs no task at all (a task per request showed as about a tenth of the proxy's CPU
-    time against a fast local upstream), and a client that left earlier is still seen as soon
-    as the watcher starts. :meth:`stop` disarms it before the response's last message (after
-    which a server reports the end of the response as a disconnect). ``gone`` tells this
-    cancellation from a server shutdown.
-    """
-
-    WATCH_AFTER_S = 0.02
-
-    __slots__ = ("_receive", "_stopped", "_task", "_timer", "_watcher", "gone")
-
-    def __init__(self, receive: Receive) -> None:
-        self.gone = False
-        self._stopped = False
-        self._receive = receive
-        self._task = asyncio.current_task()
-        self._watcher: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
-            self.WATCH_AFTER_S, self._watch
-        )
-
-    def _watch(self) -> None:
-        self._timer = None
-        if self._stopped:
-            return
-        self._watcher = asyncio.ensure_future(wait_for_disconnect(self._receive))
-        self._watcher.add_done_callback(self._on_disconnect)
-
-    def _on_disconnect(self, watcher: asyncio.Future[None]) -> None:
-        if self._stopped or watcher.cancelled() or self._task is None:
-            return
-        self.gone = True
-        self._task.cancel()
-
-    def stop(self) -> None:
-        self._stopped = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._watcher is not None:
-            self._watcher.cancel()
 
 
 # Request ids need to be unique, not secret (reading them back needs the admin token), so a
@@ -210,11 +144,6 @@ def parse_request(raw: bytes, required: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(body.get("stream", False), bool):
         raise InvalidRequest("Field 'stream' must be true or false.", param="stream")
     return body
-
-
-async def wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class Proxy:
@@ -388,7 +317,7 @@ class Proxy:
         deadline = loop.time() + timeouts.total_s
         first_byte_s = min(timeouts.first_byte_s, timeouts.total_s)
         # A bare timer rather than asyncio.timeout(): a third of the cost, on every request.
-        expired = _Expiry(asyncio.current_task())
+        expired = Expiry(asyncio.current_task())
         timer = loop.call_later(first_byte_s, expired.fire)
         try:
             try:

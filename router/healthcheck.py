@@ -84,8 +84,9 @@ async def probe_and_record(
 
 
 def _probe_models(links: Iterable[Any]) -> dict[str, str]:
+    """The model a probe asks for, per provider: its default link, else its first one."""
     models: dict[str, str] = {}
-    for link in links:
+    for link in sorted(links, key=lambda row: not row["is_default"]):
         models.setdefault(link["provider_id"], link["upstream_model"] or link["model_id"])
     return models
 

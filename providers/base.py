@@ -39,6 +39,17 @@ class ConfigKey:
     description: str = ""
 
 
+# Keys every provider type accepts because the router, not the adapter, acts on them
+# (router/timeouts.py, router/healthcheck.py); connectTimeout is applied by the HTTP client.
+ROUTER_CONFIG_KEYS: Mapping[str, ConfigKey] = {
+    "connectTimeout": ConfigKey(int, description="TCP/TLS connect timeout in milliseconds"),
+    "firstByteTimeout": ConfigKey(int, description="ms until the first answer event"),
+    "idleTimeout": ConfigKey(int, description="longest gap between stream chunks in ms"),
+    "totalTimeout": ConfigKey(int, description="ms for a whole attempt, stream included"),
+    "healthCheck": ConfigKey(bool, description="probe in the background (default: local types)"),
+}
+
+
 @dataclass(frozen=True)
 class AdapterOptions:
     """Router-wide defaults an adapter applies when its provider's config does not say."""
@@ -113,6 +124,10 @@ def _is_kind(value: Any, kind: type | tuple[type, ...]) -> bool:
     return isinstance(value, kinds)
 
 
+def _not_positive(value: Any) -> bool:
+    return isinstance(value, int) and value <= 0
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", bool: "true or false", dict: "a table/object"}
     kinds = kind if isinstance(kind, tuple) else (kind,)
@@ -138,7 +153,7 @@ class Adapter(ABC):
         """
         problems = []
         for key, value in config.items():
-            spec = cls.config_keys.get(key)
+            spec = cls.config_keys.get(key) or ROUTER_CONFIG_KEYS.get(key)
             if spec is None:
                 known = ", ".join(sorted(cls.config_keys)) or "none"
                 problems.append(
@@ -149,6 +164,8 @@ class Adapter(ABC):
                     f"Config key {key!r} must be {_kind_name(spec.kind)}, "
                     f"got {type(value).__name__}."
                 )
+            elif spec.kind is int and key in ROUTER_CONFIG_KEYS and _not_positive(value):
+                problems.append(f"Config key {key!r} is in milliseconds and must be > 0.")
         if not partial:
             for key, spec in cls.config_keys.items():
                 if spec.required and config.get(key) in (None, ""):

@@ -196,15 +196,14 @@ def client_from_config(
     cannot replace them.
     """
     timeout_ms = int(config.get("timeout") or options.timeout_ms)
+    connect_ms = int(config.get("connectTimeout") or min(timeout_ms, options.connect_timeout_ms))
     merged = {"content-type": "application/json"}
     merged.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
     merged.update(headers)
     return UpstreamClient(
         base_url.rstrip("/"),
         merged,
-        httpx.Timeout(
-            timeout_ms / 1000, connect=min(timeout_ms, options.connect_timeout_ms) / 1000
-        ),
+        httpx.Timeout(timeout_ms / 1000, connect=connect_ms / 1000),
         max_connections=options.max_connections,
     )
 

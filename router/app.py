@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from providers.base import AdapterOptions
+from router.api import health as health_api
 from router.api import keys as keys_api
 from router.api import models as models_api
 from router.api import providers as providers_api
@@ -27,9 +28,11 @@ from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
 from router.auth import Authenticator, resolve_admin_token
 from router.errors import NotFound, RouterError
+from router.healthcheck import start_health_checks
 from router.limits import InputLimits
 from router.proxy import Proxy, Receive, Scope, Send, send_body
 from router.recorder import Recorder
+from router.resilience import Resilience, timeouts_from_settings
 from router.settings import Settings
 from router.snapshots import SnapshotManager
 from router.store import migrations
@@ -119,6 +122,7 @@ class ProviderRouterApp:
                 *providers_api.routes,
                 *more_routes.routes,
                 *requests_api.routes,
+                *health_api.routes,
                 *keys_api.routes,
             ],
             # RouterError by name: handlers for Exception run in ServerErrorMiddleware, which
@@ -160,6 +164,7 @@ class ProviderRouterApp:
                 connect_timeout_ms=settings.upstream_connect_timeout_ms,
                 max_connections=settings.upstream_max_connections,
             ),
+            timeouts=timeouts_from_settings(settings),
         )
         recorder = Recorder(
             db,
@@ -171,14 +176,23 @@ class ProviderRouterApp:
             resolve_admin_token(settings), require_client_keys=settings.require_client_keys
         )
         self.limits = InputLimits(settings)
-        proxy = Proxy(snapshots, recorder, settings.max_body_bytes, auth=auth, limits=self.limits)
+        proxy = Proxy(
+            snapshots,
+            recorder,
+            settings.max_body_bytes,
+            auth=auth,
+            limits=self.limits,
+            resilience=Resilience.from_settings(settings),
+        )
         await snapshots.rebuild()
         await auth.reload(db)
         recorder.start()
-        watcher = asyncio.get_running_loop().create_task(
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(
             snapshots.watch(settings.reload_interval_ms / 1000), name="config-watcher"
         )
-        key_watcher = asyncio.get_running_loop().create_task(
+        health = start_health_checks(db, snapshots, proxy.resilience, settings)
+        key_watcher = loop.create_task(
             auth.watch(db, settings.reload_interval_ms / 1000), name="client-key-watcher"
         )
         self.services = Services(settings, db, snapshots, recorder, auth, proxy)
@@ -190,10 +204,11 @@ class ProviderRouterApp:
             yield
         finally:
             self._fast.clear()
-            for task in (watcher, key_watcher):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for task in (watcher, key_watcher, health):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             try:
                 await auth.flush_last_used(db)
             except Exception:

@@ -12,8 +12,10 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     │   └── ModelNotFound            404 invalid_request_error / model_not_found
     ├── Conflict                     409 invalid_request_error / conflict
     ├── PayloadTooLarge              413 invalid_request_error / request_too_large
+    ├── RateLimited                  429 rate_limit_error / rate_limit_exceeded (+ Retry-After)
     ├── HeadersTooLarge              431 invalid_request_error / headers_too_large
     ├── NoProviderAvailable          503 service_unavailable / no_provider_available
+    │   └── ProvidersCoolingDown     503 service_unavailable / providers_cooling_down
     ├── AllProvidersFailed           502 upstream_error / all_providers_failed
     └── StreamInterrupted            502 upstream_error / stream_interrupted (sent as an SSE event)
 
@@ -112,6 +114,18 @@ class PayloadTooLarge(RouterError):
     default_code = "request_too_large"
 
 
+class RateLimited(RouterError):
+    """Every candidate (or the client) is at a rate limit; ``retry_after`` in seconds."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, param: str | None = None):
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+
 class HeadersTooLarge(RouterError):
     status_code = 431
     error_type = "invalid_request_error"
@@ -122,6 +136,16 @@ class NoProviderAvailable(RouterError):
     status_code = 503
     error_type = "service_unavailable"
     default_code = "no_provider_available"
+
+
+class ProvidersCoolingDown(NoProviderAvailable):
+    """Every candidate's circuit is open; ``retry_after`` (s) is when the first one reopens."""
+
+    default_code = "providers_cooling_down"
+
+    def __init__(self, message: str, *, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class AllProvidersFailed(RouterError):

@@ -29,15 +29,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from router.mock_faults import _EventStream, _json_reply, _parse_fail
 from router.mock_upstream import (
     MockOptions,
     MockUpstream,
     ReceivedRequest,
     _answer_pieces,
     _count_words,
-    _EventStream,
-    _json_reply,
-    _parse_fail,
 )
 
 MODELS = ("mock-claude",)

@@ -24,13 +24,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from router.mock_faults import _EventStream, _json_reply, _parse_fail
 from router.mock_upstream import (
     ReceivedRequest,
     _answer_pieces,
     _embed,
-    _EventStream,
-    _json_reply,
-    _parse_fail,
 )
 
 if TYPE_CHECKING:

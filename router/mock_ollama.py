@@ -29,12 +29,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from router.mock_faults import MockDisconnect, _json_reply
 from router.mock_upstream import (
-    MockDisconnect,
     _answer_pieces,
     _count_words,
     _embed,
-    _json_reply,
 )
 
 if TYPE_CHECKING:

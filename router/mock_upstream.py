@@ -7,7 +7,8 @@ needless work: orjson, prebuilt bodies, no access log).
 
 Answers are deterministic: ``chunks`` words ("mock reply alpha ..."), identical
 whether streamed or not. Failures are injected with ``MockOptions.fail``:
-``status:<code>``, ``hang``, ``disconnect`` and ``truncate``.
+``status:<code>``, ``hang``, ``stall``, ``disconnect`` and ``truncate`` (see
+:mod:`router.mock_faults`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import asyncio
 import dataclasses
 import functools
 import hashlib
-import logging
-import math
 import random
 import time
 import uuid
@@ -26,20 +25,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive
 
-HANG_SECONDS = 24 * 3600.0
-_SIMPLE_FAILS = frozenset({"none", "hang", "disconnect", "truncate"})
+from router.mock_faults import (
+    _JSON,
+    HANG_SECONDS,
+    _error,
+    _EventStream,
+    _injected_error,
+    _install_log_filter,
+    _is_number,
+    _json_reply,
+    _parse_fail,
+    _resolve,
+    _wait_for_disconnect,
+)
+from router.mock_faults import MockDisconnect as MockDisconnect
+
 _WORDS = ("mock", "reply", "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf")
-_JSON = "application/json"
-_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _DONE = b"data: [DONE]\n\n"
 _MODELS_BODY = orjson.dumps(
     {
@@ -48,29 +57,6 @@ _MODELS_BODY = orjson.dumps(
     }
 )
 _HEALTH_BODY = orjson.dumps({"status": "ok"})
-
-
-def _is_number(value: object, *, low: float = 0.0, high: float = math.inf) -> bool:
-    # bool is an int subclass; JSON `true` must not pass as 1.
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and low <= value <= high
-    )
-
-
-def _parse_fail(fail: object) -> tuple[str, int]:
-    """Split a failure mode into (kind, status); raise ValueError if unknown."""
-    if isinstance(fail, str):
-        if fail in _SIMPLE_FAILS:
-            return fail, 0
-        kind, _, code = fail.partition(":")
-        if kind == "status" and code.isdigit() and 400 <= int(code) <= 599:
-            return "status", int(code)
-    raise ValueError(
-        f"fail must be none, hang, disconnect, truncate or status:<400-599>, not {fail!r}"
-    )
 
 
 @dataclass
@@ -86,6 +72,8 @@ class MockOptions:
     # resolved name ("gpt-4o" -> "gpt-4o-2024-08-06").
     model_prefix: str = ""
     api_key: str | None = None
+    # The Retry-After a fail=status:429 answer carries, in seconds; null sends none.
+    retry_after_s: float | None = 1
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "chunk_delay_ms"):
@@ -100,6 +88,8 @@ class MockOptions:
             raise ValueError("model_prefix must be a string")
         if self.api_key is not None and not isinstance(self.api_key, str):
             raise ValueError("api_key must be a string or null")
+        if self.retry_after_s is not None and not _is_number(self.retry_after_s):
+            raise ValueError("retry_after_s must be a finite number >= 0 or null")
 
 
 _OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(MockOptions))
@@ -113,60 +103,6 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]  # lower-case names
     json: Any  # parsed body, or None when absent or not JSON
-
-
-class MockDisconnect(httpx.RemoteProtocolError):
-    """Raised inside the app to make the server drop the connection.
-
-    uvicorn answers an exception by closing the socket (or by a 500 if nothing was
-    sent yet, which the fake avoids). It subclasses httpx.RemoteProtocolError so that
-    a client mounting the app in process with httpx.ASGITransport gets the same
-    exception type it would get over a real socket.
-    """
-
-
-class _HideMockDisconnects(logging.Filter):
-    """Keeps deliberate disconnects out of uvicorn's error log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], MockDisconnect))
-
-
-def _install_log_filter() -> None:
-    logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, _HideMockDisconnects) for f in logger.filters):
-        logger.addFilter(_HideMockDisconnects())
-
-
-def _error(
-    status: int,
-    message: str,
-    *,
-    kind: str | None = None,
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """An error in OpenAI's shape."""
-    if kind is None:
-        kind = "server_error" if status >= 500 else "invalid_request_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return Response(orjson.dumps(body), status, headers, _JSON)
-
-
-def _injected_error(status: int) -> Response:
-    note = f"(mock upstream, fail=status:{status})"
-    if status == 429:
-        return _error(
-            429,
-            f"Rate limit reached {note}.",
-            kind="requests",
-            code="rate_limit_exceeded",
-            headers={"retry-after": "1"},
-        )
-    if status >= 500:
-        return _error(status, f"The server had an error processing your request {note}.")
-    return _error(status, f"Request refused {note}.")
 
 
 @functools.lru_cache(maxsize=64)
@@ -192,50 +128,6 @@ def _count_words(messages: list[Any]) -> int:
 def _embed(text: str) -> list[float]:
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return [round(b / 127.5 - 1.0, 6) for b in digest]
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-class _EventStream:
-    """Server-sent events, written one event per body message so clients see a real stream."""
-
-    def __init__(self, events: list[bytes], paced: range, delay: float, *, abort: bool) -> None:
-        self.events, self.paced, self.delay, self.abort = events, paced, delay, abort
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        for i, event in enumerate(self.events):
-            if self.delay and i in self.paced:
-                await asyncio.sleep(self.delay)
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        if self.abort:
-            # Without the terminating zero-length chunk the client sees a broken stream.
-            raise MockDisconnect("mock upstream dropped the stream (fail=disconnect)")
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _drop_connection(scope: Scope, receive: Receive, send: Send) -> None:
-    # ASGI has no "abort" message. uvicorn marks the response as started before it
-    # validates the headers, so a header value it refuses makes it close the socket
-    # without writing a byte (instead of its usual 500 page).
-    try:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-mock", b"\n")]})
-    except Exception as exc:
-        raise MockDisconnect("mock upstream dropped the connection (fail=disconnect)") from exc
-    raise MockDisconnect("mock upstream dropped the connection (fail=disconnect)")
-
-
-def _json_reply(obj: dict[str, Any], kind: str) -> ASGIApp:
-    if kind == "disconnect":
-        return _drop_connection
-    data = orjson.dumps(obj)
-    if kind == "truncate":
-        # Valid HTTP, invalid JSON: the non-stream counterpart of a truncated stream.
-        return Response(data[: len(data) // 2], media_type=_JSON)
-    return Response(data, media_type=_JSON)
 
 
 class MockUpstream:
@@ -325,7 +217,7 @@ class MockUpstream:
         if opts.latency_ms:
             await asyncio.sleep(opts.latency_ms / 1000)
         if kind == "status":
-            return _injected_error(status)
+            return _injected_error(status, opts.retry_after_s)
         return reply(kind)
 
     async def _hang(self, receive: Receive) -> Response:
@@ -448,11 +340,6 @@ class MockUpstream:
         return Response(orjson.dumps(self.requests), media_type=_JSON)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 def _chat_stream(
     head: dict[str, Any],
     pieces: tuple[str, ...],
@@ -472,7 +359,7 @@ def _chat_stream(
         return b"data: " + orjson.dumps(frame) + b"\n\n"
 
     events = [event()]
-    broken = kind in ("disconnect", "truncate")
+    broken = kind in ("disconnect", "truncate", "stall")
     for piece in pieces[: len(pieces) // 2] if broken else pieces:
         choice["delta"] = {"content": piece}
         events.append(event())
@@ -484,7 +371,7 @@ def _chat_stream(
             frame["choices"], frame["usage"] = [], usage
             events.append(event())
         events.append(_DONE)
-    return _EventStream(events, paced, delay, abort=kind == "disconnect")
+    return _EventStream(events, paced, delay, abort=kind == "disconnect", stall=kind == "stall")
 
 
 class MockServer(uvicorn.Server):
@@ -546,7 +433,7 @@ def add_mock_arguments(parser: argparse.ArgumentParser) -> None:
         "--fail",
         type=_fail_arg,
         default=d.fail,
-        help="none, hang, disconnect, truncate, status:<code>",
+        help="none, hang, stall, disconnect, truncate, status:<code>",
     )
     add("--fail-rate", type=float, default=d.fail_rate, help="fraction of requests that fail")
     add("--model-prefix", default=d.model_prefix, help="prepended to the model name in answers")

@@ -5,40 +5,55 @@ hot path. For each request they:
 
 1. read the body (refusing one over the size limit before anything goes upstream),
 2. ask the routing snapshot for candidates (no database access),
-3. try candidates in order: a connect error, a timeout, 408, 429 or 5xx moves on to the next one
-   as long as nothing has been sent to the client; any other upstream 4xx goes back as it is,
-4. relay the answer: a JSON body as bytes, or SSE blocks as they arrive, ending with [DONE],
+3. try candidates in the order :func:`router.routing.spread` gives (tiers by priority, weighted
+   random inside a tier), skipping open circuits and providers at a rate limit, each provider
+   once, at most ``max_attempts`` tries: a connect error, a timeout, 408, 429 or 5xx moves on
+   to the next one as long as nothing has been sent to the client; any other upstream 4xx goes
+   back as it is. Only a refused connection is retried on the same provider (jittered backoff),
+4. relay the answer: a JSON body as bytes, or SSE blocks as they arrive, ending with [DONE]; a
+   stream that breaks, stalls (idle timeout) or runs out of time ends with an error event,
 5. hand one request record (with one row per attempt) to the recorder.
+
+A client that hangs up at any point cancels the upstream call at once; its attempt is recorded
+as ``client_closed`` and does not count against the provider.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import httpx
 import orjson
 
 from providers.base import ChatStream, Reply
 from router.auth import Authenticator
+from router.disconnect import DisconnectGuard, Expiry
 from router.errors import (
     AllProvidersFailed,
     InvalidJSON,
     InvalidRequest,
     PayloadTooLarge,
+    ProvidersCoolingDown,
+    RateLimited,
     RouterError,
     StreamInterrupted,
+    UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
+    UpstreamTimeout,
 )
 from router.limits import InputLimits
 from router.recorder import AttemptRecord, Recorder, RequestRecord
-from router.routing import Candidate
+from router.resilience import Resilience, client_key, provider_key
+from router.routing import Candidate, spread
 from router.snapshots import SnapshotManager
 
 Scope = MutableMapping[str, Any]
@@ -68,6 +83,13 @@ os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 def new_request_id() -> str:
     """Time-ordered ids: 12 hex digits of Unix milliseconds, then 16 random hex digits."""
     return f"req_{int(time.time() * 1000):012x}{_ids.getrandbits(64):016x}"
+
+
+def _retry_after(exc: RouterError) -> list[tuple[bytes, bytes]]:
+    seconds = getattr(exc, "retry_after", None)
+    if seconds is None:
+        return []
+    return [(b"retry-after", str(max(1, math.ceil(seconds))).encode())]
 
 
 def response_headers(request_id: str, provider_id: str | None, content_type: bytes) -> list[Any]:
@@ -124,11 +146,6 @@ def parse_request(raw: bytes, required: tuple[str, ...]) -> dict[str, Any]:
     return body
 
 
-async def wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 class Proxy:
     """The two client endpoints: ``/v1/chat/completions`` and ``/v1/embeddings``."""
 
@@ -140,10 +157,12 @@ class Proxy:
         *,
         auth: Authenticator | None = None,
         limits: InputLimits | None = None,
+        resilience: Resilience | None = None,
     ):
         self.snapshots = snapshots
         self.recorder = recorder
         self.max_body_bytes = max_body_bytes
+        self.resilience = resilience or Resilience()
         self.auth = auth
         self.limits = limits
 
@@ -160,6 +179,7 @@ class Proxy:
         record = RequestRecord(
             id=new_request_id(), created_at=int(time.time() * 1000), endpoint=endpoint
         )
+        guard: DisconnectGuard | None = None
         try:
             client = self.auth.authenticate_client(scope["headers"]) if self.auth else None
             if client is not None:
@@ -175,14 +195,27 @@ class Proxy:
                 client.check_model(body["model"])
             record.stream = endpoint == "chat.completions" and body.get("stream") is True
             candidates = self.snapshots.current.candidates(body["model"])
-            await self._attempt_all(candidates, body, record, started, receive, send)
+            if client is not None and (client.rpm_limit or client.tpm_limit):
+                self.resilience.check_client(client)
+            guard = DisconnectGuard(receive)
+            await self._attempt_all(candidates, body, record, started, guard, send)
         except RouterError as exc:
+            if guard is not None:
+                guard.stop()
             record.status, record.status_code, record.error = "error", exc.status_code, exc.message
-            headers = response_headers(record.id, None, b"application/json")
+            headers = response_headers(record.id, None, b"application/json") + _retry_after(exc)
             await send_body(send, exc.status_code, exc.body(), headers)
         except ClientDisconnected:
             record.status, record.status_code = "client_disconnected", 499
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if guard is None or not guard.gone or task is None or task.uncancel() > 0:
+                raise
+            record.status, record.status_code = "client_disconnected", 499
+            record.error = "The client disconnected while waiting for the upstream."
         except Exception as exc:
+            if guard is not None:
+                guard.stop()
             log.exception("Request %s failed inside provider-router", record.id)
             record.status, record.status_code = "error", 500
             record.error = f"Internal error: {type(exc).__name__}"
@@ -191,6 +224,8 @@ class Proxy:
                 headers = response_headers(record.id, None, b"application/json")
                 await send_body(send, 500, error.body(), headers)
         finally:
+            if guard is not None:
+                guard.stop()
             record.latency_ms = (time.perf_counter() - started) * 1000
             await self.recorder.record(record)
 
@@ -200,61 +235,155 @@ class Proxy:
         body: dict[str, Any],
         record: RequestRecord,
         started: float,
-        receive: Receive,
+        guard: DisconnectGuard,
         send: Send,
     ) -> None:
+        res = self.resilience
         last: UpstreamError | None = None
-        for n, candidate in enumerate(candidates, 1):
-            attempt = AttemptRecord(
-                n, candidate.provider_id, int(time.time() * 1000), "error", None, 0
-            )
-            record.attempts.append(attempt)
-            attempt_started = time.perf_counter()
-            try:
-                try:
-                    result = await self._send(candidate, body, record)
-                except (UpstreamError, asyncio.CancelledError):
-                    raise
-                except Exception as exc:
-                    # An adapter bug fails this attempt, not the request.
-                    log.exception("Adapter of provider %r failed", candidate.provider_id)
-                    raise UpstreamProtocolError(
-                        f"Provider {candidate.provider_id!r}: adapter error {type(exc).__name__}."
-                    ) from exc
-            except UpstreamError as exc:
-                attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
-                attempt.status_code, attempt.error = exc.status_code, exc.message
-                if isinstance(exc, UpstreamStatusError) and not exc.retryable:
-                    await self._pass_through(exc, candidate, record, send)
-                    return
-                last = exc
+        limited: list[float] = []
+        cooling: list[float] = []
+        for candidate in spread(candidates, res.rng) if len(candidates) > 1 else candidates:
+            if len(record.attempts) >= res.max_attempts:
+                break
+            breaker = res.breakers.get(candidate.provider_id)
+            if not breaker.allow(record):
+                cooling.append(breaker.retry_in())
                 continue
-            record.provider_id, record.upstream_model = (
-                candidate.provider_id,
-                candidate.upstream_model,
-            )
-            if isinstance(result, Reply):
-                attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
-                attempt.status, attempt.status_code = "success", result.status_code
-                headers = response_headers(
-                    record.id, candidate.provider_id, result.content_type.encode()
+            wait = res.limiter.acquire(provider_key(candidate.provider_id), candidate.limits)
+            if wait is not None:
+                breaker.release(record)
+                limited.append(wait)
+                continue
+            retries = 0
+            while True:
+                try:
+                    failure = await self._try(candidate, body, record, started, guard, send)
+                except BaseException:
+                    # Whatever ended the request, a half-open probe it held must not stay taken.
+                    breaker.release(record)
+                    raise
+                if failure is None:
+                    return
+                retry = (
+                    isinstance(failure, UpstreamConnectError)
+                    # A refused connection is cheap to retry; a connect timeout is not.
+                    and not isinstance(failure.__cause__, httpx.ConnectTimeout)
+                    and retries < res.connect_retries
+                    and len(record.attempts) < res.max_attempts
                 )
-                await send_body(send, result.status_code, result.body, headers)
-                record.status, record.status_code = "success", result.status_code
-                self._count_usage(record, candidate, result.usage)
-            else:
-                stream, first = result
-                await self._relay(stream, first, candidate, record, started, receive, send)
-                attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
-                attempt.status = "success" if record.status == "success" else "error"
-                attempt.status_code = 200
-                attempt.error = record.error
-            return
-        assert last is not None
-        tried = len(record.attempts)
-        raise AllProvidersFailed(
-            f"All {tried} provider(s) for model {record.model!r} failed; last error: {last.message}"
+                if not retry:
+                    break
+                await asyncio.sleep(res.backoff(retries))
+                retries += 1
+            res.failed(candidate.provider_id, failure, record)
+            last = failure
+        if last is not None:
+            tried = len(record.attempts)
+            raise AllProvidersFailed(
+                f"All {tried} attempt(s) for model {record.model!r} failed; "
+                f"last error: {last.message}"
+            )
+        if limited:
+            raise RateLimited(
+                f"Every provider of model {record.model!r} is at its rate limit; retry later.",
+                retry_after=min(limited + cooling),
+            )
+        raise ProvidersCoolingDown(
+            f"Every provider of model {record.model!r} is cooling down after failures; "
+            "retry later, or reset one with POST /v1/providers/{id}/reset.",
+            retry_after=min(cooling),
         )
+
+    async def _try(
+        self,
+        candidate: Candidate,
+        body: dict[str, Any],
+        record: RequestRecord,
+        started: float,
+        guard: DisconnectGuard,
+        send: Send,
+    ) -> UpstreamError | None:
+        """One upstream attempt. Returns None when an answer reached the client (or the client
+        left), or the failure when the loop may still try elsewhere."""
+        provider_id = candidate.provider_id
+        breaker = self.resilience.breakers.get(provider_id)
+        attempt = AttemptRecord(
+            len(record.attempts) + 1, provider_id, int(time.time() * 1000), "error", None, 0
+        )
+        record.attempts.append(attempt)
+        attempt_started = time.perf_counter()
+        timeouts = candidate.timeouts
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total_s
+        first_byte_s = min(timeouts.first_byte_s, timeouts.total_s)
+        # A bare timer rather than asyncio.timeout(): a third of the cost, on every request.
+        expired = Expiry(asyncio.current_task())
+        timer = loop.call_later(first_byte_s, expired.fire)
+        try:
+            try:
+                result = await self._send(candidate, body, record)
+            except asyncio.CancelledError:
+                if expired.fired and expired.uncancel() == 0:
+                    raise UpstreamTimeout(
+                        f"Provider {provider_id!r}: no answer within "
+                        f"{round(first_byte_s * 1000)} ms (first-byte timeout)."
+                    ) from None
+                raise
+            except UpstreamError:
+                raise
+            except Exception as exc:
+                # An adapter bug fails this attempt, not the request.
+                log.exception("Adapter of provider %r failed", provider_id)
+                raise UpstreamProtocolError(
+                    f"Provider {provider_id!r}: adapter error {type(exc).__name__}."
+                ) from exc
+            finally:
+                timer.cancel()
+        except asyncio.CancelledError:
+            attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+            attempt.status, attempt.error = "client_closed", "The client disconnected."
+            breaker.release(record)
+            raise
+        except UpstreamError as exc:
+            attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+            attempt.status_code, attempt.error = exc.status_code, exc.message
+            if isinstance(exc, UpstreamTimeout):
+                attempt.status = "timeout"
+            if isinstance(exc, UpstreamStatusError) and not exc.retryable:
+                breaker.release(record)
+                guard.stop()
+                await self._pass_through(exc, candidate, record, send)
+                return None
+            return exc
+        record.provider_id, record.upstream_model = provider_id, candidate.upstream_model
+        if isinstance(result, Reply):
+            guard.stop()
+            attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+            attempt.status, attempt.status_code = "success", result.status_code
+            breaker.success()
+            headers = response_headers(record.id, provider_id, result.content_type.encode())
+            await send_body(send, result.status_code, result.body, headers)
+            record.status, record.status_code = "success", result.status_code
+            self._count_usage(record, candidate, result.usage)
+            return None
+        stream, first = result
+        failure = await self._relay(
+            stream, first, candidate, record, started, deadline, guard, send
+        )
+        attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+        attempt.status_code = 200
+        if record.status == "success":
+            attempt.status = "success"
+            breaker.success()
+        elif record.status == "client_disconnected":
+            attempt.status = "client_closed"
+            breaker.release(record)
+        else:
+            attempt.status = "timeout" if isinstance(failure, UpstreamTimeout) else "error"
+            attempt.error = record.error
+            if failure is not None:
+                self.resilience.failed(provider_id, failure, record)
+        return None
 
     async def _send(
         self, candidate: Candidate, body: dict[str, Any], record: RequestRecord
@@ -295,52 +424,73 @@ class Proxy:
         candidate: Candidate,
         record: RequestRecord,
         started: float,
-        receive: Receive,
+        deadline: float,
+        guard: DisconnectGuard,
         send: Send,
-    ) -> None:
-        async def pump() -> None:
+    ) -> UpstreamError | None:
+        """Relay the stream; return the upstream failure that ended it early, if any.
+
+        Runs in the request's own task (no task per stream): the still armed ``guard``
+        cancels it when the client hangs up, and it is disarmed before the last message.
+        """
+        failure: UpstreamError | None = None
+        try:
             headers = response_headers(record.id, candidate.provider_id, b"")
             headers[0] = _SSE_HEADERS[0]
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": headers + _SSE_HEADERS[1:],
-                }
-            )
+            start = {"type": "http.response.start", "status": 200}
+            await send({**start, "headers": headers + _SSE_HEADERS[1:]})
             if first:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
             record.ttft_ms = (time.perf_counter() - started) * 1000
-            try:
-                async for block in stream:
-                    await send({"type": "http.response.body", "body": block, "more_body": True})
-            except UpstreamError as exc:
-                record.status, record.status_code, record.error = "error", 502, exc.message
-                error = StreamInterrupted(f"The upstream stream broke off: {exc.message}")
+            failure = await self._pump(stream, candidate, deadline, send)
+            guard.stop()
+            if failure is not None:
+                record.status, record.status_code, record.error = "error", 502, failure.message
+                error = StreamInterrupted(f"The upstream stream broke off: {failure.message}")
                 event = b"data: " + error.body() + b"\n\n"
                 await send({"type": "http.response.body", "body": event, "more_body": False})
-                return
-            await send({"type": "http.response.body", "body": _DONE, "more_body": False})
-            record.status, record.status_code = "success", 200
-
-        relay = asyncio.ensure_future(pump())
-        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-        try:
-            await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await send({"type": "http.response.body", "body": _DONE, "more_body": False})
+                record.status, record.status_code = "success", 200
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not guard.gone or task is None or task.uncancel() > 0:
+                raise
+            record.status, record.status_code = "client_disconnected", 499
+            record.error = "The client disconnected during the stream."
         finally:
-            if not relay.done():
-                relay.cancel()
-                record.status, record.status_code = "client_disconnected", 499
-                record.error = "The client disconnected during the stream."
-            watcher.cancel()
-            await asyncio.gather(relay, watcher, return_exceptions=True)
+            guard.stop()
             await stream.aclose()
-        if not relay.cancelled() and relay.exception() is not None:
-            raise relay.exception()  # type: ignore[misc]
         self._count_usage(record, candidate, stream.usage)
+        return failure
 
     @staticmethod
-    def _count_usage(record: RequestRecord, candidate: Candidate, usage: Any) -> None:
+    async def _pump(
+        stream: ChatStream, candidate: Candidate, deadline: float, send: Send
+    ) -> UpstreamError | None:
+        """Send the stream's blocks on; the idle timer only runs while waiting upstream."""
+        loop = asyncio.get_running_loop()
+        idle_s = candidate.timeouts.idle_s
+        blocks = aiter(stream)
+        try:
+            async with asyncio.timeout(None) as timer:
+                while True:
+                    timer.reschedule(min(loop.time() + idle_s, deadline))
+                    try:
+                        block = await anext(blocks)
+                    except StopAsyncIteration:
+                        return None
+                    timer.reschedule(None)
+                    await send({"type": "http.response.body", "body": block, "more_body": True})
+        except TimeoutError:
+            which = "total" if loop.time() >= deadline else "idle"
+            return UpstreamTimeout(
+                f"Provider {candidate.provider_id!r}: the stream stalled ({which} timeout)."
+            )
+        except UpstreamError as exc:
+            return exc
+
+    def _count_usage(self, record: RequestRecord, candidate: Candidate, usage: Any) -> None:
         if usage is None:
             return
         record.prompt_tokens = usage.prompt_tokens
@@ -348,3 +498,10 @@ class Proxy:
         record.total_tokens = usage.total_tokens
         record.cost = candidate.cost(usage.prompt_tokens, usage.completion_tokens)
         record.currency = candidate.currency if record.cost is not None else None
+        if candidate.limits is not None and candidate.limits.tpm is not None:
+            self.resilience.limiter.add_tokens(
+                provider_key(candidate.provider_id), usage.total_tokens
+            )
+        client = record.client_key
+        if client is not None and client.tpm_limit is not None:
+            self.resilience.limiter.add_tokens(client_key(client.id), usage.total_tokens)

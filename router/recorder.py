@@ -29,7 +29,7 @@ class AttemptRecord:
     n: int
     provider_id: str
     started_at: int
-    status: str  # "success" | "error"
+    status: str  # "success" | "error" | "timeout" | "client_closed"
     status_code: int | None
     latency_ms: float
     error: str | None = None
@@ -105,6 +105,8 @@ def _provider_updates(batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
             t[2] = max(t[2], a.started_at)
             if a.status == "success":
                 t[0] += 1
+            elif a.status == "client_closed":
+                continue  # the client left: neither a success nor the provider's error
             else:
                 t[1] += 1
                 if t[3] is None or a.started_at >= t[3]:

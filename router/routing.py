@@ -6,11 +6,14 @@ request path only ever reads it, so choosing candidates never touches the databa
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from providers.base import Adapter
 from router.errors import ModelNotFound, NoProviderAvailable
+from router.ratelimit import Limits
+from router.timeouts import Timeouts
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class Candidate:
     input_cost_per_1k: float | None = None
     output_cost_per_1k: float | None = None
     currency: str = "USD"
+    limits: Limits | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     def cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
         if self.input_cost_per_1k is None and self.output_cost_per_1k is None:
@@ -79,3 +84,30 @@ class Snapshot:
 def order(candidates: list[Candidate]) -> tuple[Candidate, ...]:
     """Highest priority first; within a tier, heavier weight first, then by id (stable)."""
     return tuple(sorted(candidates, key=lambda c: (-c.priority, -c.weight, c.provider_id)))
+
+
+def spread(candidates: tuple[Candidate, ...], rng: random.Random) -> list[Candidate]:
+    """The order to try ``candidates`` (already in :func:`order`) for one request.
+
+    Tiers stay in priority order. Inside a tier the order is a weighted random permutation
+    (Efraimidis-Spirakis: sort by ``u ** (1 / weight)``), so a provider comes first with
+    probability ``weight / tier total`` and the rest of the tier follows as its fallbacks.
+    Weighted random rather than smooth weighted round-robin: it keeps no counter, so it needs no
+    shared state between requests, snapshot rebuilds or server processes, and it gives every
+    request a whole fallback order in one pass.
+    """
+    result: list[Candidate] = []
+    start, n = 0, len(candidates)
+    while start < n:
+        end = start + 1
+        priority = candidates[start].priority
+        while end < n and candidates[end].priority == priority:
+            end += 1
+        if end - start == 1:
+            result.append(candidates[start])
+        else:
+            tier = candidates[start:end]
+            keyed = sorted(tier, key=lambda c: rng.random() ** (1.0 / c.weight), reverse=True)
+            result.extend(keyed)
+        start = end
+    return result

@@ -48,6 +48,19 @@ class Settings:
     recorder_queue_size: int = 10_000
     recorder_batch_size: int = 500
     recorder_flush_interval_ms: int = 100
+    # resilience (issue 5): selection, breaker, timeouts, health checks
+    max_attempts: int = 4
+    connect_retries: int = 1
+    retry_backoff_ms: int = 100
+    breaker_failure_threshold: int = 5
+    breaker_window_ms: int = 60_000
+    breaker_cooldown_ms: int = 30_000
+    breaker_max_cooldown_ms: int = 600_000
+    breaker_rate_limit_cooldown_ms: int = 10_000
+    upstream_first_byte_timeout_ms: int = 120_000
+    upstream_idle_timeout_ms: int = 60_000
+    upstream_total_timeout_ms: int = 600_000
+    health_check_interval_ms: int = 30_000
     # security: credentials at rest, client keys, input limits, body logging
     secret_key: str | None = field(default=None, repr=False)
     require_client_keys: bool = False
@@ -80,6 +93,19 @@ _FILE_KEYS: dict[tuple[str, str], tuple[str, type, int | None]] = {
     ("recorder", "queue_size"): ("recorder_queue_size", int, 1),
     ("recorder", "batch_size"): ("recorder_batch_size", int, 1),
     ("recorder", "flush_interval_ms"): ("recorder_flush_interval_ms", int, 1),
+    # resilience (issue 5)
+    ("routing", "max_attempts"): ("max_attempts", int, 1),
+    ("routing", "connect_retries"): ("connect_retries", int, 0),
+    ("routing", "retry_backoff_ms"): ("retry_backoff_ms", int, 0),
+    ("breaker", "failure_threshold"): ("breaker_failure_threshold", int, 1),
+    ("breaker", "window_ms"): ("breaker_window_ms", int, 1),
+    ("breaker", "cooldown_ms"): ("breaker_cooldown_ms", int, 1),
+    ("breaker", "max_cooldown_ms"): ("breaker_max_cooldown_ms", int, 1),
+    ("breaker", "rate_limit_cooldown_ms"): ("breaker_rate_limit_cooldown_ms", int, 1),
+    ("upstream", "first_byte_timeout_ms"): ("upstream_first_byte_timeout_ms", int, 1),
+    ("upstream", "idle_timeout_ms"): ("upstream_idle_timeout_ms", int, 1),
+    ("upstream", "total_timeout_ms"): ("upstream_total_timeout_ms", int, 1),
+    ("health", "interval_ms"): ("health_check_interval_ms", int, 0),
     # security
     ("auth", "secret_key"): ("secret_key", str, None),
     ("auth", "require_client_keys"): ("require_client_keys", bool, None),

@@ -18,22 +18,36 @@ import orjson
 from providers.base import Adapter, AdapterOptions
 from providers.registry import get_adapter_class
 from router.errors import RouterError
+from router.ratelimit import Limits
 from router.routing import Candidate, Snapshot, order
 from router.store import catalog
 from router.store.db import Database
+from router.timeouts import Timeouts
 
 log = logging.getLogger("provider_router.snapshots")
 
 
 class SnapshotManager:
-    def __init__(self, db: Database, options: AdapterOptions, *, retire_after_s: float = 60.0):
+    def __init__(
+        self,
+        db: Database,
+        options: AdapterOptions,
+        *,
+        retire_after_s: float = 60.0,
+        timeouts: Timeouts | None = None,
+    ):
         self.db = db
         self.options = options
+        self.timeouts = timeouts or Timeouts()
         self.current = Snapshot()
         self._adapters: dict[str, tuple[bytes, Adapter]] = {}
         self._retiring: dict[asyncio.Task[None], Adapter] = {}
         self._retire_after_s = retire_after_s
         self._lock = asyncio.Lock()
+
+    def adapters(self) -> dict[str, Adapter]:
+        """The live adapter of every usable provider, by id (disabled ones included)."""
+        return {provider_id: adapter for provider_id, (_, adapter) in self._adapters.items()}
 
     def adapter(self, provider_id: str) -> Adapter | None:
         entry = self._adapters.get(provider_id)
@@ -83,6 +97,11 @@ class SnapshotManager:
 
         routes: dict[str, list[Candidate]] = defaultdict(list)
         linked: dict[str, dict[str, Candidate]] = defaultdict(dict)
+        limits = {
+            pid: Limits.from_mapping(orjson.loads(row["limits"]) if row["limits"] else None)
+            for pid, row in providers.items()
+        }
+        timeouts = {pid: self.timeouts.for_provider(data.configs.get(pid, {})) for pid in providers}
         for link in data.links:
             provider = providers.get(link["provider_id"])
             if provider is None or link["model_id"] not in data.model_ids:  # archived model
@@ -96,6 +115,8 @@ class SnapshotManager:
                 input_cost_per_1k=link["input_cost_per_1k"],
                 output_cost_per_1k=link["output_cost_per_1k"],
                 currency=link["currency"],
+                limits=limits[provider["id"]],
+                timeouts=timeouts[provider["id"]],
             )
             linked[link["model_id"]][provider["id"]] = candidate
             if provider["enabled"]:

@@ -333,3 +333,27 @@ async def test_an_unstorable_value_fails_alone(db: Database, make_recorder: Make
     await asyncio.wait_for(rec.stop(), 5)
     assert rec.failed == 1
     assert query(db, "SELECT id FROM requests") == [("after",)]
+
+
+async def test_a_timeout_counts_as_an_error_a_client_hang_up_as_nothing(
+    db: Database, make_recorder: MakeRecorder
+) -> None:
+    await add_provider(db, "p1")
+    rec = make_recorder()
+    await rec.record(
+        RequestRecord(
+            id="gone",
+            created_at=7_000,
+            endpoint="/v1/chat/completions",
+            status="client_disconnected",
+            status_code=499,
+            attempts=[
+                AttemptRecord(1, "p1", 7_000, "timeout", None, 9.0, "stalled"),
+                AttemptRecord(2, "p1", 7_100, "client_closed", None, 2.0, "client left"),
+            ],
+        )
+    )
+    await rec.stop()
+    assert query(
+        db, "SELECT success_count, error_count, last_error_at, last_error FROM providers"
+    ) == [(0, 1, 7_000, "stalled")]

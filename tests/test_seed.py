@@ -202,3 +202,19 @@ async def test_a_catalog_with_a_provider_is_not_seeded(db: Database) -> None:
     await catalog.create_provider(db, {"id": "mine", "name": "Mine", "type": "lm-studio"})
     assert await seed_from_config(db, example_providers(), SOURCE) == 0
     assert query(db, "SELECT id FROM providers") == [("mine",)]
+
+
+async def test_seed_rate_limit_keys_become_the_provider_limits(db: Database) -> None:
+    entry = {
+        "id": "capped",
+        "name": "capped",
+        "type": "openai",
+        "rate_limit_per_minute": 60,
+        "rate_limit_per_day": 1000,
+        "limits": {"tpm": 90000},
+        "config": {"baseURL": "http://127.0.0.1:9000/v1"},
+    }
+    assert await seed_from_config(db, [entry], SOURCE) == 1
+    provider = await catalog.get_provider(db, "capped")
+    assert provider["limits"] == {"rpm": 60, "rpd": 1000, "tpm": 90000}
+    assert "rate_limit_per_minute" in entry  # the settings' own entry is left as it was

@@ -179,6 +179,8 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Key": {"type": "object", "required": ["id", "name", "prefix"]},
+    # resilience (docs/routing.md)
+    "ProviderState": {"type": "object", "required": ["id", "circuit", "usage"]},
 }
 
 
@@ -320,6 +322,12 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/keys/{key_id}": {
         "get": _op("One client key", "Key", params=_path("key_id")),
         "delete": _op("Revoke a client key", "Key", params=_path("key_id")),
+    },
+    "/v1/health/providers": {
+        "get": _op("Circuit, rate-limit use and last health check per provider", "List")
+    },
+    "/v1/providers/{provider_id}/reset": {
+        "post": _op("Close the provider's circuit now", "ProviderState", params=PROVIDER)
     },
     "/v1/stats": {
         "get": _op(

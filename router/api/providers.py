@@ -14,6 +14,7 @@ from router.store import catalog, lifecycle
 
 from . import common
 from .common import admin, json_body, json_response, services
+from .health import live_state
 
 
 @admin
@@ -40,7 +41,9 @@ async def list_providers(request: Request) -> Response:
 @admin
 async def get_provider(request: Request) -> Response:
     provider_id = request.path_params["provider_id"]
-    return json_response(await catalog.get_provider(services(request).db, provider_id))
+    provider = await catalog.get_provider(services(request).db, provider_id)
+    provider["state"].update(live_state(request, provider_id))
+    return json_response(provider)
 
 
 @admin

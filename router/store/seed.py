@@ -31,6 +31,18 @@ def _link(entry: Any, where: str) -> dict[str, Any]:
     raise SettingsError(f"{where}: each entry of 'models' must be a model id or a table.")
 
 
+# The seed plan's flat limit keys -> the provider's ``limits`` object (resilience, issue 5).
+_SEED_LIMIT_KEYS = {"rate_limit_per_minute": "rpm", "rate_limit_per_day": "rpd"}
+
+
+def _with_seed_limits(data: dict[str, Any]) -> dict[str, Any]:
+    found = {name: data.pop(key) for key, name in _SEED_LIMIT_KEYS.items() if key in data}
+    if found:
+        limits = data.get("limits")
+        data["limits"] = {**found, **limits} if isinstance(limits, dict) else found
+    return data
+
+
 async def seed_from_config(
     db: Database, providers: Sequence[Mapping[str, Any]], source: str
 ) -> int:
@@ -50,7 +62,7 @@ async def seed_from_config(
     try:
         for index, entry in enumerate(providers):
             where = f"providers[{index}] in {source}"
-            data = dict(entry)
+            data = _with_seed_limits(dict(entry))
             models = data.pop("models", [])
             if not isinstance(models, list):
                 raise SettingsError(f"{where}: 'models' must be an array.")

@@ -1,0 +1,61 @@
+"""Provider health: live circuit and rate-limit state, and resetting a circuit.
+
+The state lives in this process's memory (:class:`router.resilience.Resilience`); the last
+background health check and the counters come from the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from router.store import catalog
+
+from .common import admin, json_response, services
+
+
+def live_state(request: Request, provider_id: str) -> dict[str, Any]:
+    """The live fields of one provider (``circuit``, ``usage``) for ``GET /v1/providers/{id}``."""
+    return services(request).proxy.resilience.state(provider_id)
+
+
+@admin
+async def list_health(request: Request) -> Response:
+    app = services(request)
+    rows = await app.db.execute(
+        "SELECT id, enabled, last_health_check, health_status, health_latency_ms, health_error"
+        " FROM providers WHERE archived_at IS NULL ORDER BY priority DESC, id"
+    )
+    data = [
+        {
+            "id": row["id"],
+            "enabled": bool(row["enabled"]),
+            **app.proxy.resilience.state(row["id"]),
+            "health_check": {
+                "checked_at": row["last_health_check"],
+                "status": row["health_status"],
+                "latency_ms": row["health_latency_ms"],
+                "error": row["health_error"],
+            },
+        }
+        for row in rows
+    ]
+    return json_response({"data": data, "next_cursor": None})
+
+
+@admin
+async def reset_provider(request: Request) -> Response:
+    app = services(request)
+    provider_id = request.path_params["provider_id"]
+    await catalog.get_provider(app.db, provider_id)  # 404 for an unknown id
+    app.proxy.resilience.reset(provider_id)
+    return json_response({"id": provider_id, **app.proxy.resilience.state(provider_id)})
+
+
+routes = [
+    Route("/v1/health/providers", list_health, methods=["GET"]),
+    Route("/v1/providers/{provider_id}/reset", reset_provider, methods=["POST"]),
+]

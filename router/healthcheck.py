@@ -1,0 +1,186 @@
+"""Health checks: probe providers in the background, or on demand.
+
+A round probes each enabled provider that wants it (its ``healthCheck`` config key; by default
+only local types, because a probe of a type that cannot list its models is a one-token
+completion, which a paid provider charges for) with :func:`router.probe.probe`, writes
+``last_health_check``, ``health_status``, ``health_latency_ms`` and ``health_error`` in one
+transaction, and closes the circuit of a provider whose probe succeeded.
+
+:func:`check_once` is the on-demand form for the CLI (``provider-router health``, and
+``provider test --all``): it needs no running server and builds its own adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from providers.base import Adapter, AdapterOptions
+from providers.registry import get_adapter_class
+from router.breaker import CLOSED
+from router.errors import RouterError
+from router.probe import ProbeResult, probe
+from router.resilience import Resilience
+from router.settings import Settings
+from router.snapshots import SnapshotManager
+from router.store import catalog
+from router.store.db import Database
+
+log = logging.getLogger("provider_router.health")
+
+# Types that run on the operator's own machine: probing them costs nothing.
+LOCAL_TYPES = frozenset({"ollama", "lm-studio"})
+
+_RECORD = (
+    "UPDATE providers SET last_health_check = ?, health_status = ?, health_latency_ms = ?,"
+    " health_error = ? WHERE id = ?"
+)
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    provider_id: str
+    checked_at: int  # Unix ms
+    result: ProbeResult
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.provider_id, "checked_at": self.checked_at, **self.result.as_dict()}
+
+
+def wants_check(provider_type: str, config: Mapping[str, Any]) -> bool:
+    """Whether background checks probe this provider: its ``healthCheck`` key, else its type."""
+    chosen = config.get("healthCheck")
+    if isinstance(chosen, bool):
+        return chosen
+    return provider_type in LOCAL_TYPES
+
+
+async def probe_and_record(
+    db: Database, targets: Iterable[tuple[str, Adapter, str | None]]
+) -> list[HealthResult]:
+    """Probe ``(provider_id, adapter, model)`` targets concurrently and record the results."""
+    targets = list(targets)
+    if not targets:
+        return []
+    checked_at = catalog.now_ms()
+    found = await asyncio.gather(*(probe(adapter, model) for _, adapter, model in targets))
+    results = [
+        HealthResult(pid, checked_at, result)
+        for (pid, _, _), result in zip(targets, found, strict=True)
+    ]
+    async with db.transaction() as conn:
+        await conn.executemany(
+            _RECORD,
+            [
+                (r.checked_at, "ok" if r.result.ok else "error", r.result.latency_ms,
+                 r.result.error, r.provider_id)
+                for r in results
+            ],
+        )  # fmt: skip
+    return results
+
+
+def _probe_models(links: Iterable[Any]) -> dict[str, str]:
+    """The model a probe asks for, per provider: its default link, else its first one."""
+    models: dict[str, str] = {}
+    for link in sorted(links, key=lambda row: not row["is_default"]):
+        models.setdefault(link["provider_id"], link["upstream_model"] or link["model_id"])
+    return models
+
+
+async def check_once(
+    db: Database, settings: Settings, ids: Sequence[str] | None = None
+) -> list[HealthResult]:
+    """Probe providers now: ``ids``, or every enabled one; record and return the results.
+
+    Builds its own adapters from the catalog (and closes them), so it works without a server.
+    An unknown id raises :class:`router.errors.NotFound`.
+    """
+    data = await catalog.load_catalog(db)
+    rows = {row["id"]: row for row in data.providers}
+    if ids is not None:
+        for provider_id in ids:
+            if provider_id not in rows:
+                await catalog.get_provider(db, provider_id)  # raises NotFound
+    chosen = list(ids) if ids is not None else [pid for pid, r in rows.items() if r["enabled"]]
+    options = AdapterOptions(
+        timeout_ms=settings.upstream_timeout_ms,
+        connect_timeout_ms=settings.upstream_connect_timeout_ms,
+        max_connections=4,
+    )
+    models = _probe_models(data.links)
+    adapters: list[tuple[str, Adapter, str | None]] = []
+    try:
+        for provider_id in chosen:
+            try:
+                adapter_class = get_adapter_class(rows[provider_id]["type"])
+                adapter = adapter_class(provider_id, data.configs.get(provider_id, {}), options)
+            except (RouterError, ValueError, TypeError) as exc:
+                log.error("Provider %r cannot be probed: %s", provider_id, exc)
+                continue
+            adapters.append((provider_id, adapter, models.get(provider_id)))
+        return await probe_and_record(db, adapters)
+    finally:
+        for _, adapter, _ in adapters:
+            await adapter.aclose()
+
+
+class HealthChecker:
+    """The background task: a round every ``interval_s``, through the live adapters."""
+
+    def __init__(
+        self,
+        db: Database,
+        snapshots: SnapshotManager,
+        resilience: Resilience,
+        interval_s: float,
+    ) -> None:
+        self.db = db
+        self.snapshots = snapshots
+        self.resilience = resilience
+        self.interval_s = interval_s
+        self.rounds = 0
+
+    def targets(self) -> list[tuple[str, Adapter, str | None]]:
+        snapshot = self.snapshots.current
+        models: dict[str, str] = {}
+        for model_links in snapshot.linked.values():
+            for provider_id, candidate in model_links.items():
+                models.setdefault(provider_id, candidate.upstream_model)
+        return [
+            (provider_id, adapter, models.get(provider_id))
+            for provider_id, adapter in sorted(self.snapshots.adapters().items())
+            if provider_id not in snapshot.disabled and wants_check(adapter.type, adapter.config)
+        ]
+
+    async def check_round(self) -> list[HealthResult]:
+        results = await probe_and_record(self.db, self.targets())
+        for found in results:
+            breaker = self.resilience.breakers.peek(found.provider_id)
+            if found.result.ok and breaker is not None and breaker.state != CLOSED:
+                log.info("Provider %r answered its health check: circuit closed", found.provider_id)
+                breaker.close()
+        self.rounds += 1
+        return results
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.check_round()
+            except Exception:
+                # One failed round (a locked database, say) must not end health checks for good.
+                log.exception("Health check round failed; trying again next interval")
+
+
+def start_health_checks(
+    db: Database, snapshots: SnapshotManager, resilience: Resilience, settings: Settings
+) -> asyncio.Task[None] | None:
+    """Start the background checks (None when ``health.interval_ms`` is 0)."""
+    if settings.health_check_interval_ms <= 0:
+        return None
+    checker = HealthChecker(db, snapshots, resilience, settings.health_check_interval_ms / 1000)
+    return asyncio.get_running_loop().create_task(checker.run(), name="health-checks")

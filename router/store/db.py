@@ -69,8 +69,10 @@ class Database:
     async def execute(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Run a read and return all rows."""
         assert self._reader is not None, "Database.open() was not awaited"
-        async with self._reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        # One call on the connection's thread: the statement runs to its end before another
+        # task's read can start, so no read is left open across an await. An open statement
+        # would pin the connection's snapshot and a later read could miss a committed write.
+        return list(await self._reader.execute_fetchall(sql, params))
 
     async def execute_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         rows = await self.execute(sql, params)

@@ -32,7 +32,12 @@ from router.healthcheck import start_health_checks
 from router.limits import InputLimits
 from router.proxy import Proxy, Receive, Scope, Send, send_body
 from router.recorder import Recorder
-from router.resilience import Resilience, timeouts_from_settings
+from router.resilience import (
+    Resilience,
+    publish_circuits,
+    timeouts_from_settings,
+    write_circuit_changes,
+)
 from router.settings import Settings
 from router.snapshots import SnapshotManager
 from router.store import migrations
@@ -192,6 +197,10 @@ class ProviderRouterApp:
             snapshots.watch(settings.reload_interval_ms / 1000), name="config-watcher"
         )
         health = start_health_checks(db, snapshots, proxy.resilience, settings)
+        circuits = loop.create_task(
+            publish_circuits(db, proxy.resilience, settings.reload_interval_ms / 1000),
+            name="circuit-states",
+        )
         key_watcher = loop.create_task(
             auth.watch(db, settings.reload_interval_ms / 1000), name="client-key-watcher"
         )
@@ -204,7 +213,7 @@ class ProviderRouterApp:
             yield
         finally:
             self._fast.clear()
-            for task in (watcher, key_watcher, health):
+            for task in (watcher, key_watcher, health, circuits):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -214,6 +223,10 @@ class ProviderRouterApp:
             except Exception:
                 # Losing a last-used stamp must not stop the history rows from being written.
                 log.exception("Could not write the client keys' last_used_at")
+            try:
+                await write_circuit_changes(db, proxy.resilience)
+            except Exception:
+                log.exception("Could not record the last circuit states")
             await recorder.stop()
             await snapshots.aclose()
             await db.close()

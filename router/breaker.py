@@ -171,5 +171,8 @@ class Breakers:
     def peek(self, provider_id: str) -> Breaker | None:
         return self._by_provider.get(provider_id)
 
+    def items(self) -> list[tuple[str, Breaker]]:
+        return list(self._by_provider.items())
+
     def reset(self, provider_id: str) -> None:
         self._by_provider.pop(provider_id, None)

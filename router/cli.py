@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from router import cli_resilience, cli_security
+from router import cli_security
 from router.settings import Settings, SettingsError, load_settings
 from router.store import migrations
 
@@ -101,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     status = db_commands.add_parser("status", help="list applied and pending migrations")
     with_config(status)
     status.set_defaults(func=cmd_db_status)
-    cli_resilience.register(commands, with_config)
     cli_security.register(commands, with_config)
     return parser
 

@@ -22,7 +22,7 @@ from router.cli_output import (
     run_with_db,
     stamp,
 )
-from router.probe import probe
+from router.healthcheck import probe_and_record
 from router.settings import Settings
 from router.store import catalog, lifecycle
 from router.store.db import Database
@@ -33,10 +33,17 @@ def provider_state(provider: dict[str, Any]) -> str:
         return "archived"
     if not provider.get("available", True):
         return "unavailable"
-    return "enabled" if provider["enabled"] else "disabled"
+    if not provider["enabled"]:
+        return "disabled"
+    circuit = provider["state"].get("circuit") or {}
+    if circuit.get("state") == "open":
+        until = circuit.get("cooldown_until")
+        return f"cooling down until {stamp(until)}" if until else "cooling down"
+    if circuit.get("state") == "half-open":
+        return "half-open (next request probes)"
+    return "enabled"
 
 
-# Other areas add columns here (circuit state, say) without touching the command.
 PROVIDER_COLUMNS: list[Column] = [
     ("ID", lambda p: p["id"]),
     ("NAME", lambda p: p["name"]),
@@ -220,26 +227,27 @@ async def _adapter(db: Database, settings: Settings, provider_id: str) -> Adapte
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    if (args.id is None) == (not args.all):
-        raise CommandFailed("give a provider id or --all.")
+    """Probe providers now, concurrently, and record each result as a health check."""
+    if bool(args.ids) == args.all:
+        raise CommandFailed("give provider ids or --all.")
 
     async def work(db: Database, settings: Settings) -> int:
         if args.all:
             ids = [p["id"] for p in await catalog.list_providers(db, archived=False)]
         else:
-            ids = [args.id]
-        results = []
-        for provider_id in ids:
-            provider = await catalog.get_provider(db, provider_id)
-            links = provider["models"]
-            default = next((m for m in links if m["is_default"]), links[0] if links else None)
-            model = (default["upstream_model"] or default["model_id"]) if default else None
-            adapter = await _adapter(db, settings, provider_id)
-            try:
-                result = (await probe(adapter, model)).as_dict()
-            finally:
+            ids = args.ids
+        targets = []
+        try:
+            for provider_id in ids:
+                links = (await catalog.get_provider(db, provider_id))["models"]
+                default = next((m for m in links if m["is_default"]), links[0] if links else None)
+                model = (default["upstream_model"] or default["model_id"]) if default else None
+                targets.append((provider_id, await _adapter(db, settings, provider_id), model))
+            checked = await probe_and_record(db, targets)
+        finally:
+            for _, adapter, _ in targets:
                 await adapter.aclose()
-            results.append({"id": provider_id, **result})
+        results = [found.as_dict() for found in checked]
         if args.json:
             print_json({"data": results})
         else:
@@ -334,8 +342,10 @@ def register(
     add("disable", disable, "disable a provider")
     restore = simple(lifecycle.restore_provider, "Restored {id!r}.")
     add("restore", restore, "bring an archived provider back")
-    testing = add("test", cmd_test, "one real call to the upstream", id_arg=False)
-    testing.add_argument("id", nargs="?", help="provider id")
+    testing = add(
+        "test", cmd_test, "probe providers now (a real upstream call) and record it", id_arg=False
+    )
+    testing.add_argument("ids", nargs="*", metavar="ID", help="provider ids")
     testing.add_argument("--all", action="store_true", help="test every non-archived provider")
     add("types", cmd_types, "list the installed provider types", id_arg=False)
     models = add("models", cmd_models, "the provider's linked models")

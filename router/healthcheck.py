@@ -6,22 +6,20 @@ completion, which a paid provider charges for) with :func:`router.probe.probe`, 
 ``last_health_check``, ``health_status``, ``health_latency_ms`` and ``health_error`` in one
 transaction, and closes the circuit of a provider whose probe succeeded.
 
-:func:`check_once` is the on-demand form for the CLI (``provider-router health``, and
-``provider test --all``): it needs no running server and builds its own adapters.
+:func:`probe_and_record` is also what ``provider-router provider test [ID ...|--all]`` runs,
+with adapters of its own, so an on-demand check needs no server and is recorded the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from providers.base import Adapter, AdapterOptions
-from providers.registry import get_adapter_class
+from providers.base import Adapter
 from router.breaker import CLOSED
-from router.errors import RouterError
 from router.probe import ProbeResult, probe
 from router.resilience import Resilience
 from router.settings import Settings
@@ -81,51 +79,6 @@ async def probe_and_record(
             ],
         )  # fmt: skip
     return results
-
-
-def _probe_models(links: Iterable[Any]) -> dict[str, str]:
-    """The model a probe asks for, per provider: its default link, else its first one."""
-    models: dict[str, str] = {}
-    for link in sorted(links, key=lambda row: not row["is_default"]):
-        models.setdefault(link["provider_id"], link["upstream_model"] or link["model_id"])
-    return models
-
-
-async def check_once(
-    db: Database, settings: Settings, ids: Sequence[str] | None = None
-) -> list[HealthResult]:
-    """Probe providers now: ``ids``, or every enabled one; record and return the results.
-
-    Builds its own adapters from the catalog (and closes them), so it works without a server.
-    An unknown id raises :class:`router.errors.NotFound`.
-    """
-    data = await catalog.load_catalog(db)
-    rows = {row["id"]: row for row in data.providers}
-    if ids is not None:
-        for provider_id in ids:
-            if provider_id not in rows:
-                await catalog.get_provider(db, provider_id)  # raises NotFound
-    chosen = list(ids) if ids is not None else [pid for pid, r in rows.items() if r["enabled"]]
-    options = AdapterOptions(
-        timeout_ms=settings.upstream_timeout_ms,
-        connect_timeout_ms=settings.upstream_connect_timeout_ms,
-        max_connections=4,
-    )
-    models = _probe_models(data.links)
-    adapters: list[tuple[str, Adapter, str | None]] = []
-    try:
-        for provider_id in chosen:
-            try:
-                adapter_class = get_adapter_class(rows[provider_id]["type"])
-                adapter = adapter_class(provider_id, data.configs.get(provider_id, {}), options)
-            except (RouterError, ValueError, TypeError) as exc:
-                log.error("Provider %r cannot be probed: %s", provider_id, exc)
-                continue
-            adapters.append((provider_id, adapter, models.get(provider_id)))
-        return await probe_and_record(db, adapters)
-    finally:
-        for _, adapter, _ in adapters:
-            await adapter.aclose()
 
 
 class HealthChecker:

@@ -7,17 +7,23 @@ routing snapshot, so a snapshot rebuild (any management write) keeps them.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from router.auth import ClientKey
-from router.breaker import BreakerPolicy, Breakers
+from router.breaker import CLOSED, BreakerPolicy, Breakers
 from router.errors import RateLimited, UpstreamError, UpstreamStatusError, UpstreamUnsupported
 from router.ratelimit import Limits, RateLimiter
 from router.settings import Settings
+from router.store.db import Database
 from router.timeouts import Timeouts
+
+log = logging.getLogger("provider_router.resilience")
 
 
 def provider_key(provider_id: str) -> str:
@@ -38,6 +44,8 @@ class Resilience:
     connect_retries: int = 1
     retry_backoff_s: float = 0.1
     rng: random.Random = field(default_factory=lambda: random.Random(os.urandom(16)))
+    # What :meth:`circuit_changes` last reported, per provider: (state, cooldown_until).
+    _published: dict[str, tuple[str, int | None]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Resilience:
@@ -106,6 +114,56 @@ class Resilience:
     def reset(self, provider_id: str) -> None:
         """Close the provider's circuit. Rate-limit counts stay: they mirror the upstream's."""
         self.breakers.reset(provider_id)
+
+    def circuit_changes(self) -> list[tuple[str, str, int | None]]:
+        """``(provider_id, state, cooldown_until)`` for each circuit that changed since the last
+        call (a reset provider reports ``closed``), so the database copy is written only then."""
+        current = {
+            pid: (found["state"], found["cooldown_until"])
+            for pid, breaker in self.breakers.items()
+            for found in (breaker.as_dict(),)
+        }
+        for pid in self._published.keys() - current.keys():
+            current[pid] = (CLOSED, None)
+        changed = [
+            (pid, *now) for pid, now in current.items() if not _same(self._published.get(pid), now)
+        ]
+        self._published = {pid: now for pid, now in current.items() if now != (CLOSED, None)}
+        return changed
+
+
+def _same(before: tuple[str, int | None] | None, now: tuple[str, int | None]) -> bool:
+    """Equal circuit states; ``cooldown_until`` is recomputed from two clocks on every call, so
+    a difference under a second is the same cooldown."""
+    before = before or (CLOSED, None)
+    if before[0] != now[0] or (before[1] is None) != (now[1] is None):
+        return False
+    return before[1] is None or now[1] is None or abs(before[1] - now[1]) < 1000
+
+
+async def publish_circuits(db: Database, resilience: Resilience, interval_s: float) -> None:
+    """Copy circuit changes into the providers table every ``interval_s`` (one transaction per
+    round, none when nothing changed), for the CLI and other processes to read. Cancel to stop;
+    the caller runs one last :func:`write_circuit_changes` at shutdown."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await write_circuit_changes(db, resilience)
+        except Exception:
+            log.exception("Could not record circuit states; trying again next interval")
+
+
+async def write_circuit_changes(db: Database, resilience: Resilience) -> int:
+    changes = resilience.circuit_changes()
+    if changes:
+        stamp = int(time.time() * 1000)
+        async with db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE providers SET circuit_state = ?, cooldown_until = ?,"
+                " circuit_changed_at = ? WHERE id = ?",
+                [(state, until, stamp, pid) for pid, state, until in changes],
+            )
+    return len(changes)
 
 
 def timeouts_from_settings(settings: Settings) -> Timeouts:

@@ -87,7 +87,7 @@ async def test_the_background_task_probes_on_its_interval(tmp_path: Path) -> Non
     assert detail["health_check"]["status"] == "ok"
 
 
-async def test_cli_health_probes_without_a_server(
+async def test_cli_provider_test_probes_and_records_without_a_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     upstream = MockUpstream(MockOptions())
@@ -97,15 +97,16 @@ async def test_cli_health_probes_without_a_server(
             await add_provider(client, "up", f"{url}/v1", ["gpt-test"])
             await add_provider(client, "down", f"http://127.0.0.1:{free_port()}/v1", ["gpt-test"])
         database = settings.database_url
-        ok = await asyncio.to_thread(main, ["health", "--database", database, "up"])
+        test = ["provider", "test", "--database", database]
+        ok = await asyncio.to_thread(main, [*test, "up"])
         printed_ok = capsys.readouterr().out
-        failed = await asyncio.to_thread(main, ["health", "--database", database])
+        failed = await asyncio.to_thread(main, [*test, "--all"])
         printed_all = capsys.readouterr().out
-        unknown = await asyncio.to_thread(main, ["health", "--database", database, "nope"])
+        unknown = await asyncio.to_thread(main, [*test, "nope"])
         printed_unknown = capsys.readouterr().err
 
     assert (ok, failed, unknown) == (0, 1, 1)
-    assert "up" in printed_ok and " ok" in printed_ok
+    assert "up: ok in" in printed_ok
     assert "down" in printed_all and "FAILED" in printed_all
     assert "nope" in printed_unknown
     assert health_rows(settings.database_path)["down"][0] == "error"

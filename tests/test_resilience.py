@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+import pytest
 import respx
 
+from router.cli import main
+from router.resilience import write_circuit_changes
 from tests.conftest import ADMIN_TOKEN, add_provider, app_client, make_settings
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
@@ -268,3 +276,62 @@ async def test_client_key_rpm_and_tpm_limits_answer_429_with_retry_after(
         assert limited.json()["error"]["code"] == "rate_limit_exceeded"
         assert 1 <= int(limited.headers["retry-after"]) <= 60
     assert route.call_count == 4  # a limited request never reaches an upstream
+
+
+async def test_circuit_state_is_recorded_for_the_cli_and_cleared_by_reset(
+    upstreams: respx.MockRouter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(tmp_path)
+    database = ["--database", settings.database_url]
+    async with app_client(settings) as (app, client):
+        await add_provider(client, "busy", "http://busy.test/v1", ["gpt-test"])
+        await add_provider(client, "calm", "http://calm.test/v1", ["gpt-test"], priority=-1)
+        upstreams.post("http://busy.test/v1/chat/completions").respond(
+            429, json={"error": {"message": "slow down"}}, headers={"retry-after": "120"}
+        )
+        upstreams.post("http://calm.test/v1/chat/completions").respond(200, json=completion())
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+        assert app.services is not None
+        resilience = app.services.proxy.resilience
+        assert await write_circuit_changes(app.services.db, resilience) == 1
+        assert await write_circuit_changes(app.services.db, resilience) == 0  # nothing new
+        assert await asyncio.to_thread(main, ["provider", "list", *database]) == 0
+        listed_open = capsys.readouterr().out
+        assert await asyncio.to_thread(main, ["provider", "show", "busy", "--json", *database]) == 0
+        shown = orjson.loads(capsys.readouterr().out)["state"]["circuit"]
+
+        reset = await client.post("/v1/providers/busy/reset", headers=ADMIN)
+        assert reset.status_code == 200
+        assert await write_circuit_changes(app.services.db, resilience) == 1
+        assert await asyncio.to_thread(main, ["provider", "list", *database]) == 0
+        listed_reset = capsys.readouterr().out
+
+    busy_open = next(line for line in listed_open.splitlines() if line.startswith("busy"))
+    assert "cooling down until" in busy_open
+    calm = next(line for line in listed_open.splitlines() if line.startswith("calm"))
+    assert "enabled" in calm and "cooling" not in calm
+    assert shown["state"] == "open" and shown["cooldown_until"] > time.time() * 1000 + 100_000
+    busy_reset = next(line for line in listed_reset.splitlines() if line.startswith("busy"))
+    assert "enabled" in busy_reset and "cooling" not in busy_reset
+
+
+async def test_the_server_records_circuit_changes_on_its_own(
+    upstreams: respx.MockRouter, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, reload_interval_ms=20)
+    async with app_client(settings) as (_, client):
+        await add_provider(client, "busy", "http://busy.test/v1", ["gpt-test"])
+        upstreams.post("http://busy.test/v1/chat/completions").respond(
+            429, json={"error": {"message": "slow down"}}
+        )
+        await client.post("/v1/chat/completions", json=CHAT)
+        for _ in range(200):
+            with contextlib.closing(sqlite3.connect(settings.database_path)) as conn:
+                row = conn.execute(
+                    "SELECT circuit_state, cooldown_until FROM providers WHERE id = 'busy'"
+                ).fetchone()
+            if row[0] == "open":
+                break
+            await asyncio.sleep(0.01)
+
+    assert row[0] == "open" and row[1] is not None

@@ -35,6 +35,8 @@ async def list_providers(request: Request) -> Response:
         enabled=common.query_flag(params, "enabled"),
         archived=common.query_flag(params, "archived"),
     )
+    for provider in found:
+        provider["state"].update(live_state(request, provider["id"]))
     return json_response(common.page_of(found, params, lambda p: (-p["priority"], p["id"])))
 
 

@@ -265,6 +265,12 @@ def _provider_dict(row: sqlite3.Row) -> dict[str, Any]:
             "success_count": row["success_count"],
             "error_count": row["error_count"],
             "last_health_check": row["last_health_check"],
+            # As a server last reported it; the API shows its own live state instead.
+            "circuit": {
+                "state": row["circuit_state"],
+                "cooldown_until": row["cooldown_until"],
+                "changed_at": row["circuit_changed_at"],
+            },
         },
     }
 

@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import aiosqlite
 
 from router.store.db import Database
 
@@ -65,6 +68,12 @@ _INSERT_REQUEST = (
     " completion_tokens, total_tokens, cost, currency, attempts, error)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_STAND_IN = (
+    "INSERT INTO providers (id, name, type, enabled, description, archived_at, created_at,"
+    " updated_at) SELECT :id, :id || ' (deleted)', 'unknown', 0, :why, :now, :now, :now"
+    " WHERE NOT EXISTS (SELECT 1 FROM providers WHERE id = :id)"
+)
+_STAND_IN_WHY = "Deleted while a request it served was being recorded; kept for that history."
 _INSERT_ATTEMPT = (
     "INSERT INTO attempts (request_id, n, provider_id, started_at, status, status_code,"
     " latency_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -183,7 +192,14 @@ class Recorder:
 
     async def _write(self, batch: list[RequestRecord]) -> None:
         try:
-            await self._write_rows(batch)
+            try:
+                await self._write_rows(batch)
+            except sqlite3.IntegrityError as exc:
+                if "FOREIGN KEY" not in str(exc):
+                    raise
+                # A provider was deleted while a request it served was still queued (its first
+                # one, or one from another process): keep the history under a stand-in.
+                await self._write_rows(batch, stand_ins=True)
         except (sqlite3.Error, OverflowError, ValueError, TypeError):
             if len(batch) == 1:
                 self.failed += 1
@@ -195,8 +211,10 @@ class Recorder:
             return
         self.written += len(batch)
 
-    async def _write_rows(self, batch: list[RequestRecord]) -> None:
+    async def _write_rows(self, batch: list[RequestRecord], *, stand_ins: bool = False) -> None:
         async with self.db.transaction() as conn:
+            if stand_ins:
+                await _add_stand_ins(conn, batch)
             await conn.executemany(_INSERT_REQUEST, [_request_row(r) for r in batch])
             attempts = [row for r in batch for row in _attempt_rows(r)]
             if attempts:
@@ -204,3 +222,21 @@ class Recorder:
             updates = _provider_updates(batch)
             if updates:
                 await conn.executemany(_UPDATE_PROVIDER, updates)
+
+
+async def _add_stand_ins(conn: aiosqlite.Connection, batch: list[RequestRecord]) -> None:
+    """An archived, disabled stand-in row for each provider the batch names that is gone."""
+    ids = {r.provider_id for r in batch if r.provider_id} | {
+        a.provider_id for r in batch for a in r.attempts
+    }
+    now = int(time.time() * 1000)
+    for provider_id in sorted(ids):
+        cursor = await conn.execute(
+            _INSERT_STAND_IN, {"id": provider_id, "why": _STAND_IN_WHY, "now": now}
+        )
+        if cursor.rowcount:
+            log.warning(
+                "Provider %r was deleted while a request it served was still being recorded;"
+                " kept an archived stand-in so no history is lost",
+                provider_id,
+            )

@@ -258,6 +258,28 @@ async def test_a_key_limited_to_models_gets_403_for_others(
     }
 
 
+async def test_the_model_list_needs_a_key_and_shows_a_limited_key_only_its_models(
+    proxy: tuple[ProviderRouterApp, httpx.AsyncClient, respx.Route],
+) -> None:
+    _, client, _ = proxy
+    assert (await client.get("/v1/models")).status_code == 200  # open while no key exists
+    limited = await create_key(client, models=["gpt-test"])
+    everything = await create_key(client)
+
+    def ids(response: httpx.Response) -> set[str]:
+        assert response.status_code == 200, response.text
+        return {m["id"] for m in response.json()["data"]}
+
+    assert_openai_error(await client.get("/v1/models"), 401, "invalid_api_key")
+    assert_openai_error(
+        await client.get("/v1/models", headers=bearer("pr-not-a-key")), 401, "invalid_api_key"
+    )
+    assert ids(await client.get("/v1/models", headers=bearer(limited["key"]))) == {"gpt-test"}
+    both = {"gpt-test", "other-model"}
+    assert ids(await client.get("/v1/models", headers=bearer(everything["key"]))) == both
+    assert ids(await client.get("/v1/models", headers=ADMIN)) == both
+
+
 async def test_the_authenticated_key_and_its_limits_reach_the_request_record(
     proxy: tuple[ProviderRouterApp, httpx.AsyncClient, respx.Route],
     monkeypatch: pytest.MonkeyPatch,

@@ -18,8 +18,14 @@ from .common import (
 
 
 async def list_models(request: Request) -> Response:
-    """The models clients can ask for: OpenAI's ``{"object": "list", "data": [...]}``."""
-    snapshot = services(request).snapshots.current
+    """The models clients can ask for: OpenAI's ``{"object": "list", "data": [...]}``.
+
+    Guarded like chat completions once client keys are in use; a key limited to some models
+    sees only those."""
+    app = services(request)
+    key = app.auth.authenticate_client(request.headers.raw)
+    allowed = key.models if key is not None else None
+    snapshot = app.snapshots.current
     data = [
         {
             "id": model_id,
@@ -29,6 +35,7 @@ async def list_models(request: Request) -> Response:
             "providers": [c.provider_id for c in snapshot.routes.get(model_id, ())],
         }
         for model_id, created in snapshot.models.items()
+        if allowed is None or model_id in allowed
     ]
     return json_response({"object": "list", "data": data})
 

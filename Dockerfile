@@ -18,11 +18,11 @@ RUN python -m venv /opt/venv
 
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, so editing the code does not reinstall them.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+# Dependencies first, so editing the code does not reinstall them: the whole tree from
+# requirements.lock, each at its exact version and checked against its sha256 (a package that
+# changed on the index, or one the lock does not name, stops the build).
+COPY pyproject.toml README.md requirements.lock ./
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 
 # Then the project itself (a regular, non-editable install: the code is copied into
 # site-packages), a check that the console script starts, and pip/setuptools removed from the

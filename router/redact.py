@@ -21,10 +21,14 @@ REDACTED = "[redacted]"
 
 _HEADER_NAMES = r"(?:authorization|proxy-authorization|x-api-key|x-goog-api-key|api[-_]?key)"
 _PATTERNS = (
-    # A header with its value: "Authorization: Bearer x", "'x-api-key': 'x'", "api-key=x".
+    # A header with its value: "Authorization: Bearer x", "'x-api-key': 'x'", "api-key=x",
+    # escaped JSON (\"apiKey\": \"x\"), bytes (b"x-api-key": b"x") and the tuples of raw
+    # header lists ((b"x-api-key", b"x")).
     re.compile(
-        rf"""(?P<head>["']?{_HEADER_NAMES}["']?\s*[:=]\s*["']?(?:(?:bearer|basic|token)\s+)?)"""
-        r"""(?!(?:bearer|basic|token)\b)(?P<secret>[^\s"',;&}\]<\[][^\s"',;&}\]]*)""",
+        rf"""(?P<head>(?:\(\s*b?["']{_HEADER_NAMES}["']\s*,|\\?["']{_HEADER_NAMES}\\?["']\s*[:=]"""
+        rf"""|{_HEADER_NAMES}\\?["']?\s*[:=])"""
+        r"""\s*(?:b?\\?["'])?(?:(?:bearer|basic|token)\s+)?)"""
+        r"""(?!(?:bearer|basic|token)\b)(?P<secret>[^\s"',;&}\]<\[\\][^\s"',;&}\]\\]*)""",
         re.IGNORECASE,
     ),
     # A bare bearer token anywhere. (Placeholders such as "<key>" are left alone.)

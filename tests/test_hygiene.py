@@ -37,6 +37,12 @@ FAKE = "sk-hygiene-0123456789abcdef"
         f'{{"apiKey": "{FAKE}"}}',
         f"proxy-authorization=Basic {FAKE}",
         f"token is Bearer {FAKE}",
+        # JSON inside a JSON string (an upstream error quoting a request), bytes, raw header lists
+        f'{{"error": "{{\\"apiKey\\": \\"{FAKE}\\"}}"}}',
+        f'b"x-api-key": b"{FAKE}"',
+        f"[(b'x-api-key', b'{FAKE}'), (b'host', b'h')]",
+        f"Headers([('x-goog-api-key', '{FAKE}'), ('accept', '*/*')])",
+        f'{{"openai-api-key": "{FAKE}"}}',
     ],
 )
 def test_every_credential_shape_is_scrubbed(text: str) -> None:
@@ -50,6 +56,7 @@ def test_text_without_credentials_is_left_alone() -> None:
         "All 2 provider(s) for model 'm' failed; last error: HTTP 503",
         "send 'Authorization: Bearer <key>'",
         '{"error": {"code": "invalid_api_key", "param": "api_key"}}',
+        '{"error": {"param": "api_key", "message": "m"}}',
     ):
         assert scrub(text) == text
 

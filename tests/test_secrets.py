@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import logging
+import secrets as stdlib_secrets
 import sqlite3
 import stat
 import subprocess
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from router import secrets as secrets_module
 from router.app import prepare_database
+from router.auth import TOKEN_FILE, resolve_admin_token
 from router.cli import main
 from router.errors import InvalidRequest
 from router.secrets import (
@@ -331,3 +334,49 @@ def test_a_key_file_others_can_read_is_reported(
     with caplog.at_level(logging.WARNING, logger="provider_router.secrets"):
         resolve_cipher(settings)
     assert "chmod 600" in caplog.text
+
+
+def test_a_key_file_made_by_another_process_first_is_kept_not_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes starting on a new database at once must share one key: the loser of the
+    race uses the winner's key, or credentials it encrypts could never be read again."""
+    settings = make_settings(tmp_path)
+    path = tmp_path / KEY_FILE
+    theirs = generate_key()
+    real_generate = secrets_module.generate_key
+
+    def generate_while_another_process_writes_the_file() -> str:
+        path.write_text(theirs + "\n")  # the other process wins between the check and the write
+        return real_generate()
+
+    monkeypatch.setattr(
+        secrets_module, "generate_key", generate_while_another_process_writes_the_file
+    )
+    cipher = resolve_cipher(settings)
+    assert path.read_text().strip() == theirs
+    assert cipher.key_id == Cipher(theirs).key_id
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]  # no temporary file left behind
+
+
+def test_an_admin_token_file_made_by_another_process_first_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path, admin_token=None)
+    path = tmp_path / TOKEN_FILE
+    real_token = stdlib_secrets.token_urlsafe
+
+    def token_while_another_process_writes_the_file(size: int) -> str:
+        path.write_text("pr-admin-theirs-0123456789\n")
+        return real_token(size)
+
+    monkeypatch.setattr(
+        stdlib_secrets, "token_urlsafe", token_while_another_process_writes_the_file
+    )
+    assert resolve_admin_token(settings) == "pr-admin-theirs-0123456789"
+    assert path.read_text().strip() == "pr-admin-theirs-0123456789"
+    monkeypatch.undo()
+    path.unlink()
+    made = resolve_admin_token(settings)
+    assert made.startswith("pr-admin-") and path.read_text().strip() == made
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

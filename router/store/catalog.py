@@ -180,6 +180,12 @@ async def update_provider(db: Database, provider_id: str, data: Any) -> dict[str
             if value is None:
                 raise InvalidRequest(f"Field {key!r} must be true or false.", param=key)
             changes[key] = int(value)
+    if changes.get("enabled") and current["archived_at"] is not None:
+        raise Conflict(
+            f"Provider {provider_id!r} is archived; restore it with "
+            f"POST /v1/providers/{provider_id}/restore first.",
+            param="enabled",
+        )
     for key, minimum in (("priority", None), ("weight", 1)):
         if key in data:
             value = check.integer(data, key, minimum=minimum)

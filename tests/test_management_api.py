@@ -434,3 +434,14 @@ async def test_the_provider_list_pages_with_a_cursor(client: httpx.AsyncClient) 
     bad = await client.get("/v1/providers?cursor=bm9wZQ", headers=ADMIN)
     assert_error(bad, 400, "cursor")
     assert_error(await client.get("/v1/providers?limit=0", headers=ADMIN), 400, "limit")
+
+
+async def test_a_method_the_path_does_not_have_is_a_405_invalid_request(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.patch("/v1/providers", headers=ADMIN)
+    assert response.status_code == 405
+    assert response.headers["allow"]
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"  # the caller's mistake, not a server_error
+    assert set(error) == {"message", "type", "param", "code"}

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from router.cli import main
+from router.cli_toml import dumps
 from router.mock_upstream import MockOptions, MockUpstream
 from tests.conftest import serve_asgi
 
@@ -351,3 +352,9 @@ def test_a_bad_entry_stops_the_import_before_anything_is_written(cli: Any, tmp_p
     assert code == 0 and out.startswith("Backed up the database to ")
     assert len(list(tmp_path.glob("cli.db.*.before-import.bak"))) == 1
     assert query(tmp_path, "SELECT id FROM providers ORDER BY id") == [("bad",), ("good",)]
+
+
+@pytest.mark.parametrize("text", ["del\x7fchar", 'nul\x00 tab\t quote" back\\ \u2028 \U0001f600'])
+def test_the_toml_writer_round_trips_any_text(text: str) -> None:
+    written = dumps({"providers": [{"description": text, "config": {"k y": text}}]})
+    assert tomllib.loads(written) == {"providers": [{"description": text, "config": {"k y": text}}]}

@@ -3,7 +3,8 @@
 Upstream credentials travel in ``Authorization``, ``x-api-key``, ``x-goog-api-key`` and
 ``api-key`` headers or a ``key=`` query parameter; exception texts (httpx puts URLs in them),
 reprs of header dicts and upstream error bodies can all carry them. :func:`scrub` replaces the
-value in each of those shapes with ``[redacted]``; :class:`ScrubbingFormatter` applies it to
+value in each of those shapes with ``[redacted]``, and so does every credential the process
+has decrypted (:func:`remember`), wherever it appears; :class:`ScrubbingFormatter` applies it to
 every formatted log line, tracebacks included. Error messages are scrubbed where they are made
 (:mod:`router.errors`), so records and client answers are clean too.
 
@@ -41,6 +42,33 @@ _PATTERNS = (
 )
 
 
+# Credentials this process has decrypted or stored (longest first): replaced wherever they
+# appear, whatever the shape around them (an upstream error echoing "Incorrect API key: sk-..."
+# has no header name a pattern could catch). A tuple, swapped whole, so a log call on another
+# thread never iterates while it changes. Short values are left to the patterns: a dummy key
+# such as "ollama" would otherwise blank out every provider named like it.
+_known: tuple[str, ...] = ()
+MIN_KNOWN_CHARS = 12
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+def remember(value: object) -> None:
+    """Scrub ``value`` (a credential; the strings inside a dict or list) from now on."""
+    global _known
+    new = {text for text in _strings(value) if len(text) >= MIN_KNOWN_CHARS} - set(_known)
+    if new:
+        _known = tuple(sorted({*_known, *new}, key=len, reverse=True))
+
+
 def _replace(match: re.Match[str]) -> str:
     if match["secret"] == REDACTED:
         return match[0]
@@ -48,7 +76,10 @@ def _replace(match: re.Match[str]) -> str:
 
 
 def scrub(text: str) -> str:
-    """``text`` with every credential-shaped value replaced by ``[redacted]``."""
+    """``text`` with every known credential and credential-shaped value replaced."""
+    for secret in _known:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     lowered = text.lower()
     if not any(word in lowered for word in ("key", "auth", "bearer", "token")):
         return text  # the common case: nothing that could carry a credential

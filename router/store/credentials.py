@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from router.redact import remember
 from router.secrets import Cipher, SecretKeyError, is_encrypted, key_id_of, row_context
 
 from .db import Database
@@ -37,6 +38,7 @@ def encode_value(
     text = orjson.dumps(value).decode()
     if not sensitive:
         return text
+    remember(value)
     token = _need(cipher).encrypt(text, row_context(provider_id, key))
     return orjson.dumps(token).decode()
 
@@ -45,7 +47,9 @@ def decode_value(cipher: Cipher | None, provider_id: str, key: str, stored: str)
     """The value in clear from the text stored in ``provider_configs.value``."""
     value = orjson.loads(stored)
     if is_encrypted(value):
-        return orjson.loads(_need(cipher).decrypt(value, row_context(provider_id, key)))
+        clear = orjson.loads(_need(cipher).decrypt(value, row_context(provider_id, key)))
+        remember(clear)  # from now on scrubbed wherever it appears, whatever the shape
+        return clear
     return value
 
 

@@ -43,8 +43,15 @@ class SecretKeyError(SettingsError):
 
 
 def generate_key() -> str:
-    """A new key: 32 random bytes as URL-safe base64 (44 characters)."""
-    return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+    """A new key: 32 random bytes as URL-safe base64 (44 characters), never starting with '-'.
+
+    One key in 64 would otherwise start with '-', and ``secrets rotate --new-key KEY`` would
+    take it for an option.
+    """
+    while True:
+        key = base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+        if not key.startswith("-"):
+            return key
 
 
 def parse_key(text: str, source: str) -> bytes:

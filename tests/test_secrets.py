@@ -380,3 +380,11 @@ def test_an_admin_token_file_made_by_another_process_first_is_kept(
     made = resolve_admin_token(settings)
     assert made.startswith("pr-admin-") and path.read_text().strip() == made
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_generated_key_never_looks_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`secrets rotate --new-key KEY` must accept any key `generate-key` prints."""
+    draws = iter([b"\xfb" + bytes(31), bytes(32)])  # the first encodes to "-w..."
+    monkeypatch.setattr("router.secrets.os.urandom", lambda n: next(draws))
+    key = generate_key()
+    assert not key.startswith("-") and len(base64.urlsafe_b64decode(key)) == 32

@@ -358,3 +358,33 @@ def test_a_bad_entry_stops_the_import_before_anything_is_written(cli: Any, tmp_p
 def test_the_toml_writer_round_trips_any_text(text: str) -> None:
     written = dumps({"providers": [{"description": text, "config": {"k y": text}}]})
     assert tomllib.loads(written) == {"providers": [{"description": text, "config": {"k y": text}}]}
+
+
+def test_migrate_backup_and_db_status_speak_json(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+                 "OLLAMA_HOST", "OLLAMA_BASE_URL", "LM_STUDIO_BASE_URL", "DEFAULT_PROVIDER",
+                 "LM_STUDIO_DEFAULT_MODEL", "OPENAI_BASE_URL"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_DEFAULT_MODEL", "gpt-test")
+    code, out, _ = cli("migrate", "--dry-run", "--json")
+    planned = orjson.loads(out)
+    assert code == 0 and SECRET not in out
+    openai = {"id": "openai", "type": "openai", "models": ["gpt-test"]}
+    assert planned == {"dry_run": True, "existing": [], "backup": None, "created": [openai]}
+    code, out, _ = cli("migrate", "--json")
+    done = orjson.loads(out)
+    assert code == 0 and done["created"] == planned["created"] and Path(done["backup"]).exists()
+    code, out, _ = cli("migrate", "--json")
+    assert orjson.loads(out)["existing"] == ["openai"] and orjson.loads(out)["created"] == []
+
+    target = tmp_path / "copy.db"
+    code, out, _ = cli("backup", str(target), "--json")
+    assert code == 0 and orjson.loads(out)["backup"] == str(target) and target.exists()
+
+    code, out, _ = cli("db", "status", "--json")
+    status = orjson.loads(out)
+    assert code == 0 and status["pending"] == []
+    assert [m["version"] for m in status["applied"]][:2] == [1, 2]

@@ -159,6 +159,17 @@ def create_file_once(path: Path, text: str) -> str:
             os.link(temporary, path)
         except FileExistsError:
             return path.read_text(encoding="utf-8").strip()
+        except OSError:
+            # A file system without hard links (some network mounts): create it exclusively
+            # in place instead; a reader racing the write may then see it empty, not another.
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return path.read_text(encoding="utf-8").strip()
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
     finally:
         temporary.unlink(missing_ok=True)
     return text

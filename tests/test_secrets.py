@@ -388,3 +388,21 @@ def test_a_generated_key_never_looks_like_an_option(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr("router.secrets.os.urandom", lambda n: next(draws))
     key = generate_key()
     assert not key.startswith("-") and len(base64.urlsafe_b64decode(key)) == 32
+
+
+def test_key_and_token_files_are_made_where_hard_links_are_not_supported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("router.secrets.os.link", no_links)
+    settings = make_settings(tmp_path, admin_token=None)
+    cipher = resolve_cipher(settings)
+    token = resolve_admin_token(settings)
+    assert Cipher((tmp_path / KEY_FILE).read_text().strip()).key_id == cipher.key_id
+    assert (tmp_path / TOKEN_FILE).read_text().strip() == token
+    for name in (KEY_FILE, TOKEN_FILE):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([KEY_FILE, TOKEN_FILE])
+    assert resolve_cipher(settings).key_id == cipher.key_id  # read back, not made again

@@ -30,6 +30,7 @@ from router.secrets import (
 )
 from router.settings import Settings, load_settings
 from router.store import catalog, migrations
+from router.store.credentials import StaleKeyError, rotate_key
 from router.store.db import Database, database_for
 from router.store.migrations import migrate
 from tests.conftest import make_settings
@@ -406,3 +407,37 @@ def test_key_and_token_files_are_made_where_hard_links_are_not_supported(
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([KEY_FILE, TOKEN_FILE])
     assert resolve_cipher(settings).key_id == cipher.key_id  # read back, not made again
+
+
+async def test_a_process_still_holding_the_old_key_cannot_write_a_credential(
+    tmp_path: Path,
+) -> None:
+    """After `secrets rotate` elsewhere, a running server must not encrypt with the old key:
+    once restarted with the new one, nothing could read that value."""
+    old = generate_key()
+    settings = make_settings(tmp_path, secret_key=old)
+    await create_provider(settings)
+    server = database_for(settings)  # a running server: opened before the rotation
+    await server.open()
+    try:
+        rotating = database_for(settings)
+        await rotating.open()
+        try:
+            new = Cipher(generate_key())
+            assert await rotate_key(rotating, new) == 1
+        finally:
+            await rotating.close()
+        # A new provider is the write that decrypts nothing first (updates fail on the merge).
+        second = {**PROVIDER, "id": "p2", "name": "p2"}
+        with pytest.raises(StaleKeyError) as caught:
+            await catalog.create_provider(server, second)
+        assert new.key_id in caught.value.message and "restart" in caught.value.message.lower()
+    finally:
+        await server.close()
+    restarted = Database(settings.database_path, cipher=new)
+    await restarted.open()
+    try:
+        assert (await catalog.provider_config(restarted, "p1"))["apiKey"] == SECRET
+        assert [p["id"] for p in await catalog.list_providers(restarted)] == ["p1"]
+    finally:
+        await restarted.close()

@@ -43,6 +43,13 @@ def resolve_admin_token(settings: Settings) -> str:
     if path.exists():
         token = path.read_text(encoding="utf-8").strip()
         if token:
+            if path.stat().st_mode & 0o077:
+                log.warning(
+                    "The admin token file %s can be read by other users; restrict it with "
+                    "`chmod 600 %s`.",
+                    path,
+                    path,
+                )
             return token
         path.unlink()  # an empty file (a crash while writing it) holds no token to keep
     token = "pr-admin-" + secrets.token_urlsafe(32)

@@ -441,3 +441,21 @@ async def test_a_process_still_holding_the_old_key_cannot_write_a_credential(
         assert [p["id"] for p in await catalog.list_providers(restarted)] == ["p1"]
     finally:
         await restarted.close()
+
+
+def test_a_readable_admin_token_file_is_warned_about_by_path_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path, admin_token=None)
+    path = tmp_path / TOKEN_FILE
+    path.write_text("pr-admin-readable-0123456789\n")
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="provider_router.auth"):
+        assert resolve_admin_token(settings) == "pr-admin-readable-0123456789"
+    assert "chmod 600" in caplog.text and str(path) in caplog.text
+    assert "pr-admin-readable" not in caplog.text
+    caplog.clear()
+    path.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="provider_router.auth"):
+        resolve_admin_token(settings)
+    assert caplog.text == ""

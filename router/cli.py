@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 import orjson
 
 from router import cli_security
+from router.redact import scrub
 from router.settings import Settings, SettingsError, load_settings
 from router.store import migrations
 
@@ -121,6 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, migrations.MigrationError) as exc:
         print(f"provider-router: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the database or a file cannot be reached: one sentence, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"provider-router: {scrub(exc.strerror or str(exc))}{where}.", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        print(f"provider-router: database error: {scrub(str(exc))}.", file=sys.stderr)
+        return 1
     return code
 
 

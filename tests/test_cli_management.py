@@ -388,3 +388,16 @@ def test_migrate_backup_and_db_status_speak_json(
     status = orjson.loads(out)
     assert code == 0 and status["pending"] == []
     assert [m["version"] for m in status["applied"]][:2] == [1, 2]
+
+
+def test_an_unreachable_database_is_one_sentence_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    database = f"sqlite:///{blocker / 'router.db'}"
+    for args in (["provider", "list"], ["keys", "list"], ["requests"]):
+        assert main([*args, "--database", database]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("provider-router: ") and str(blocker) in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

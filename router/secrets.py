@@ -180,6 +180,15 @@ def resolve_cipher(settings: Settings, *, create: bool = True) -> Cipher:
     if settings.secret_key:
         return Cipher(settings.secret_key, source="PROVIDER_ROUTER_SECRET_KEY / auth.secret_key")
     path = key_file_path(settings)
+    staged = path.with_name(path.name + ".new")
+    if staged.exists():
+        log.warning(
+            "%s is left from an interrupted `secrets rotate`. If the credentials do not open "
+            "with %s, the rotation was committed: move %s over it.",
+            staged,
+            path,
+            staged,
+        )
     if path.exists():
         if path.stat().st_mode & 0o077:
             log.warning(

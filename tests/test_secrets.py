@@ -459,3 +459,19 @@ def test_a_readable_admin_token_file_is_warned_about_by_path_only(
     with caplog.at_level(logging.WARNING, logger="provider_router.auth"):
         resolve_admin_token(settings)
     assert caplog.text == ""
+
+
+def test_a_key_left_by_an_interrupted_rotation_is_pointed_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If rotate dies between its commit and moving the new key file into place, the database
+    needs secret-key.new: the log must say so (by path, never the key)."""
+    settings = make_settings(tmp_path)
+    resolve_cipher(settings)
+    staged = tmp_path / (KEY_FILE + ".new")
+    key = generate_key()
+    staged.write_text(key + "\n")
+    with caplog.at_level(logging.WARNING, logger="provider_router.secrets"):
+        resolve_cipher(settings)
+    assert str(staged) in caplog.text and "interrupted" in caplog.text
+    assert key not in caplog.text

@@ -43,8 +43,14 @@ class SecretKeyError(SettingsError):
 
 
 def generate_key() -> str:
-    """A new key: 32 random bytes as URL-safe base64 (44 characters)."""
-    return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+    """A new key: 32 random bytes as URL-safe base64 (44 characters).
+
+    Never one that starts with '-': a command line would read ``--new-key -Abc...`` as an option.
+    """
+    while True:
+        key = base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+        if not key.startswith("-"):
+            return key
 
 
 def parse_key(text: str, source: str) -> bytes:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import logging
+import os
 import sqlite3
 import stat
 import subprocess
@@ -331,3 +332,22 @@ def test_a_key_file_others_can_read_is_reported(
     with caplog.at_level(logging.WARNING, logger="provider_router.secrets"):
         resolve_cipher(settings)
     assert "chmod 600" in caplog.text
+
+
+def test_generated_keys_never_look_like_an_option() -> None:
+    assert not any(generate_key().startswith("-") for _ in range(2000))
+
+
+async def test_rotate_takes_a_key_that_starts_with_a_dash_in_the_equals_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path)
+    await create_provider(settings)
+    monkeypatch.delenv("PROVIDER_ROUTER_SECRET_KEY", raising=False)
+    dashed = base64.urlsafe_b64encode(b"\xf8" + os.urandom(31)).decode()  # operator-made key
+    assert dashed.startswith("-")
+    code = await asyncio.to_thread(
+        main, ["secrets", "rotate", f"--new-key={dashed}", "--database", settings.database_url]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert await stored_key(make_settings(tmp_path, secret_key=dashed)) == SECRET

@@ -255,26 +255,27 @@ class Proxy:
                 limited.append(wait)
                 continue
             retries = 0
-            while True:
-                try:
+            try:
+                while True:
                     failure = await self._try(candidate, body, record, started, guard, send)
-                except BaseException:
-                    # Whatever ended the request, a half-open probe it held must not stay taken.
-                    breaker.release(record)
-                    raise
-                if failure is None:
-                    return
-                retry = (
-                    isinstance(failure, UpstreamConnectError)
-                    # A refused connection is cheap to retry; a connect timeout is not.
-                    and not isinstance(failure.__cause__, httpx.ConnectTimeout)
-                    and retries < res.connect_retries
-                    and len(record.attempts) < res.max_attempts
-                )
-                if not retry:
-                    break
-                await asyncio.sleep(res.backoff(retries))
-                retries += 1
+                    if failure is None:
+                        return
+                    retry = (
+                        isinstance(failure, UpstreamConnectError)
+                        # A refused connection is cheap to retry; a connect timeout is not.
+                        and not isinstance(failure.__cause__, httpx.ConnectTimeout)
+                        and retries < res.connect_retries
+                        and len(record.attempts) < res.max_attempts
+                    )
+                    if not retry:
+                        break
+                    await asyncio.sleep(res.backoff(retries))
+                    retries += 1
+            except BaseException:
+                # Whatever ended the request (also during the backoff), a half-open probe it
+                # held must not stay taken.
+                breaker.release(record)
+                raise
             res.failed(candidate.provider_id, failure, record)
             last = failure
         if last is not None:

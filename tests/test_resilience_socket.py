@@ -273,3 +273,24 @@ async def test_client_leaving_before_the_first_byte_cancels_the_upstream(tmp_pat
     assert (row["status"], row["status_code"]) == ("client_disconnected", 499)
     assert row["attempt_details"][0]["status"] == "client_closed"
     assert (state["state"], state["recent_failures"]) == ("closed", 0)
+
+
+async def test_a_probe_whose_client_leaves_during_the_retry_backoff_frees_the_probe(
+    tmp_path: Path,
+) -> None:
+    closed_port = free_port()  # nothing listens there: a refused connection, then a backoff
+    settings = {"retry_backoff_ms": 60_000, "breaker_failure_threshold": 1}
+    async with proxy(tmp_path, **settings) as (client, app):
+        await add_provider(client, "down", f"http://127.0.0.1:{closed_port}/v1", ["gpt-test"])
+        assert app.services is not None
+        breaker = app.services.proxy.resilience.breakers.get("down")
+        breaker.failure("down earlier")
+        assert breaker.state == "open"
+        breaker.opened_until = 0.0  # the cooldown is over: the next request is the probe
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post("/v1/chat/completions", json=CHAT, timeout=0.5)
+        row = await last_request(client, app)
+        held = breaker.probing
+
+    assert row["status"] == "client_disconnected"
+    assert not held  # else no request could ever probe this provider again

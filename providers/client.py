@@ -15,6 +15,10 @@ a test's respx routes still see every request. httpx is pinned, and the tests co
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -249,13 +253,21 @@ def translate_httpx_error(provider_id: str, exc: httpx.HTTPError) -> UpstreamErr
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` header in seconds: delay-seconds or an HTTP-date (RFC 9110 10.2.3)."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000" parses as naive; an HTTP-date is always GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def status_error(provider_id: str, response: httpx.Response, body: bytes) -> UpstreamStatusError:

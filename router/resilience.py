@@ -77,11 +77,11 @@ class Resilience:
             if exc.status_code == 429:
                 breaker.rate_limited(exc.message, exc.retry_after)
             elif exc.retryable:
-                breaker.failure(exc.message, retry_after=exc.retry_after)
+                breaker.failure(exc.message, retry_after=exc.retry_after, owner=owner)
             else:
                 breaker.release(owner)
         else:
-            breaker.failure(exc.message)
+            breaker.failure(exc.message, owner=owner)
 
     def check_client(self, client: ClientKey) -> None:
         """Count one request for a client key; raise 429 when it is over its rpm or tpm."""

@@ -193,3 +193,18 @@ def test_only_the_probe_request_can_free_the_probe() -> None:
     assert breaker.allow(third) is False
     breaker.release(probe)
     assert breaker.allow(third) is True
+
+
+def test_a_late_failure_of_an_older_request_does_not_override_the_probe() -> None:
+    clock = Clock()
+    breaker = Breaker(POLICY, clock)
+    early, probe = object(), object()
+    assert breaker.allow(early) is True  # a long stream let through while closed
+    for _ in range(3):
+        breaker.failure("down")
+    clock.now += 5
+    assert breaker.allow(probe) is True
+    breaker.failure("the early stream breaks off late", owner=early)
+    assert (breaker.state, breaker.trips) == (HALF_OPEN, 1)  # the probe is still out
+    breaker.success()  # the probe's answer
+    assert breaker.state == CLOSED

@@ -240,6 +240,7 @@ class Proxy:
     ) -> None:
         res = self.resilience
         last: UpstreamError | None = None
+        throttled: list[float] = []  # the cooldowns of tried providers that answered 429
         limited: list[float] = []
         cooling: list[float] = []
         for candidate in spread(candidates, res.rng) if len(candidates) > 1 else candidates:
@@ -278,6 +279,16 @@ class Proxy:
                 raise
             res.failed(candidate.provider_id, failure, record)
             last = failure
+            if isinstance(failure, UpstreamStatusError) and failure.status_code == 429:
+                throttled.append(breaker.retry_in())
+        if last is not None and len(throttled) == len({a.provider_id for a in record.attempts}):
+            # Every provider tried said "too many requests": that is the client's answer too,
+            # with the soonest moment one of them (or a skipped one) may be tried again.
+            raise RateLimited(
+                f"Every provider of model {record.model!r} is rate-limited upstream "
+                f"(last: {last.message}); retry later.",
+                retry_after=min(throttled + limited + cooling),
+            )
         if last is not None:
             tried = len(record.attempts)
             raise AllProvidersFailed(

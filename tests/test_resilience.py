@@ -110,7 +110,10 @@ async def test_upstream_429_honours_retry_after_for_the_cooldown(
         state = await circuit(client, "busy")
         second = await client.post("/v1/chat/completions", json=CHAT)
 
-    assert first.status_code == 502
+    # The only provider is rate-limited upstream: the client is told so, in OpenAI's terms.
+    assert first.status_code == 429
+    assert first.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 118 <= int(first.headers["retry-after"]) <= 120
     assert state["state"] == "open"
     assert second.status_code == 503
     assert 118 <= int(second.headers["retry-after"]) <= 120

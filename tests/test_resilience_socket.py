@@ -120,7 +120,8 @@ async def test_429_without_retry_after_uses_the_rate_limit_cooldown(tmp_path: Pa
         state = await circuit(client, "busy")
         second = await client.post("/v1/chat/completions", json=CHAT)
 
-    assert first.status_code == 502
+    assert first.status_code == 429
+    assert 15 <= int(first.headers["retry-after"]) <= 20
     assert 15_000 <= state["cooldown_until"] - state["last_error_at"] <= 21_000
     assert second.status_code == 503
     assert 15 <= int(second.headers["retry-after"]) <= 20
@@ -294,3 +295,17 @@ async def test_a_probe_whose_client_leaves_during_the_retry_backoff_frees_the_pr
 
     assert row["status"] == "client_disconnected"
     assert not held  # else no request could ever probe this provider again
+
+
+async def test_a_429_among_other_failures_is_still_a_502(tmp_path: Path) -> None:
+    busy = MockOptions(fail="status:429", retry_after_s=30)
+    async with (
+        fakes(busy, MockOptions(fail="status:500")) as [(busy_url, _), (bad_url, _)],
+        proxy(tmp_path) as (client, _app),
+    ):
+        await add_provider(client, "busy", busy_url, ["gpt-test"], priority=2)
+        await add_provider(client, "bad", bad_url, ["gpt-test"], priority=1)
+        response = await client.post("/v1/chat/completions", json=CHAT)
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "all_providers_failed"

@@ -208,3 +208,15 @@ def test_a_late_failure_of_an_older_request_does_not_override_the_probe() -> Non
     assert (breaker.state, breaker.trips) == (HALF_OPEN, 1)  # the probe is still out
     breaker.success()  # the probe's answer
     assert breaker.state == CLOSED
+
+
+def test_a_success_clears_the_failure_count_as_documented() -> None:
+    breaker = Breaker(POLICY, Clock())
+    for _ in range(4):
+        breaker.failure("flaky")
+        breaker.failure("flaky")
+        breaker.success()
+    assert (breaker.state, breaker.as_dict()["recent_failures"]) == (CLOSED, 0)
+    for _ in range(3):
+        breaker.failure("down")
+    assert breaker.state == OPEN

@@ -200,6 +200,12 @@ def client_from_config(
     cannot replace them.
     """
     timeout_ms = int(config.get("timeout") or options.timeout_ms)
+    # The read timeout bounds any one wait for bytes; the router's own first-byte and idle
+    # timers decide when a wait is too long, so a provider's longer ones must not be cut short.
+    for key in ("firstByteTimeout", "idleTimeout"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            timeout_ms = max(timeout_ms, value)
     connect_ms = int(config.get("connectTimeout") or min(timeout_ms, options.connect_timeout_ms))
     merged = {"content-type": "application/json"}
     merged.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})

@@ -309,3 +309,15 @@ async def test_a_429_among_other_failures_is_still_a_502(tmp_path: Path) -> None
 
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "all_providers_failed"
+
+
+async def test_a_provider_first_byte_timeout_longer_than_the_read_timeout_is_kept(
+    tmp_path: Path,
+) -> None:
+    # firstByteTimeout 3 s must win over the HTTP client's 150 ms read timeout.
+    async with fakes(MockOptions(latency_ms=400)) as [(url, _)], proxy(tmp_path) as (client, _):
+        config = {"timeout": 150, "firstByteTimeout": 3000}
+        await add_provider(client, "slow", url, ["gpt-test"], config=config)
+        response = await client.post("/v1/chat/completions", json=CHAT)
+
+    assert response.status_code == 200, response.text

@@ -143,6 +143,10 @@ def parse_request(raw: bytes, required: tuple[str, ...]) -> dict[str, Any]:
         raise InvalidRequest("Field 'messages' must be a non-empty array.", param="messages")
     if not isinstance(body.get("stream", False), bool):
         raise InvalidRequest("Field 'stream' must be true or false.", param="stream")
+    if not isinstance(body.get("stream_options") or {}, dict):
+        # Read by the proxy and every adapter: a wrong type must not reach them (it would
+        # fail the attempt and count against the provider's circuit).
+        raise InvalidRequest("Field 'stream_options' must be an object.", param="stream_options")
     return body
 
 

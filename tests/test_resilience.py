@@ -338,3 +338,21 @@ async def test_the_server_records_circuit_changes_on_its_own(
             await asyncio.sleep(0.01)
 
     assert row[0] == "open" and row[1] is not None
+
+
+async def test_a_malformed_stream_options_is_a_400_and_never_blames_a_provider(
+    upstreams: respx.MockRouter, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, breaker_failure_threshold=1)
+    async with app_client(settings) as (_, client):
+        await add_provider(client, "only", "http://only.test/v1", ["gpt-test"])
+        route = upstreams.post("http://only.test/v1/chat/completions").respond(json=completion())
+        bad = {**CHAT, "stream": True, "stream_options": "include_usage"}
+        answers = [await client.post("/v1/chat/completions", json=bad) for _ in range(3)]
+        state = await circuit(client, "only")
+
+    assert [a.status_code for a in answers] == [400] * 3
+    error = answers[0].json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", "stream_options")
+    assert route.call_count == 0
+    assert (state["state"], state["recent_failures"]) == ("closed", 0)

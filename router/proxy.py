@@ -36,6 +36,7 @@ from providers.base import ChatStream, Reply
 from router.auth import Authenticator
 from router.disconnect import DisconnectGuard, Expiry
 from router.errors import (
+    AdapterFailure,
     AllProvidersFailed,
     InvalidJSON,
     InvalidRequest,
@@ -46,7 +47,6 @@ from router.errors import (
     StreamInterrupted,
     UpstreamConnectError,
     UpstreamError,
-    UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
@@ -348,9 +348,9 @@ class Proxy:
             except UpstreamError:
                 raise
             except Exception as exc:
-                # An adapter bug fails this attempt, not the request.
+                # An adapter bug fails this attempt, not the request (nor the provider).
                 log.exception("Adapter of provider %r failed", provider_id)
-                raise UpstreamProtocolError(
+                raise AdapterFailure(
                     f"Provider {provider_id!r}: adapter error {type(exc).__name__}."
                 ) from exc
             finally:
@@ -505,6 +505,12 @@ class Proxy:
             )
         except UpstreamError as exc:
             return exc
+        except Exception as exc:
+            # An adapter bug mid-stream still ends the stream with an error event.
+            log.exception("Adapter of provider %r failed mid-stream", candidate.provider_id)
+            return AdapterFailure(
+                f"Provider {candidate.provider_id!r}: adapter error {type(exc).__name__}."
+            )
 
     def _count_usage(self, record: RequestRecord, candidate: Candidate, usage: Any) -> None:
         if usage is None:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 import respx
 
+from providers.base import ChatStream
 from router.cli import main
 from router.resilience import write_circuit_changes
 from tests.conftest import ADMIN_TOKEN, add_provider, app_client, make_settings
@@ -356,3 +357,49 @@ async def test_a_malformed_stream_options_is_a_400_and_never_blames_a_provider(
     assert (error["type"], error["param"]) == ("invalid_request_error", "stream_options")
     assert route.call_count == 0
     assert (state["state"], state["recent_failures"]) == ("closed", 0)
+
+
+async def test_an_adapter_bug_falls_back_without_blaming_the_provider(
+    upstreams: respx.MockRouter, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, breaker_failure_threshold=1)
+    async with app_client(settings) as (app, client):
+        await add_provider(client, "buggy", "http://buggy.test/v1", ["gpt-test"], priority=2)
+        await add_provider(client, "steady", "http://steady.test/v1", ["gpt-test"], priority=1)
+        upstreams.post("http://steady.test/v1/chat/completions").respond(json=completion())
+        assert app.services is not None
+        adapter: Any = app.services.snapshots.adapter("buggy")
+
+        async def crash(body: dict[str, Any], upstream_model: str) -> Any:
+            raise KeyError("choices")  # say, set off by something odd in the client's request
+
+        adapter.chat = crash
+        answers = [await client.post("/v1/chat/completions", json=CHAT) for _ in range(2)]
+        state = await circuit(client, "buggy")
+
+    assert [a.headers["x-provider-router-provider"] for a in answers] == ["steady", "steady"]
+    assert (state["state"], state["recent_failures"]) == ("closed", 0)
+
+
+async def test_an_adapter_bug_mid_stream_ends_with_an_error_event(
+    upstreams: respx.MockRouter, tmp_path: Path
+) -> None:
+    async with app_client(make_settings(tmp_path)) as (app, client):
+        await add_provider(client, "buggy", "http://buggy.test/v1", ["gpt-test"])
+        assert app.services is not None
+        adapter: Any = app.services.snapshots.adapter("buggy")
+
+        async def events() -> Any:
+            yield b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+            raise KeyError("delta")
+
+        async def stream(body: dict[str, Any], upstream_model: str, **_: Any) -> ChatStream:
+            return ChatStream(events=events())
+
+        adapter.chat_stream = stream
+        response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+
+    last = response.content.rstrip().rsplit(b"\n\n", 1)[-1]
+    error = orjson.loads(last.removeprefix(b"data: "))["error"]
+    assert error["code"] == "stream_interrupted"
+    assert "adapter error KeyError" in error["message"]

@@ -137,7 +137,7 @@ class Breaker:
         self.trips = min(self.trips + 1, 30)
         self.state = OPEN
         self.probing = False
-        self.failures.clear()
+        # The failures stay (shown as recent_failures while open); closing clears them.
         self.opened_until = now + min(cooldown, self.policy.max_cooldown_s)
 
     def as_dict(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ def test_full_cycle_closed_open_half_open_closed() -> None:
     assert (breaker.state, breaker.allow()) == (CLOSED, True)
     breaker.failure("c")
     assert breaker.state == OPEN
+    assert breaker.as_dict()["recent_failures"] == 3  # why it opened, visible while open
     assert breaker.allow() is False
     assert breaker.retry_in() == pytest.approx(5)
     assert breaker.as_dict()["cooldown_until"] is not None

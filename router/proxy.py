@@ -363,7 +363,7 @@ class Proxy:
         except UpstreamError as exc:
             attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
             attempt.status_code, attempt.error = exc.status_code, exc.message
-            if isinstance(exc, UpstreamTimeout):
+            if isinstance(exc, UpstreamTimeout) or isinstance(exc.__cause__, httpx.ConnectTimeout):
                 attempt.status = "timeout"
             if isinstance(exc, UpstreamStatusError) and not exc.retryable:
                 breaker.release(record)

@@ -403,3 +403,21 @@ async def test_an_adapter_bug_mid_stream_ends_with_an_error_event(
     error = orjson.loads(last.removeprefix(b"data: "))["error"]
     assert error["code"] == "stream_interrupted"
     assert "adapter error KeyError" in error["message"]
+
+
+async def test_a_connect_timeout_is_recorded_as_a_timeout_and_not_retried(
+    upstreams: respx.MockRouter, tmp_path: Path
+) -> None:
+    async with app_client(make_settings(tmp_path)) as (app, client):
+        await add_provider(client, "far", "http://far.test/v1", ["gpt-test"], priority=2)
+        await add_provider(client, "steady", "http://steady.test/v1", ["gpt-test"], priority=1)
+        far = upstreams.post("http://far.test/v1/chat/completions")
+        far.side_effect = httpx.ConnectTimeout("connect timed out")
+        upstreams.post("http://steady.test/v1/chat/completions").respond(json=completion())
+        response = await client.post("/v1/chat/completions", json=CHAT)
+        assert app.services is not None
+        await app.services.recorder.flush()
+        rows = await app.services.db.execute("SELECT provider_id, status FROM attempts ORDER BY n")
+
+    assert response.status_code == 200
+    assert [tuple(row) for row in rows] == [("far", "timeout"), ("steady", "success")]

@@ -8,12 +8,15 @@ which is why background checks are off by default for paid providers).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from providers.base import Adapter
 from router.errors import UpstreamError, UpstreamStatusError, UpstreamUnsupported
+
+log = logging.getLogger("provider_router.probe")
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class ProbeResult:
 
 
 async def probe(adapter: Adapter, model: str | None = None) -> ProbeResult:
-    """Call the upstream once; never raises for an upstream failure, it reports it."""
+    """Call the upstream once; never raises for an upstream failure (or an adapter bug)."""
     start = time.perf_counter()
 
     def elapsed() -> int:
@@ -46,4 +49,8 @@ async def probe(adapter: Adapter, model: str | None = None) -> ProbeResult:
         return ProbeResult(False, elapsed(), exc.status_code, exc.message)
     except UpstreamError as exc:
         return ProbeResult(False, elapsed(), None, exc.message)
+    except Exception as exc:
+        # An adapter bug fails this probe, not the whole health-check round it is part of.
+        log.exception("Adapter of provider %r failed its probe", adapter.provider_id)
+        return ProbeResult(False, elapsed(), None, f"adapter error {type(exc).__name__}")
     return ProbeResult(True, elapsed(), 200)

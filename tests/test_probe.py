@@ -9,7 +9,9 @@ import respx
 
 from providers.base import Adapter, AdapterOptions, ChatStream, Reply
 from providers.openai import OpenAIAdapter
+from router.healthcheck import probe_and_record
 from router.probe import probe
+from router.store.db import Database
 
 BASE = "http://upstream.test/v1"
 
@@ -65,3 +67,26 @@ async def test_a_type_without_a_model_list_gets_a_one_token_completion() -> None
     ]
     without_model = await probe(adapter)
     assert without_model.ok is False and "cannot list its models" in (without_model.error or "")
+
+
+class Broken(NoList):
+    type = "broken"
+
+    async def list_models(self) -> list[str]:
+        raise KeyError("choices")  # an adapter bug, not an upstream failure
+
+
+async def test_an_adapter_bug_is_reported_and_the_round_still_records_the_others(
+    db: Database,
+) -> None:
+    await db.execute_write(
+        "INSERT INTO providers (id, name, type, created_at, updated_at)"
+        " VALUES ('p2', 'p2', 'x', 0, 0), ('p3', 'p3', 'x', 0, 0)"
+    )
+    results = await probe_and_record(db, [("p2", NoList(), "m"), ("p3", Broken(), None)])
+    rows = await db.execute("SELECT id, health_status, health_error FROM providers ORDER BY id")
+    assert [r.result.ok for r in results] == [True, False]
+    assert [tuple(row) for row in rows] == [
+        ("p2", "ok", None),
+        ("p3", "error", "adapter error KeyError"),
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -90,3 +91,25 @@ async def test_an_adapter_bug_is_reported_and_the_round_still_records_the_others
         ("p2", "ok", None),
         ("p3", "error", "adapter error KeyError"),
     ]
+
+
+async def test_a_probe_of_an_upstream_that_never_answers_fails_within_its_limit() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # read nothing, answer nothing, keep the socket open
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    adapter = OpenAIAdapter("p1", {"baseURL": f"http://127.0.0.1:{port}/v1"}, AdapterOptions())
+    try:
+        result = await asyncio.wait_for(probe(adapter, timeout_s=0.2), 5)
+    finally:
+        await adapter.aclose()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert accepted  # the probe did reach the server
+    assert (result.ok, result.status_code) == (False, None)
+    assert result.error == "no answer within 0.2 s"

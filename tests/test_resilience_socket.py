@@ -321,3 +321,18 @@ async def test_a_provider_first_byte_timeout_longer_than_the_read_timeout_is_kep
         response = await client.post("/v1/chat/completions", json=CHAT)
 
     assert response.status_code == 200, response.text
+
+
+async def test_the_global_first_byte_timeout_longer_than_the_read_timeout_is_kept(
+    tmp_path: Path,
+) -> None:
+    # The same through the settings: upstream.first_byte_timeout_ms 3 s over timeout_ms 150 ms.
+    settings = {"upstream_timeout_ms": 150, "upstream_first_byte_timeout_ms": 3000}
+    async with (
+        fakes(MockOptions(latency_ms=400)) as [(url, _)],
+        proxy(tmp_path, **settings) as (client, _),
+    ):
+        await add_provider(client, "slow", url, ["gpt-test"])
+        response = await client.post("/v1/chat/completions", json=CHAT)
+
+    assert response.status_code == 200, response.text

@@ -15,6 +15,10 @@ a test's respx routes still see every request. httpx is pinned, and the tests co
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -196,6 +200,12 @@ def client_from_config(
     cannot replace them.
     """
     timeout_ms = int(config.get("timeout") or options.timeout_ms)
+    # The read timeout bounds any one wait for bytes; the router's own first-byte and idle
+    # timers decide when a wait is too long, so a provider's longer ones must not be cut short.
+    for key in ("firstByteTimeout", "idleTimeout"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            timeout_ms = max(timeout_ms, value)
     connect_ms = int(config.get("connectTimeout") or min(timeout_ms, options.connect_timeout_ms))
     merged = {"content-type": "application/json"}
     merged.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
@@ -249,13 +259,21 @@ def translate_httpx_error(provider_id: str, exc: httpx.HTTPError) -> UpstreamErr
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` header in seconds: delay-seconds or an HTTP-date (RFC 9110 10.2.3)."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000" parses as naive; an HTTP-date is always GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def status_error(provider_id: str, response: httpx.Response, body: bytes) -> UpstreamStatusError:

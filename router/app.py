@@ -166,7 +166,13 @@ class ProviderRouterApp:
         snapshots = SnapshotManager(
             db,
             AdapterOptions(
-                timeout_ms=settings.upstream_timeout_ms,
+                # A socket read may wait as long as the first-byte or idle timeout allows;
+                # those, not the read timeout, decide when an answer is too slow.
+                timeout_ms=max(
+                    settings.upstream_timeout_ms,
+                    settings.upstream_first_byte_timeout_ms,
+                    settings.upstream_idle_timeout_ms,
+                ),
                 connect_timeout_ms=settings.upstream_connect_timeout_ms,
                 max_connections=settings.upstream_max_connections,
             ),

@@ -97,13 +97,18 @@ class Breaker:
         if self.probing and self._probe_owner is owner:
             self.probing, self._probe_owner = False, None
 
-    def failure(self, error: str, *, retry_after: float | None = None) -> None:
+    def failure(
+        self, error: str, *, retry_after: float | None = None, owner: object = None
+    ) -> None:
         now = self._clock()
         self.last_error, self.last_error_at = error, int(time.time() * 1000)
         if self.state == OPEN:
             return  # a request let through before the circuit opened: already counted against
         if self.state == HALF_OPEN:
-            self._open(now, retry_after)
+            # Only the probe's verdict counts: a late failure of a request from before the
+            # circuit opened must not reopen it under a probe that may still succeed.
+            if self._probe_owner is owner:
+                self._open(now, retry_after)
             return
         self.failures.append(now)
         while self.failures and self.failures[0] <= now - self.policy.window_s:
@@ -132,7 +137,7 @@ class Breaker:
         self.trips = min(self.trips + 1, 30)
         self.state = OPEN
         self.probing = False
-        self.failures.clear()
+        # The failures stay (shown as recent_failures while open); closing clears them.
         self.opened_until = now + min(cooldown, self.policy.max_cooldown_s)
 
     def as_dict(self) -> dict[str, Any]:

@@ -243,7 +243,7 @@ def cmd_test(args: argparse.Namespace) -> int:
                 default = next((m for m in links if m["is_default"]), links[0] if links else None)
                 model = (default["upstream_model"] or default["model_id"]) if default else None
                 targets.append((provider_id, await _adapter(db, settings, provider_id), model))
-            checked = await probe_and_record(db, targets)
+            checked = await probe_and_record(db, targets, settings.health_check_timeout_ms / 1000)
         finally:
             for _, adapter, _ in targets:
                 await adapter.aclose()

@@ -189,7 +189,8 @@ def register(
     rotate_parser.add_argument(
         "--new-key",
         required=True,
-        help="the new key (from `secrets generate-key`), or '-' to read it from stdin",
+        help="the new key (from `secrets generate-key`), or '-' to read it from stdin; "
+        "write --new-key=KEY for a key that starts with '-'",
     )
     rotate_parser.set_defaults(func=cmd_rotate)
 

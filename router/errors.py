@@ -24,6 +24,7 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     ├── UpstreamTimeout              no answer in time              retryable
     ├── UpstreamStatusError          answered with an HTTP error    retryable on 408, 429, 5xx
     ├── UpstreamProtocolError        broken or incomplete answer    retryable
+    │   └── AdapterFailure           our adapter raised             retryable, not counted
     └── UpstreamUnsupported          the type cannot do this        retryable (next candidate)
 
 Upstream errors are raised by adapters (translated from httpx at the edge) and handled by the
@@ -182,6 +183,11 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     pass
+
+
+class AdapterFailure(UpstreamProtocolError):
+    """Our adapter raised (a bug, perhaps set off by the client's input): the next candidate is
+    tried, but the provider's circuit is not blamed, so no client can open it this way."""
 
 
 class UpstreamUnsupported(UpstreamError):

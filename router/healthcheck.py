@@ -20,7 +20,7 @@ from typing import Any
 
 from providers.base import Adapter
 from router.breaker import CLOSED
-from router.probe import ProbeResult, probe
+from router.probe import PROBE_TIMEOUT_S, ProbeResult, probe
 from router.resilience import Resilience
 from router.settings import Settings
 from router.snapshots import SnapshotManager
@@ -57,14 +57,19 @@ def wants_check(provider_type: str, config: Mapping[str, Any]) -> bool:
 
 
 async def probe_and_record(
-    db: Database, targets: Iterable[tuple[str, Adapter, str | None]]
+    db: Database,
+    targets: Iterable[tuple[str, Adapter, str | None]],
+    timeout_s: float = PROBE_TIMEOUT_S,
 ) -> list[HealthResult]:
-    """Probe ``(provider_id, adapter, model)`` targets concurrently and record the results."""
+    """Probe ``(provider_id, adapter, model)`` targets concurrently, each for at most
+    ``timeout_s``, and record the results."""
     targets = list(targets)
     if not targets:
         return []
     checked_at = catalog.now_ms()
-    found = await asyncio.gather(*(probe(adapter, model) for _, adapter, model in targets))
+    found = await asyncio.gather(
+        *(probe(adapter, model, timeout_s=timeout_s) for _, adapter, model in targets)
+    )
     results = [
         HealthResult(pid, checked_at, result)
         for (pid, _, _), result in zip(targets, found, strict=True)
@@ -90,11 +95,13 @@ class HealthChecker:
         snapshots: SnapshotManager,
         resilience: Resilience,
         interval_s: float,
+        timeout_s: float = PROBE_TIMEOUT_S,
     ) -> None:
         self.db = db
         self.snapshots = snapshots
         self.resilience = resilience
         self.interval_s = interval_s
+        self.timeout_s = timeout_s
         self.rounds = 0
 
     def targets(self) -> list[tuple[str, Adapter, str | None]]:
@@ -110,7 +117,7 @@ class HealthChecker:
         ]
 
     async def check_round(self) -> list[HealthResult]:
-        results = await probe_and_record(self.db, self.targets())
+        results = await probe_and_record(self.db, self.targets(), self.timeout_s)
         for found in results:
             breaker = self.resilience.breakers.peek(found.provider_id)
             if found.result.ok and breaker is not None and breaker.state != CLOSED:
@@ -135,5 +142,11 @@ def start_health_checks(
     """Start the background checks (None when ``health.interval_ms`` is 0)."""
     if settings.health_check_interval_ms <= 0:
         return None
-    checker = HealthChecker(db, snapshots, resilience, settings.health_check_interval_ms / 1000)
+    checker = HealthChecker(
+        db,
+        snapshots,
+        resilience,
+        settings.health_check_interval_ms / 1000,
+        settings.health_check_timeout_ms / 1000,
+    )
     return asyncio.get_running_loop().create_task(checker.run(), name="health-checks")

@@ -8,12 +8,19 @@ which is why background checks are off by default for paid providers).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from providers.base import Adapter
 from router.errors import UpstreamError, UpstreamStatusError, UpstreamUnsupported
+
+log = logging.getLogger("provider_router.probe")
+
+
+PROBE_TIMEOUT_S = 10.0  # the default; health.timeout_ms sets it for checks
 
 
 @dataclass(frozen=True)
@@ -27,23 +34,33 @@ class ProbeResult:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
-async def probe(adapter: Adapter, model: str | None = None) -> ProbeResult:
-    """Call the upstream once; never raises for an upstream failure, it reports it."""
+async def probe(
+    adapter: Adapter, model: str | None = None, *, timeout_s: float = PROBE_TIMEOUT_S
+) -> ProbeResult:
+    """Call the upstream once, for at most ``timeout_s``; never raises for an upstream failure
+    (or an adapter bug), so one hanging provider cannot hold up a round of checks."""
     start = time.perf_counter()
 
     def elapsed() -> int:
         return round((time.perf_counter() - start) * 1000)
 
     try:
-        try:
-            await adapter.list_models()
-        except UpstreamUnsupported:
-            if model is None:
-                raise
-            body = {"model": model, "messages": [{"role": "user", "content": "ping"}]}
-            await adapter.chat({**body, "max_tokens": 1}, model)
+        async with asyncio.timeout(timeout_s):
+            try:
+                await adapter.list_models()
+            except UpstreamUnsupported:
+                if model is None:
+                    raise
+                body = {"model": model, "messages": [{"role": "user", "content": "ping"}]}
+                await adapter.chat({**body, "max_tokens": 1}, model)
+    except TimeoutError:
+        return ProbeResult(False, elapsed(), None, f"no answer within {timeout_s:g} s")
     except UpstreamStatusError as exc:
         return ProbeResult(False, elapsed(), exc.status_code, exc.message)
     except UpstreamError as exc:
         return ProbeResult(False, elapsed(), None, exc.message)
+    except Exception as exc:
+        # An adapter bug fails this probe, not the whole health-check round it is part of.
+        log.exception("Adapter of provider %r failed its probe", adapter.provider_id)
+        return ProbeResult(False, elapsed(), None, f"adapter error {type(exc).__name__}")
     return ProbeResult(True, elapsed(), 200)

@@ -36,6 +36,7 @@ from providers.base import ChatStream, Reply
 from router.auth import Authenticator
 from router.disconnect import DisconnectGuard, Expiry
 from router.errors import (
+    AdapterFailure,
     AllProvidersFailed,
     InvalidJSON,
     InvalidRequest,
@@ -46,7 +47,6 @@ from router.errors import (
     StreamInterrupted,
     UpstreamConnectError,
     UpstreamError,
-    UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
@@ -143,6 +143,10 @@ def parse_request(raw: bytes, required: tuple[str, ...]) -> dict[str, Any]:
         raise InvalidRequest("Field 'messages' must be a non-empty array.", param="messages")
     if not isinstance(body.get("stream", False), bool):
         raise InvalidRequest("Field 'stream' must be true or false.", param="stream")
+    if not isinstance(body.get("stream_options") or {}, dict):
+        # Read by the proxy and every adapter: a wrong type must not reach them (it would
+        # fail the attempt and count against the provider's circuit).
+        raise InvalidRequest("Field 'stream_options' must be an object.", param="stream_options")
     return body
 
 
@@ -240,6 +244,7 @@ class Proxy:
     ) -> None:
         res = self.resilience
         last: UpstreamError | None = None
+        throttled: list[float] = []  # the cooldowns of tried providers that answered 429
         limited: list[float] = []
         cooling: list[float] = []
         for candidate in spread(candidates, res.rng) if len(candidates) > 1 else candidates:
@@ -255,28 +260,39 @@ class Proxy:
                 limited.append(wait)
                 continue
             retries = 0
-            while True:
-                try:
+            try:
+                while True:
                     failure = await self._try(candidate, body, record, started, guard, send)
-                except BaseException:
-                    # Whatever ended the request, a half-open probe it held must not stay taken.
-                    breaker.release(record)
-                    raise
-                if failure is None:
-                    return
-                retry = (
-                    isinstance(failure, UpstreamConnectError)
-                    # A refused connection is cheap to retry; a connect timeout is not.
-                    and not isinstance(failure.__cause__, httpx.ConnectTimeout)
-                    and retries < res.connect_retries
-                    and len(record.attempts) < res.max_attempts
-                )
-                if not retry:
-                    break
-                await asyncio.sleep(res.backoff(retries))
-                retries += 1
+                    if failure is None:
+                        return
+                    retry = (
+                        isinstance(failure, UpstreamConnectError)
+                        # A refused connection is cheap to retry; a connect timeout is not.
+                        and not isinstance(failure.__cause__, httpx.ConnectTimeout)
+                        and retries < res.connect_retries
+                        and len(record.attempts) < res.max_attempts
+                    )
+                    if not retry:
+                        break
+                    await asyncio.sleep(res.backoff(retries))
+                    retries += 1
+            except BaseException:
+                # Whatever ended the request (also during the backoff), a half-open probe it
+                # held must not stay taken.
+                breaker.release(record)
+                raise
             res.failed(candidate.provider_id, failure, record)
             last = failure
+            if isinstance(failure, UpstreamStatusError) and failure.status_code == 429:
+                throttled.append(breaker.retry_in())
+        if last is not None and len(throttled) == len({a.provider_id for a in record.attempts}):
+            # Every provider tried said "too many requests": that is the client's answer too,
+            # with the soonest moment one of them (or a skipped one) may be tried again.
+            raise RateLimited(
+                f"Every provider of model {record.model!r} is rate-limited upstream "
+                f"(last: {last.message}); retry later.",
+                retry_after=min(throttled + limited + cooling),
+            )
         if last is not None:
             tried = len(record.attempts)
             raise AllProvidersFailed(
@@ -332,9 +348,9 @@ class Proxy:
             except UpstreamError:
                 raise
             except Exception as exc:
-                # An adapter bug fails this attempt, not the request.
+                # An adapter bug fails this attempt, not the request (nor the provider).
                 log.exception("Adapter of provider %r failed", provider_id)
-                raise UpstreamProtocolError(
+                raise AdapterFailure(
                     f"Provider {provider_id!r}: adapter error {type(exc).__name__}."
                 ) from exc
             finally:
@@ -347,7 +363,7 @@ class Proxy:
         except UpstreamError as exc:
             attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
             attempt.status_code, attempt.error = exc.status_code, exc.message
-            if isinstance(exc, UpstreamTimeout):
+            if isinstance(exc, UpstreamTimeout) or isinstance(exc.__cause__, httpx.ConnectTimeout):
                 attempt.status = "timeout"
             if isinstance(exc, UpstreamStatusError) and not exc.retryable:
                 breaker.release(record)
@@ -489,6 +505,12 @@ class Proxy:
             )
         except UpstreamError as exc:
             return exc
+        except Exception as exc:
+            # An adapter bug mid-stream still ends the stream with an error event.
+            log.exception("Adapter of provider %r failed mid-stream", candidate.provider_id)
+            return AdapterFailure(
+                f"Provider {candidate.provider_id!r}: adapter error {type(exc).__name__}."
+            )
 
     def _count_usage(self, record: RequestRecord, candidate: Candidate, usage: Any) -> None:
         if usage is None:

@@ -186,6 +186,11 @@ class Recorder:
                     break
             try:
                 await asyncio.shield(self._write(batch))
+            except Exception:
+                # An unforeseen error must not end this task: the queue would fill up and
+                # every request after that would wait forever to be recorded.
+                self.failed += len(batch)
+                log.exception("Could not record %d request(s)", len(batch))
             finally:
                 for _ in batch:
                     self.queue.task_done()

@@ -17,7 +17,13 @@ from typing import Any
 
 from router.auth import ClientKey
 from router.breaker import CLOSED, BreakerPolicy, Breakers
-from router.errors import RateLimited, UpstreamError, UpstreamStatusError, UpstreamUnsupported
+from router.errors import (
+    AdapterFailure,
+    RateLimited,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamUnsupported,
+)
 from router.ratelimit import Limits, RateLimiter
 from router.settings import Settings
 from router.store.db import Database
@@ -71,17 +77,17 @@ class Resilience:
     def failed(self, provider_id: str, exc: UpstreamError, owner: object = None) -> None:
         """Tell the provider's breaker how an attempt failed; client errors do not count."""
         breaker = self.breakers.get(provider_id)
-        if isinstance(exc, UpstreamUnsupported):
+        if isinstance(exc, UpstreamUnsupported | AdapterFailure):
             breaker.release(owner)
         elif isinstance(exc, UpstreamStatusError):
             if exc.status_code == 429:
                 breaker.rate_limited(exc.message, exc.retry_after)
             elif exc.retryable:
-                breaker.failure(exc.message, retry_after=exc.retry_after)
+                breaker.failure(exc.message, retry_after=exc.retry_after, owner=owner)
             else:
                 breaker.release(owner)
         else:
-            breaker.failure(exc.message)
+            breaker.failure(exc.message, owner=owner)
 
     def check_client(self, client: ClientKey) -> None:
         """Count one request for a client key; raise 429 when it is over its rpm or tpm."""

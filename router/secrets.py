@@ -43,10 +43,9 @@ class SecretKeyError(SettingsError):
 
 
 def generate_key() -> str:
-    """A new key: 32 random bytes as URL-safe base64 (44 characters), never starting with '-'.
+    """A new key: 32 random bytes as URL-safe base64 (44 characters).
 
-    One key in 64 would otherwise start with '-', and ``secrets rotate --new-key KEY`` would
-    take it for an option.
+    Never one that starts with '-': a command line would read ``--new-key -Abc...`` as an option.
     """
     while True:
         key = base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")

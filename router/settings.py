@@ -61,6 +61,7 @@ class Settings:
     upstream_idle_timeout_ms: int = 60_000
     upstream_total_timeout_ms: int = 600_000
     health_check_interval_ms: int = 30_000
+    health_check_timeout_ms: int = 10_000
     # security: credentials at rest, client keys, input limits, body logging
     secret_key: str | None = field(default=None, repr=False)
     require_client_keys: bool = False
@@ -106,6 +107,7 @@ _FILE_KEYS: dict[tuple[str, str], tuple[str, type, int | None]] = {
     ("upstream", "idle_timeout_ms"): ("upstream_idle_timeout_ms", int, 1),
     ("upstream", "total_timeout_ms"): ("upstream_total_timeout_ms", int, 1),
     ("health", "interval_ms"): ("health_check_interval_ms", int, 0),
+    ("health", "timeout_ms"): ("health_check_timeout_ms", int, 1),
     # security
     ("auth", "secret_key"): ("secret_key", str, None),
     ("auth", "require_client_keys"): ("require_client_keys", bool, None),

@@ -35,6 +35,7 @@ def test_full_cycle_closed_open_half_open_closed() -> None:
     assert (breaker.state, breaker.allow()) == (CLOSED, True)
     breaker.failure("c")
     assert breaker.state == OPEN
+    assert breaker.as_dict()["recent_failures"] == 3  # why it opened, visible while open
     assert breaker.allow() is False
     assert breaker.retry_in() == pytest.approx(5)
     assert breaker.as_dict()["cooldown_until"] is not None
@@ -193,3 +194,30 @@ def test_only_the_probe_request_can_free_the_probe() -> None:
     assert breaker.allow(third) is False
     breaker.release(probe)
     assert breaker.allow(third) is True
+
+
+def test_a_late_failure_of_an_older_request_does_not_override_the_probe() -> None:
+    clock = Clock()
+    breaker = Breaker(POLICY, clock)
+    early, probe = object(), object()
+    assert breaker.allow(early) is True  # a long stream let through while closed
+    for _ in range(3):
+        breaker.failure("down")
+    clock.now += 5
+    assert breaker.allow(probe) is True
+    breaker.failure("the early stream breaks off late", owner=early)
+    assert (breaker.state, breaker.trips) == (HALF_OPEN, 1)  # the probe is still out
+    breaker.success()  # the probe's answer
+    assert breaker.state == CLOSED
+
+
+def test_a_success_clears_the_failure_count_as_documented() -> None:
+    breaker = Breaker(POLICY, Clock())
+    for _ in range(4):
+        breaker.failure("flaky")
+        breaker.failure("flaky")
+        breaker.success()
+    assert (breaker.state, breaker.as_dict()["recent_failures"]) == (CLOSED, 0)
+    for _ in range(3):
+        breaker.failure("down")
+    assert breaker.state == OPEN

@@ -120,3 +120,26 @@ async def test_reset_needs_the_admin_token(tmp_path: Path) -> None:
 
     assert response.status_code == listed.status_code == 401
     assert isinstance(response.json()["error"], dict)
+
+
+async def test_background_checks_probe_a_providers_default_model(tmp_path: Path) -> None:
+    # Like `provider test`: a type that cannot list its models is asked for its default one.
+    settings = make_settings(tmp_path, health_check_interval_ms=0)
+    async with app_client(settings) as (app, client):
+        await add_provider(
+            client, "p", "http://p.test/v1", ["a-model"], config={"healthCheck": True}
+        )
+        linked = await client.post(
+            "/v1/providers/p/models",
+            json={"model_id": "b-model", "upstream_model": "b-upstream", "is_default": True},
+            headers=ADMIN,
+        )
+        assert linked.status_code == 201, linked.text
+        assert app.services is not None
+        await app.services.snapshots.rebuild()
+        checker = HealthChecker(
+            app.services.db, app.services.snapshots, app.services.proxy.resilience, 60
+        )
+        targets = checker.targets()
+
+    assert [(pid, model) for pid, _, model in targets] == [("p", "b-upstream")]

@@ -378,3 +378,27 @@ async def test_a_timeout_counts_as_an_error_a_client_hang_up_as_nothing(
     assert query(
         db, "SELECT success_count, error_count, last_error_at, last_error FROM providers"
     ) == [(0, 1, 7_000, "stalled")]
+
+
+async def test_an_unforeseen_error_does_not_stop_the_recorder(
+    db: Database, make_recorder: MakeRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add_provider(db, "p1")
+    rec = make_recorder()
+    real = rec._write_rows
+    calls = 0
+
+    async def once_broken(batch: list[RequestRecord], *, stand_ins: bool = False) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug nobody foresaw")
+        await real(batch, stand_ins=stand_ins)
+
+    monkeypatch.setattr(rec, "_write_rows", once_broken)
+    await rec.record(ok("lost"))
+    await rec.flush()
+    await rec.record(ok("kept"))
+    await rec.stop()
+    assert (rec.written, rec.failed) == (1, 1)
+    assert query(db, "SELECT id FROM requests") == [("kept",)]

@@ -14,6 +14,7 @@ import orjson
 import pytest
 import respx
 
+from providers.base import ChatStream
 from router.cli import main
 from router.resilience import write_circuit_changes
 from tests.conftest import ADMIN_TOKEN, add_provider, app_client, make_settings
@@ -110,7 +111,10 @@ async def test_upstream_429_honours_retry_after_for_the_cooldown(
         state = await circuit(client, "busy")
         second = await client.post("/v1/chat/completions", json=CHAT)
 
-    assert first.status_code == 502
+    # The only provider is rate-limited upstream: the client is told so, in OpenAI's terms.
+    assert first.status_code == 429
+    assert first.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 118 <= int(first.headers["retry-after"]) <= 120
     assert state["state"] == "open"
     assert second.status_code == 503
     assert 118 <= int(second.headers["retry-after"]) <= 120
@@ -335,3 +339,85 @@ async def test_the_server_records_circuit_changes_on_its_own(
             await asyncio.sleep(0.01)
 
     assert row[0] == "open" and row[1] is not None
+
+
+async def test_a_malformed_stream_options_is_a_400_and_never_blames_a_provider(
+    upstreams: respx.MockRouter, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, breaker_failure_threshold=1)
+    async with app_client(settings) as (_, client):
+        await add_provider(client, "only", "http://only.test/v1", ["gpt-test"])
+        route = upstreams.post("http://only.test/v1/chat/completions").respond(json=completion())
+        bad = {**CHAT, "stream": True, "stream_options": "include_usage"}
+        answers = [await client.post("/v1/chat/completions", json=bad) for _ in range(3)]
+        state = await circuit(client, "only")
+
+    assert [a.status_code for a in answers] == [400] * 3
+    error = answers[0].json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", "stream_options")
+    assert route.call_count == 0
+    assert (state["state"], state["recent_failures"]) == ("closed", 0)
+
+
+async def test_an_adapter_bug_falls_back_without_blaming_the_provider(
+    upstreams: respx.MockRouter, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, breaker_failure_threshold=1)
+    async with app_client(settings) as (app, client):
+        await add_provider(client, "buggy", "http://buggy.test/v1", ["gpt-test"], priority=2)
+        await add_provider(client, "steady", "http://steady.test/v1", ["gpt-test"], priority=1)
+        upstreams.post("http://steady.test/v1/chat/completions").respond(json=completion())
+        assert app.services is not None
+        adapter: Any = app.services.snapshots.adapter("buggy")
+
+        async def crash(body: dict[str, Any], upstream_model: str) -> Any:
+            raise KeyError("choices")  # say, set off by something odd in the client's request
+
+        adapter.chat = crash
+        answers = [await client.post("/v1/chat/completions", json=CHAT) for _ in range(2)]
+        state = await circuit(client, "buggy")
+
+    assert [a.headers["x-provider-router-provider"] for a in answers] == ["steady", "steady"]
+    assert (state["state"], state["recent_failures"]) == ("closed", 0)
+
+
+async def test_an_adapter_bug_mid_stream_ends_with_an_error_event(
+    upstreams: respx.MockRouter, tmp_path: Path
+) -> None:
+    async with app_client(make_settings(tmp_path)) as (app, client):
+        await add_provider(client, "buggy", "http://buggy.test/v1", ["gpt-test"])
+        assert app.services is not None
+        adapter: Any = app.services.snapshots.adapter("buggy")
+
+        async def events() -> Any:
+            yield b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+            raise KeyError("delta")
+
+        async def stream(body: dict[str, Any], upstream_model: str, **_: Any) -> ChatStream:
+            return ChatStream(events=events())
+
+        adapter.chat_stream = stream
+        response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+
+    last = response.content.rstrip().rsplit(b"\n\n", 1)[-1]
+    error = orjson.loads(last.removeprefix(b"data: "))["error"]
+    assert error["code"] == "stream_interrupted"
+    assert "adapter error KeyError" in error["message"]
+
+
+async def test_a_connect_timeout_is_recorded_as_a_timeout_and_not_retried(
+    upstreams: respx.MockRouter, tmp_path: Path
+) -> None:
+    async with app_client(make_settings(tmp_path)) as (app, client):
+        await add_provider(client, "far", "http://far.test/v1", ["gpt-test"], priority=2)
+        await add_provider(client, "steady", "http://steady.test/v1", ["gpt-test"], priority=1)
+        far = upstreams.post("http://far.test/v1/chat/completions")
+        far.side_effect = httpx.ConnectTimeout("connect timed out")
+        upstreams.post("http://steady.test/v1/chat/completions").respond(json=completion())
+        response = await client.post("/v1/chat/completions", json=CHAT)
+        assert app.services is not None
+        await app.services.recorder.flush()
+        rows = await app.services.db.execute("SELECT provider_id, status FROM attempts ORDER BY n")
+
+    assert response.status_code == 200
+    assert [tuple(row) for row in rows] == [("far", "timeout"), ("steady", "success")]

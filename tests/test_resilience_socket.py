@@ -120,7 +120,8 @@ async def test_429_without_retry_after_uses_the_rate_limit_cooldown(tmp_path: Pa
         state = await circuit(client, "busy")
         second = await client.post("/v1/chat/completions", json=CHAT)
 
-    assert first.status_code == 502
+    assert first.status_code == 429
+    assert 15 <= int(first.headers["retry-after"]) <= 20
     assert 15_000 <= state["cooldown_until"] - state["last_error_at"] <= 21_000
     assert second.status_code == 503
     assert 15 <= int(second.headers["retry-after"]) <= 20
@@ -273,3 +274,65 @@ async def test_client_leaving_before_the_first_byte_cancels_the_upstream(tmp_pat
     assert (row["status"], row["status_code"]) == ("client_disconnected", 499)
     assert row["attempt_details"][0]["status"] == "client_closed"
     assert (state["state"], state["recent_failures"]) == ("closed", 0)
+
+
+async def test_a_probe_whose_client_leaves_during_the_retry_backoff_frees_the_probe(
+    tmp_path: Path,
+) -> None:
+    closed_port = free_port()  # nothing listens there: a refused connection, then a backoff
+    settings = {"retry_backoff_ms": 60_000, "breaker_failure_threshold": 1}
+    async with proxy(tmp_path, **settings) as (client, app):
+        await add_provider(client, "down", f"http://127.0.0.1:{closed_port}/v1", ["gpt-test"])
+        assert app.services is not None
+        breaker = app.services.proxy.resilience.breakers.get("down")
+        breaker.failure("down earlier")
+        assert breaker.state == "open"
+        breaker.opened_until = 0.0  # the cooldown is over: the next request is the probe
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post("/v1/chat/completions", json=CHAT, timeout=0.5)
+        row = await last_request(client, app)
+        held = breaker.probing
+
+    assert row["status"] == "client_disconnected"
+    assert not held  # else no request could ever probe this provider again
+
+
+async def test_a_429_among_other_failures_is_still_a_502(tmp_path: Path) -> None:
+    busy = MockOptions(fail="status:429", retry_after_s=30)
+    async with (
+        fakes(busy, MockOptions(fail="status:500")) as [(busy_url, _), (bad_url, _)],
+        proxy(tmp_path) as (client, _app),
+    ):
+        await add_provider(client, "busy", busy_url, ["gpt-test"], priority=2)
+        await add_provider(client, "bad", bad_url, ["gpt-test"], priority=1)
+        response = await client.post("/v1/chat/completions", json=CHAT)
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "all_providers_failed"
+
+
+async def test_a_provider_first_byte_timeout_longer_than_the_read_timeout_is_kept(
+    tmp_path: Path,
+) -> None:
+    # firstByteTimeout 3 s must win over the HTTP client's 150 ms read timeout.
+    async with fakes(MockOptions(latency_ms=400)) as [(url, _)], proxy(tmp_path) as (client, _):
+        config = {"timeout": 150, "firstByteTimeout": 3000}
+        await add_provider(client, "slow", url, ["gpt-test"], config=config)
+        response = await client.post("/v1/chat/completions", json=CHAT)
+
+    assert response.status_code == 200, response.text
+
+
+async def test_the_global_first_byte_timeout_longer_than_the_read_timeout_is_kept(
+    tmp_path: Path,
+) -> None:
+    # The same through the settings: upstream.first_byte_timeout_ms 3 s over timeout_ms 150 ms.
+    settings = {"upstream_timeout_ms": 150, "upstream_first_byte_timeout_ms": 3000}
+    async with (
+        fakes(MockOptions(latency_ms=400)) as [(url, _)],
+        proxy(tmp_path, **settings) as (client, _),
+    ):
+        await add_provider(client, "slow", url, ["gpt-test"])
+        response = await client.post("/v1/chat/completions", json=CHAT)
+
+    assert response.status_code == 200, response.text

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import logging
+import os
 import secrets as stdlib_secrets
 import sqlite3
 import stat
@@ -383,14 +384,6 @@ def test_an_admin_token_file_made_by_another_process_first_is_kept(
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_a_generated_key_never_looks_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`secrets rotate --new-key KEY` must accept any key `generate-key` prints."""
-    draws = iter([b"\xfb" + bytes(31), bytes(32)])  # the first encodes to "-w..."
-    monkeypatch.setattr("router.secrets.os.urandom", lambda n: next(draws))
-    key = generate_key()
-    assert not key.startswith("-") and len(base64.urlsafe_b64decode(key)) == 32
-
-
 def test_key_and_token_files_are_made_where_hard_links_are_not_supported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -475,3 +468,22 @@ def test_a_key_left_by_an_interrupted_rotation_is_pointed_out(
         resolve_cipher(settings)
     assert str(staged) in caplog.text and "interrupted" in caplog.text
     assert key not in caplog.text
+
+
+def test_generated_keys_never_look_like_an_option() -> None:
+    assert not any(generate_key().startswith("-") for _ in range(2000))
+
+
+async def test_rotate_takes_a_key_that_starts_with_a_dash_in_the_equals_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path)
+    await create_provider(settings)
+    monkeypatch.delenv("PROVIDER_ROUTER_SECRET_KEY", raising=False)
+    dashed = base64.urlsafe_b64encode(b"\xf8" + os.urandom(31)).decode()  # operator-made key
+    assert dashed.startswith("-")
+    code = await asyncio.to_thread(
+        main, ["secrets", "rotate", f"--new-key={dashed}", "--database", settings.database_url]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert await stored_key(make_settings(tmp_path, secret_key=dashed)) == SECRET

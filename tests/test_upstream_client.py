@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+import time
 from typing import Any
 
 import httpx
@@ -9,7 +11,12 @@ import orjson
 import pytest
 import respx
 
-from providers.client import UpstreamClient, status_error, translate_httpx_error
+from providers.client import (
+    UpstreamClient,
+    retry_after_seconds,
+    status_error,
+    translate_httpx_error,
+)
 from router.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from tests.conftest import free_port, serve_asgi
 from tests.test_http_transport import Receive, Send, echo_app, lifespan, read_body
@@ -184,3 +191,20 @@ async def test_embeddings_and_model_list_default_to_unsupported() -> None:
         await adapter.embeddings({}, "m")
     with pytest.raises(UpstreamUnsupported, match="cannot list its models"):
         await adapter.list_models()
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("12", 12.0), ("0.5", 0.5), ("-3", 0.0), ("soon", None), ("inf", None), ("nan", None)],
+)
+def test_retry_after_takes_seconds_and_refuses_nonsense(header: str, seconds: float | None) -> None:
+    assert retry_after_seconds(httpx.Response(429, headers={"retry-after": header})) == seconds
+
+
+def test_retry_after_takes_an_http_date() -> None:
+    # RFC 9110 allows Retry-After as an HTTP-date; some upstreams and proxies send that form.
+    when = email.utils.formatdate(time.time() + 120, usegmt=True)
+    found = retry_after_seconds(httpx.Response(503, headers={"retry-after": when}))
+    assert found is not None and 115 <= found <= 121
+    past = email.utils.formatdate(time.time() - 120, usegmt=True)
+    assert retry_after_seconds(httpx.Response(503, headers={"retry-after": past})) == 0.0

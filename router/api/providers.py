@@ -123,7 +123,7 @@ async def probe_provider(app: common.Services, provider_id: str) -> dict[str, ob
     model = (default["upstream_model"] or default["model_id"]) if default else None
     adapter, temporary = await adapter_to_probe(app, provider_id)
     try:
-        result = await probe(adapter, model)
+        result = await probe(adapter, model, timeout_s=app.settings.health_check_timeout_ms / 1000)
     finally:
         if temporary:
             await adapter.aclose()

@@ -477,6 +477,7 @@ async def load_catalog(db: Database) -> CatalogData:
     for row in await db.execute("SELECT provider_id, key, value FROM provider_configs"):
         value = decode_value(db.cipher, row["provider_id"], row["key"], row["value"])
         configs.setdefault(row["provider_id"], {})[row["key"]] = value
-    links = await db.execute("SELECT * FROM provider_models")
+    # Default links first: the health checks probe the first model they see per provider.
+    links = await db.execute("SELECT * FROM provider_models ORDER BY is_default DESC")
     models = await db.execute("SELECT * FROM models WHERE archived_at IS NULL")
     return CatalogData(version, providers, configs, links, models)

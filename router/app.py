@@ -27,7 +27,7 @@ from router.api import requests as requests_api
 from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
 from router.auth import Authenticator, resolve_admin_token
-from router.errors import NotFound, RouterError
+from router.errors import InvalidRequest, NotFound, RouterError
 from router.healthcheck import start_health_checks
 from router.limits import InputLimits
 from router.proxy import Proxy, Receive, Scope, Send, send_body
@@ -101,7 +101,8 @@ async def render_error(request: Request, exc: Exception) -> Response:
     elif isinstance(exc, HTTPException) and exc.status_code == 404:
         error = NotFound(f"No endpoint {request.method} {request.url.path}.")
     elif isinstance(exc, HTTPException):
-        error = RouterError(str(exc.detail))
+        # A 4xx (405 Method Not Allowed, say) is the caller's mistake, not a server_error.
+        error = (InvalidRequest if exc.status_code < 500 else RouterError)(str(exc.detail))
         return Response(
             error.body(), status_code=exc.status_code, media_type="application/json",
             headers=exc.headers,

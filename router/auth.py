@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 import orjson
 
 from router.errors import AuthenticationError, PermissionDenied
+from router.secrets import create_file_once
 from router.settings import Settings, SettingsError
 from router.store import client_keys
 from router.store.catalog import config_version, now_ms
@@ -43,14 +43,20 @@ def resolve_admin_token(settings: Settings) -> str:
     if path.exists():
         token = path.read_text(encoding="utf-8").strip()
         if token:
+            if path.stat().st_mode & 0o077:
+                log.warning(
+                    "The admin token file %s can be read by other users; restrict it with "
+                    "`chmod 600 %s`.",
+                    path,
+                    path,
+                )
             return token
-    path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink()  # an empty file (a crash while writing it) holds no token to keep
     token = "pr-admin-" + secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    log.warning("No admin token was configured; generated one into %s (mode 0600).", path)
-    return token
+    found = create_file_once(path, token)
+    if found == token:
+        log.warning("No admin token was configured; generated one into %s (mode 0600).", path)
+    return found
 
 
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 
+import orjson
+
 from router import cli_security
+from router.redact import scrub
 from router.settings import Settings, SettingsError, load_settings
 from router.store import migrations
 
@@ -51,6 +55,12 @@ def cmd_db_status(args: argparse.Namespace) -> int:
         state = migrations.status(conn)
     finally:
         conn.close()
+    if getattr(args, "json", False):
+        applied = [{"version": v, "name": n, "applied_at": at} for v, n, at in state.applied]
+        pending = [{"version": m.version, "name": m.name} for m in state.pending]
+        print(orjson.dumps({"database": str(settings.database_path), "applied": applied,
+                            "pending": pending}).decode())  # fmt: skip
+        return 0
     print(f"database: {settings.database_path}")
     for version, name, applied_at in state.applied:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(applied_at / 1000))
@@ -100,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     status = db_commands.add_parser("status", help="list applied and pending migrations")
     with_config(status)
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
     status.set_defaults(func=cmd_db_status)
     cli_security.register(commands, with_config)
     return parser
@@ -112,6 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, migrations.MigrationError) as exc:
         print(f"provider-router: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the database or a file cannot be reached: one sentence, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"provider-router: {scrub(exc.strerror or str(exc))}{where}.", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        print(f"provider-router: database error: {scrub(str(exc))}.", file=sys.stderr)
+        return 1
     return code
 
 

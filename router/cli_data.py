@@ -110,24 +110,32 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     async def work(db: Database, settings: Settings) -> int:
         existing = {p["id"] for p in await catalog.list_providers(db)}
         new = [p for p in wanted if p["id"] not in existing]
+        say = (lambda _: None) if args.json else print
         for provider in wanted:
             if provider["id"] in existing:
-                print(f"exists: provider {provider['id']} (left as it is)")
+                say(f"exists: provider {provider['id']} (left as it is)")
         for provider in new:
-            print(f"{'would create' if args.dry_run else 'create'}: {describe(provider)}")
+            say(f"{'would create' if args.dry_run else 'create'}: {describe(provider)}")
+        copy = None
         if not new:
-            print("Nothing to create.")
-            return 0
-        if args.dry_run:
-            return 0
-        copy = backup_beside(settings, "env-migrate")
-        print(f"Backed up the database to {copy}.")
-        for provider in new:
-            body = {k: v for k, v in provider.items() if k != "models"}
-            await catalog.create_provider(db, body)
-            for model in provider["models"]:
-                await catalog.link_model(db, provider["id"], {"model_id": model})
-        print(f"Created {len(new)} provider(s).")
+            say("Nothing to create.")
+        elif not args.dry_run:
+            copy = backup_beside(settings, "env-migrate")
+            say(f"Backed up the database to {copy}.")
+            for provider in new:
+                body = {k: v for k, v in provider.items() if k != "models"}
+                await catalog.create_provider(db, body)
+                for model in provider["models"]:
+                    await catalog.link_model(db, provider["id"], {"model_id": model})
+            say(f"Created {len(new)} provider(s).")
+        if args.json:  # ids and models only: never a config value
+            print_json({
+                "dry_run": args.dry_run,
+                "existing": sorted(p["id"] for p in wanted if p["id"] in existing),
+                "created": [{"id": p["id"], "type": p["type"], "models": p["models"]}
+                            for p in new],
+                "backup": str(copy) if copy else None,
+            })  # fmt: skip
         return 0
 
     return run_with_db(args, work)
@@ -292,7 +300,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
             migrations.backup(conn, target)
         finally:
             conn.close()
-        print(f"Backed up {settings.database_path} to {target}.")
+        if args.json:
+            print_json({"database": str(settings.database_path), "backup": str(target)})
+        else:
+            print(f"Backed up {settings.database_path} to {target}.")
         return 0
 
     return run_with_db(args, work)
@@ -311,6 +322,7 @@ def register(
     migrate = add("migrate", cmd_migrate, "create providers from OPENAI_API_KEY and friends")
     migrate.add_argument("--dry-run", action="store_true", help="print what it would create")
     migrate.add_argument("--env-file", help="also read variables from this .env file")
+    add_json_flag(migrate)
     export = add("export", cmd_export, "print every provider, config, model and link as TOML")
     export.add_argument("--include-secrets", action="store_true", help="include API keys")
     importing = add("import", cmd_import, "create or update providers and models from TOML")
@@ -319,3 +331,4 @@ def register(
     add_json_flag(importing)
     backup = add("backup", cmd_backup, "copy the database with SQLite's online backup API")
     backup.add_argument("path")
+    add_json_flag(backup)

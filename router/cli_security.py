@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from router.cli_output import add_json_flag, print_json
 from router.errors import RouterError
 from router.secrets import (
     Cipher,
@@ -123,6 +124,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         if value is not None:
             body[field] = value
     created = _with_db(_settings(args), lambda db: client_keys.create_key(db, body))
+    if args.json:
+        print_json(created)  # the key itself is in it, shown this once
+        return 0
     print(f"Created client key {created['id']} ({created['name']}).")
     print("The key is shown only now; store it somewhere safe:")
     print(created["key"])
@@ -131,6 +135,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
     keys = _with_db(_settings(args), client_keys.all_keys)
+    if args.json:
+        print_json({"data": keys})
+        return 0
     if not keys:
         print("no client keys")
     for key in keys:
@@ -146,6 +153,9 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     key = _with_db(_settings(args), lambda db: client_keys.revoke_key(db, args.id))
+    if args.json:
+        print_json(key)
+        return 0
     print(f"Revoked client key {key['id']} ({key['name']}); running servers refuse it within ~1 s.")
     return 0
 
@@ -195,11 +205,14 @@ def register(
         "--model", action="append", help="allow only this model (repeatable; default: all)"
     )
     create.add_argument("--expires-at", type=int, help="expiry, Unix milliseconds")
+    add_json_flag(create)
     create.set_defaults(func=_guard(cmd_keys_create))
     listing = key_commands.add_parser("list", help="list client keys (never the keys)")
     with_config(listing)
+    add_json_flag(listing)
     listing.set_defaults(func=_guard(cmd_keys_list))
     revoke = key_commands.add_parser("revoke", help="revoke a client key at once")
     with_config(revoke)
     revoke.add_argument("id", help="the key's id (key_...)")
+    add_json_flag(revoke)
     revoke.set_defaults(func=_guard(cmd_keys_revoke))

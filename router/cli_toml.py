@@ -21,8 +21,8 @@ def _key(key: str) -> str:
 
 def _string(value: str) -> str:
     # A JSON string is a valid TOML basic string, apart from escapes TOML lacks ("\/" is never
-    # produced by orjson), so this is exact for any text.
-    return orjson.dumps(value).decode()
+    # produced by orjson) and DEL, which TOML requires escaped and JSON does not.
+    return orjson.dumps(value).decode().replace("\x7f", "\\u007f")
 
 
 def value(item: Any) -> str:

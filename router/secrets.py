@@ -139,11 +139,55 @@ def write_key_file(path: Path, key: str) -> None:
     os.replace(temporary, path)
 
 
+def create_file_once(path: Path, text: str) -> str:
+    """Write ``text`` to a new 0600 file at ``path``, unless one exists; return what it holds.
+
+    Two processes starting on a new database at once (two servers, a server and a CLI command)
+    must end up with the same key or token: the file is published with a hard link, which fails
+    if another process got there first, and then that process's value is used.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError:
+            # A file system without hard links (some network mounts): create it exclusively
+            # in place instead; a reader racing the write may then see it empty, not another.
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return path.read_text(encoding="utf-8").strip()
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+    finally:
+        temporary.unlink(missing_ok=True)
+    return text
+
+
 def resolve_cipher(settings: Settings, *, create: bool = True) -> Cipher:
     """The cipher for the settings' key, or the key file's (generated when ``create``)."""
     if settings.secret_key:
         return Cipher(settings.secret_key, source="PROVIDER_ROUTER_SECRET_KEY / auth.secret_key")
     path = key_file_path(settings)
+    staged = path.with_name(path.name + ".new")
+    if staged.exists():
+        log.warning(
+            "%s is left from an interrupted `secrets rotate`. If the credentials do not open "
+            "with %s, the rotation was committed: move %s over it.",
+            staged,
+            path,
+            staged,
+        )
     if path.exists():
         if path.stat().st_mode & 0o077:
             log.warning(
@@ -158,10 +202,12 @@ def resolve_cipher(settings: Settings, *, create: bool = True) -> Cipher:
             f"No secret key: set PROVIDER_ROUTER_SECRET_KEY or auth.secret_key, or start "
             f"`provider-router serve` once to generate {path}."
         )
-    write_key_file(path, generate_key())
-    log.warning(
-        "No secret key was configured; generated one into %s (mode 0600). Back it up: the "
-        "provider credentials in the database cannot be read without it.",
-        path,
-    )
-    return Cipher(path.read_text(encoding="utf-8").strip(), source=str(path))
+    key = generate_key()
+    found = create_file_once(path, key)
+    if found == key:
+        log.warning(
+            "No secret key was configured; generated one into %s (mode 0600). Back it up: the "
+            "provider credentials in the database cannot be read without it.",
+            path,
+        )
+    return Cipher(found, source=str(path))

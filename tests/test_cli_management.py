@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from router.cli import main
+from router.cli_toml import dumps
 from router.mock_upstream import MockOptions, MockUpstream
 from tests.conftest import serve_asgi
 
@@ -351,3 +352,52 @@ def test_a_bad_entry_stops_the_import_before_anything_is_written(cli: Any, tmp_p
     assert code == 0 and out.startswith("Backed up the database to ")
     assert len(list(tmp_path.glob("cli.db.*.before-import.bak"))) == 1
     assert query(tmp_path, "SELECT id FROM providers ORDER BY id") == [("bad",), ("good",)]
+
+
+@pytest.mark.parametrize("text", ["del\x7fchar", 'nul\x00 tab\t quote" back\\ \u2028 \U0001f600'])
+def test_the_toml_writer_round_trips_any_text(text: str) -> None:
+    written = dumps({"providers": [{"description": text, "config": {"k y": text}}]})
+    assert tomllib.loads(written) == {"providers": [{"description": text, "config": {"k y": text}}]}
+
+
+def test_migrate_backup_and_db_status_speak_json(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+                 "OLLAMA_HOST", "OLLAMA_BASE_URL", "LM_STUDIO_BASE_URL", "DEFAULT_PROVIDER",
+                 "LM_STUDIO_DEFAULT_MODEL", "OPENAI_BASE_URL"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_DEFAULT_MODEL", "gpt-test")
+    code, out, _ = cli("migrate", "--dry-run", "--json")
+    planned = orjson.loads(out)
+    assert code == 0 and SECRET not in out
+    openai = {"id": "openai", "type": "openai", "models": ["gpt-test"]}
+    assert planned == {"dry_run": True, "existing": [], "backup": None, "created": [openai]}
+    code, out, _ = cli("migrate", "--json")
+    done = orjson.loads(out)
+    assert code == 0 and done["created"] == planned["created"] and Path(done["backup"]).exists()
+    code, out, _ = cli("migrate", "--json")
+    assert orjson.loads(out)["existing"] == ["openai"] and orjson.loads(out)["created"] == []
+
+    target = tmp_path / "copy.db"
+    code, out, _ = cli("backup", str(target), "--json")
+    assert code == 0 and orjson.loads(out)["backup"] == str(target) and target.exists()
+
+    code, out, _ = cli("db", "status", "--json")
+    status = orjson.loads(out)
+    assert code == 0 and status["pending"] == []
+    assert [m["version"] for m in status["applied"]][:2] == [1, 2]
+
+
+def test_an_unreachable_database_is_one_sentence_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    database = f"sqlite:///{blocker / 'router.db'}"
+    for args in (["provider", "list"], ["keys", "list"], ["requests"]):
+        assert main([*args, "--database", database]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("provider-router: ") and str(blocker) in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -192,6 +192,16 @@ async def test_a_bad_limit_is_refused(db: Database, limit: str) -> None:
     assert repr(limit) in caught.value.message
 
 
+@pytest.mark.parametrize("status", ["ok", "Success", "timeout", ""])
+async def test_an_unknown_status_is_refused_not_answered_with_nothing(
+    db: Database, status: str
+) -> None:
+    """A typo in the filter must not look like "no failed requests"."""
+    with pytest.raises(InvalidRequest) as caught:
+        await history.list_requests(db, {"status": status})
+    assert caught.value.param == "status" and "client_disconnected" in caught.value.message
+
+
 async def test_limits_at_the_bounds_are_accepted(db: Database) -> None:
     await seven_requests(db)
     assert ids(await history.list_requests(db, {"limit": "1"})) == ["r7"]

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import respx
 
 from router.auth import exposure_problem, is_loopback
 from router.errors import RouterError, UpstreamConnectError, UpstreamStatusError
-from router.redact import REDACTED, ScrubbingFormatter, scrub
+from router.redact import REDACTED, ScrubbingFormatter, scrub, scrub_bytes
+from router.secrets import Cipher, generate_key, row_context
 from router.settings import Settings
 from router.store import client_keys
+from router.store.credentials import decode_value, encode_value
 from router.store.db import database_for
 from router.store.migrations import migrate
 from tests.conftest import ADMIN_TOKEN, add_provider, app_client, make_settings
@@ -37,6 +41,12 @@ FAKE = "sk-hygiene-0123456789abcdef"
         f'{{"apiKey": "{FAKE}"}}',
         f"proxy-authorization=Basic {FAKE}",
         f"token is Bearer {FAKE}",
+        # JSON inside a JSON string (an upstream error quoting a request), bytes, raw header lists
+        f'{{"error": "{{\\"apiKey\\": \\"{FAKE}\\"}}"}}',
+        f'b"x-api-key": b"{FAKE}"',
+        f"[(b'x-api-key', b'{FAKE}'), (b'host', b'h')]",
+        f"Headers([('x-goog-api-key', '{FAKE}'), ('accept', '*/*')])",
+        f'{{"openai-api-key": "{FAKE}"}}',
     ],
 )
 def test_every_credential_shape_is_scrubbed(text: str) -> None:
@@ -50,6 +60,7 @@ def test_text_without_credentials_is_left_alone() -> None:
         "All 2 provider(s) for model 'm' failed; last error: HTTP 503",
         "send 'Authorization: Bearer <key>'",
         '{"error": {"code": "invalid_api_key", "param": "api_key"}}',
+        '{"error": {"param": "api_key", "message": "m"}}',
     ):
         assert scrub(text) == text
 
@@ -243,3 +254,45 @@ def test_json_depth(value: object, limit: int, over: bool) -> None:
     from router.limits import json_depth_over
 
     assert json_depth_over(value, limit) is over
+
+
+def test_a_credential_the_process_decrypted_or_stored_is_scrubbed_in_any_shape() -> None:
+    cipher = Cipher(generate_key())
+    decrypted = "sk-echo-decrypted-" + secrets.token_hex(8)
+    stored = "sk-echo-stored-" + secrets.token_hex(8)
+    short = "dummy-" + secrets.token_hex(2)  # 10 characters: a placeholder, left alone
+    for value in (decrypted, stored, short):
+        text = f"Incorrect API key provided: {value}."
+        assert scrub(text) == text  # a shape no pattern knows
+    context = row_context("p", "apiKey")
+    token = orjson.dumps(cipher.encrypt(orjson.dumps(decrypted).decode(), context)).decode()
+    assert decode_value(cipher, "p", "apiKey", token) == decrypted
+    encode_value(cipher, "p", "apiKey", stored, True)
+    encode_value(cipher, "p", "headers", {"x-custom": short}, True)
+    for value in (decrypted, stored):
+        cleaned = scrub(f"Incorrect API key provided: {value}.")
+        assert value not in cleaned and REDACTED in cleaned
+        assert value.encode() not in scrub_bytes(f'{{"error": "bad key {value}"}}'.encode())
+    assert short in scrub(f"Incorrect API key provided: {short}.")
+
+
+async def test_an_upstream_error_echoing_the_key_does_not_reach_the_client(
+    tmp_path: Path, upstreams: respx.MockRouter
+) -> None:
+    echoed = "sk-echoed-" + secrets.token_hex(12)
+    upstreams.post("http://echo.test/v1/chat/completions").respond(
+        401, json={"error": {"message": f"Incorrect API key provided: {echoed}.", "type": "x"}}
+    )
+    settings = make_settings(tmp_path)
+    async with app_client(settings) as (app, client):
+        await add_provider(client, "echo", "http://echo.test/v1", ["m"], config={"apiKey": echoed})
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        response = await client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 401
+        assert echoed not in response.text and "Incorrect API key provided" in response.text
+        assert app.services is not None
+        await app.services.recorder.flush()
+        history = await client.get("/v1/requests", headers=ADMIN)
+        [row] = history.json()["data"]
+        detail = await client.get(f"/v1/requests/{row['id']}", headers=ADMIN)
+        assert row["status_code"] == 401 and echoed not in detail.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -382,3 +383,20 @@ async def test_cli_keys_create_list_revoke(
     assert "revoked" in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["keys", "revoke", "key_nope", "--database", url]) == 1
     assert "No client key" in capsys.readouterr().err
+
+
+async def test_cli_keys_speak_json_for_scripts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = make_settings(tmp_path).database_url
+    create = ["keys", "create", "--name", "ci", "--model", "a", "--json", "--database", url]
+    assert await asyncio.to_thread(main, create) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["key"].startswith("pr-") and created["models"] == ["a"]
+    assert await asyncio.to_thread(main, ["keys", "list", "--json", "--database", url]) == 0
+    listed = capsys.readouterr().out
+    assert created["key"] not in listed
+    assert [k["id"] for k in json.loads(listed)["data"]] == [created["id"]]
+    revoke = ["keys", "revoke", created["id"], "--json", "--database", url]
+    assert await asyncio.to_thread(main, revoke) == 0
+    assert json.loads(capsys.readouterr().out)["revoked_at"] is not None

@@ -110,6 +110,10 @@ async def test_restore_and_enable_rules(db: Database) -> None:
     with pytest.raises(Conflict) as caught:
         await lifecycle.set_enabled(db, "p", True)
     assert "/v1/providers/p/restore" in caught.value.message
+    with pytest.raises(Conflict):  # nor through the partial update
+        await catalog.update_provider(db, "p", {"enabled": True, "description": "x"})
+    shown = await catalog.get_provider(db, "p")
+    assert (shown["enabled"], shown["description"]) == (False, None)
     disabled = await lifecycle.set_enabled(db, "p", False)  # allowed: it is disabled already
     assert disabled["enabled"] is False
     restored = await lifecycle.restore_provider(db, "p")

@@ -434,3 +434,26 @@ async def test_the_provider_list_pages_with_a_cursor(client: httpx.AsyncClient) 
     bad = await client.get("/v1/providers?cursor=bm9wZQ", headers=ADMIN)
     assert_error(bad, 400, "cursor")
     assert_error(await client.get("/v1/providers?limit=0", headers=ADMIN), 400, "limit")
+
+
+async def test_a_method_the_path_does_not_have_is_a_405_invalid_request(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.patch("/v1/providers", headers=ADMIN)
+    assert response.status_code == 405
+    assert response.headers["allow"]
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"  # the caller's mistake, not a server_error
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+async def test_a_management_body_over_the_limit_is_a_413_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    async with app_client(make_settings(tmp_path, max_body_bytes=1024)) as (_, client):
+        body = {"name": "big", "type": "openai", "description": "x" * 2000,
+                "config": {"baseURL": "http://big.test/v1"}}  # fmt: skip
+        response = await client.post("/v1/providers", json=body, headers=ADMIN)
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "request_too_large"
+        assert (await client.get("/v1/providers", headers=ADMIN)).json()["data"] == []

@@ -7,6 +7,7 @@ import base64
 import io
 import logging
 import os
+import secrets as stdlib_secrets
 import sqlite3
 import stat
 import subprocess
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from router import secrets as secrets_module
 from router.app import prepare_database
+from router.auth import TOKEN_FILE, resolve_admin_token
 from router.cli import main
 from router.errors import InvalidRequest
 from router.secrets import (
@@ -28,6 +31,7 @@ from router.secrets import (
 )
 from router.settings import Settings, load_settings
 from router.store import catalog, migrations
+from router.store.credentials import StaleKeyError, rotate_key
 from router.store.db import Database, database_for
 from router.store.migrations import migrate
 from tests.conftest import make_settings
@@ -332,6 +336,138 @@ def test_a_key_file_others_can_read_is_reported(
     with caplog.at_level(logging.WARNING, logger="provider_router.secrets"):
         resolve_cipher(settings)
     assert "chmod 600" in caplog.text
+
+
+def test_a_key_file_made_by_another_process_first_is_kept_not_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes starting on a new database at once must share one key: the loser of the
+    race uses the winner's key, or credentials it encrypts could never be read again."""
+    settings = make_settings(tmp_path)
+    path = tmp_path / KEY_FILE
+    theirs = generate_key()
+    real_generate = secrets_module.generate_key
+
+    def generate_while_another_process_writes_the_file() -> str:
+        path.write_text(theirs + "\n")  # the other process wins between the check and the write
+        return real_generate()
+
+    monkeypatch.setattr(
+        secrets_module, "generate_key", generate_while_another_process_writes_the_file
+    )
+    cipher = resolve_cipher(settings)
+    assert path.read_text().strip() == theirs
+    assert cipher.key_id == Cipher(theirs).key_id
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]  # no temporary file left behind
+
+
+def test_an_admin_token_file_made_by_another_process_first_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path, admin_token=None)
+    path = tmp_path / TOKEN_FILE
+    real_token = stdlib_secrets.token_urlsafe
+
+    def token_while_another_process_writes_the_file(size: int) -> str:
+        path.write_text("pr-admin-theirs-0123456789\n")
+        return real_token(size)
+
+    monkeypatch.setattr(
+        stdlib_secrets, "token_urlsafe", token_while_another_process_writes_the_file
+    )
+    assert resolve_admin_token(settings) == "pr-admin-theirs-0123456789"
+    assert path.read_text().strip() == "pr-admin-theirs-0123456789"
+    monkeypatch.undo()
+    path.unlink()
+    made = resolve_admin_token(settings)
+    assert made.startswith("pr-admin-") and path.read_text().strip() == made
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_key_and_token_files_are_made_where_hard_links_are_not_supported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("router.secrets.os.link", no_links)
+    settings = make_settings(tmp_path, admin_token=None)
+    cipher = resolve_cipher(settings)
+    token = resolve_admin_token(settings)
+    assert Cipher((tmp_path / KEY_FILE).read_text().strip()).key_id == cipher.key_id
+    assert (tmp_path / TOKEN_FILE).read_text().strip() == token
+    for name in (KEY_FILE, TOKEN_FILE):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([KEY_FILE, TOKEN_FILE])
+    assert resolve_cipher(settings).key_id == cipher.key_id  # read back, not made again
+
+
+async def test_a_process_still_holding_the_old_key_cannot_write_a_credential(
+    tmp_path: Path,
+) -> None:
+    """After `secrets rotate` elsewhere, a running server must not encrypt with the old key:
+    once restarted with the new one, nothing could read that value."""
+    old = generate_key()
+    settings = make_settings(tmp_path, secret_key=old)
+    await create_provider(settings)
+    server = database_for(settings)  # a running server: opened before the rotation
+    await server.open()
+    try:
+        rotating = database_for(settings)
+        await rotating.open()
+        try:
+            new = Cipher(generate_key())
+            assert await rotate_key(rotating, new) == 1
+        finally:
+            await rotating.close()
+        # A new provider is the write that decrypts nothing first (updates fail on the merge).
+        second = {**PROVIDER, "id": "p2", "name": "p2"}
+        with pytest.raises(StaleKeyError) as caught:
+            await catalog.create_provider(server, second)
+        assert new.key_id in caught.value.message and "restart" in caught.value.message.lower()
+    finally:
+        await server.close()
+    restarted = Database(settings.database_path, cipher=new)
+    await restarted.open()
+    try:
+        assert (await catalog.provider_config(restarted, "p1"))["apiKey"] == SECRET
+        assert [p["id"] for p in await catalog.list_providers(restarted)] == ["p1"]
+    finally:
+        await restarted.close()
+
+
+def test_a_readable_admin_token_file_is_warned_about_by_path_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path, admin_token=None)
+    path = tmp_path / TOKEN_FILE
+    path.write_text("pr-admin-readable-0123456789\n")
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="provider_router.auth"):
+        assert resolve_admin_token(settings) == "pr-admin-readable-0123456789"
+    assert "chmod 600" in caplog.text and str(path) in caplog.text
+    assert "pr-admin-readable" not in caplog.text
+    caplog.clear()
+    path.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="provider_router.auth"):
+        resolve_admin_token(settings)
+    assert caplog.text == ""
+
+
+def test_a_key_left_by_an_interrupted_rotation_is_pointed_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If rotate dies between its commit and moving the new key file into place, the database
+    needs secret-key.new: the log must say so (by path, never the key)."""
+    settings = make_settings(tmp_path)
+    resolve_cipher(settings)
+    staged = tmp_path / (KEY_FILE + ".new")
+    key = generate_key()
+    staged.write_text(key + "\n")
+    with caplog.at_level(logging.WARNING, logger="provider_router.secrets"):
+        resolve_cipher(settings)
+    assert str(staged) in caplog.text and "interrupted" in caplog.text
+    assert key not in caplog.text
 
 
 def test_generated_keys_never_look_like_an_option() -> None:

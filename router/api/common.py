@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router.auth import Authenticator
-from router.errors import InvalidJSON, InvalidRequest
+from router.errors import InvalidJSON, InvalidRequest, PayloadTooLarge
 from router.proxy import Proxy
 from router.recorder import Recorder
 from router.settings import Settings
@@ -101,9 +101,15 @@ def json_response(data: Any, status_code: int = 200) -> Response:
 
 
 async def json_body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > services(request).settings.max_body_bytes:
-        raise InvalidJSON("The request body is too large.")
+    limit = services(request).settings.max_body_bytes
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # stop at the limit, not after reading it all
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

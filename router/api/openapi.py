@@ -298,7 +298,10 @@ PATHS: dict[str, dict[str, Any]] = {
                 _query("cursor", {"type": "string"}),
                 _query("model", {"type": "string"}),
                 _query("provider_id", {"type": "string"}),
-                _query("status", {"type": "string"}),
+                _query(
+                    "status",
+                    {"type": "string", "enum": ["success", "error", "client_disconnected"]},
+                ),
                 _query("since", _MS),
             ],
         )

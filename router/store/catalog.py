@@ -21,7 +21,7 @@ from providers.registry import adapter_types, get_adapter_class
 from router.errors import Conflict, InvalidRequest, NotFound
 
 from . import validation as check
-from .credentials import decode_value, encode_value
+from .credentials import check_key_current, decode_value, encode_value
 from .db import Database
 
 PROVIDER_FIELDS = ("id", "name", "type", "enabled", "priority", "weight", "description", "limits")
@@ -90,6 +90,10 @@ async def _write_config(
 ) -> None:
     keys = get_adapter_class(type_name).config_keys
     stamp = now_ms()
+    if any(
+        key in keys and keys[key].sensitive and value is not None for key, value in config.items()
+    ):
+        await check_key_current(conn, db.cipher)
     for key, value in config.items():
         sensitive = keys[key].sensitive if key in keys else False
         if sensitive and is_masked(value):
@@ -180,6 +184,12 @@ async def update_provider(db: Database, provider_id: str, data: Any) -> dict[str
             if value is None:
                 raise InvalidRequest(f"Field {key!r} must be true or false.", param=key)
             changes[key] = int(value)
+    if changes.get("enabled") and current["archived_at"] is not None:
+        raise Conflict(
+            f"Provider {provider_id!r} is archived; restore it with "
+            f"POST /v1/providers/{provider_id}/restore first.",
+            param="enabled",
+        )
     for key, minimum in (("priority", None), ("weight", 1)):
         if key in data:
             value = check.integer(data, key, minimum=minimum)

@@ -12,13 +12,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiosqlite
 import orjson
 
+from router.errors import RouterError
+from router.redact import remember
 from router.secrets import Cipher, SecretKeyError, is_encrypted, key_id_of, row_context
 
 from .db import Database
 
 log = logging.getLogger("provider_router.credentials")
+
+
+class StaleKeyError(RouterError):
+    """This process's key is not the one the stored credentials use (a 500: restart it)."""
 
 
 def _need(cipher: Cipher | None) -> Cipher:
@@ -37,6 +44,7 @@ def encode_value(
     text = orjson.dumps(value).decode()
     if not sensitive:
         return text
+    remember(value)
     token = _need(cipher).encrypt(text, row_context(provider_id, key))
     return orjson.dumps(token).decode()
 
@@ -45,7 +53,9 @@ def decode_value(cipher: Cipher | None, provider_id: str, key: str, stored: str)
     """The value in clear from the text stored in ``provider_configs.value``."""
     value = orjson.loads(stored)
     if is_encrypted(value):
-        return orjson.loads(_need(cipher).decrypt(value, row_context(provider_id, key)))
+        clear = orjson.loads(_need(cipher).decrypt(value, row_context(provider_id, key)))
+        remember(clear)  # from now on scrubbed wherever it appears, whatever the shape
+        return clear
     return value
 
 
@@ -78,6 +88,27 @@ async def prepare_credentials(db: Database) -> int:
         # plaintext there.
         await db.checkpoint()
     return encrypted
+
+
+async def check_key_current(conn: aiosqlite.Connection, cipher: Cipher | None) -> None:
+    """Refuse to encrypt with a key the stored credentials no longer use.
+
+    After ``secrets rotate`` in another process, a server still holding the old key would
+    write a value no one could read once it restarts with the new key. Call inside the write
+    transaction, before encrypting.
+    """
+    cipher = _need(cipher)
+    async with conn.execute(
+        "SELECT value FROM provider_configs WHERE is_sensitive = 1 AND value LIKE '\"enc:v1:%'"
+        " LIMIT 1"
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is not None and (found := key_id_of(orjson.loads(row[0]))) != cipher.key_id:
+        raise StaleKeyError(
+            f"The stored credentials are encrypted with key {found}, but this process holds key "
+            f"{cipher.key_id} (was `provider-router secrets rotate` run?). Restart it with the "
+            "new key; nothing was changed."
+        )
 
 
 async def rotate_key(db: Database, new: Cipher) -> int:

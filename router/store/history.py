@@ -76,6 +76,9 @@ def _request_dict(row: sqlite3.Row) -> dict[str, Any]:
     return data
 
 
+STATUSES = ("success", "error", "client_disconnected")  # RequestRecord.status
+
+
 async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, Any]:
     """``{"data": [...], "next_cursor": ...}`` filtered by model, provider_id, status, since."""
     allowed = {"limit", "cursor", "model", "provider_id", "status", "since"}
@@ -85,6 +88,11 @@ async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, An
     limit = parse_limit(params.get("limit"))
     where: list[str] = []
     args: list[Any] = []
+    if "status" in params and params["status"] not in STATUSES:
+        raise InvalidRequest(
+            f"Parameter 'status' must be one of {', '.join(STATUSES)}, got {params['status']!r}.",
+            param="status",
+        )
     for key in ("model", "provider_id", "status"):
         if key in params:
             where.append(f"{key} = ?")

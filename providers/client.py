@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import orjson
@@ -218,6 +218,15 @@ def client_from_config(
     )
 
 
+_CREDENTIAL_PARAMS = frozenset(
+    {"key", "apikey", "token", "accesstoken", "secret", "password", "sig", "signature", "auth"}
+)
+
+
+def _credential_param(name: str) -> bool:
+    return name.lower().replace("-", "").replace("_", "") in _CREDENTIAL_PARAMS
+
+
 def http_config_problems(config: Mapping[str, Any], *, allow_query: bool = True) -> list[str]:
     """What is wrong with the ``baseURL``, ``timeout`` and ``headers`` every HTTP type takes."""
     problems = []
@@ -234,6 +243,12 @@ def http_config_problems(config: Mapping[str, Any], *, allow_query: bool = True)
             problems.append(
                 "Config key 'baseURL' must not carry a query; a key goes in 'apiKey' "
                 "(sent in a header, never in a URL)."
+            )
+        elif any(_credential_param(name) for name, _ in parse_qsl(parts.query)):
+            # A URL is stored and shown in clear; credentials belong in encrypted keys.
+            problems.append(
+                "Config key 'baseURL' must not carry a credential in its query; put the key in "
+                "'apiKey' or 'headers' (stored encrypted, sent in a header)."
             )
     timeout = config.get("timeout")
     if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:

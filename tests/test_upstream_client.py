@@ -13,6 +13,7 @@ import respx
 
 from providers.client import (
     UpstreamClient,
+    http_config_problems,
     retry_after_seconds,
     status_error,
     translate_httpx_error,
@@ -208,3 +209,22 @@ def test_retry_after_takes_an_http_date() -> None:
     assert found is not None and 115 <= found <= 121
     past = email.utils.formatdate(time.time() - 120, usegmt=True)
     assert retry_after_seconds(httpx.Response(503, headers={"retry-after": past})) == 0.0
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://llm.example/v1?key=AIzaFAKE",
+        "https://llm.example/v1?api-version=1&API_KEY=x",
+        "https://llm.example/v1?access_token=x",
+        "https://llm.example/v1?sig=x",
+    ],
+)
+def test_a_credential_in_the_base_url_query_is_refused(base_url: str) -> None:
+    (problem,) = http_config_problems({"baseURL": base_url})
+    assert "must not carry a credential" in problem
+    assert "AIzaFAKE" not in problem
+
+
+def test_an_ordinary_query_in_the_base_url_is_kept() -> None:
+    assert http_config_problems({"baseURL": "https://x.openai.azure.com/v1?api-version=2024"}) == []

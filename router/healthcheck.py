@@ -86,6 +86,15 @@ async def probe_and_record(
     return results
 
 
+def close_recovered(resilience: Resilience, results: Iterable[HealthResult]) -> None:
+    """Close the circuit of every provider whose probe succeeded."""
+    for found in results:
+        breaker = resilience.breakers.peek(found.provider_id)
+        if found.result.ok and breaker is not None and breaker.state != CLOSED:
+            log.info("Provider %r answered its health check: circuit closed", found.provider_id)
+            breaker.close()
+
+
 class HealthChecker:
     """The background task: a round every ``interval_s``, through the live adapters."""
 
@@ -118,11 +127,7 @@ class HealthChecker:
 
     async def check_round(self) -> list[HealthResult]:
         results = await probe_and_record(self.db, self.targets(), self.timeout_s)
-        for found in results:
-            breaker = self.resilience.breakers.peek(found.provider_id)
-            if found.result.ok and breaker is not None and breaker.state != CLOSED:
-                log.info("Provider %r answered its health check: circuit closed", found.provider_id)
-                breaker.close()
+        close_recovered(self.resilience, results)
         self.rounds += 1
         return results
 

@@ -143,3 +143,23 @@ async def test_background_checks_probe_a_providers_default_model(tmp_path: Path)
         targets = checker.targets()
 
     assert [(pid, model) for pid, _, model in targets] == [("p", "b-upstream")]
+
+
+async def test_the_test_endpoint_records_its_probe_and_closes_a_recovered_circuit(
+    tmp_path: Path,
+) -> None:
+    upstream = MockUpstream(MockOptions())
+    settings = make_settings(tmp_path, health_check_interval_ms=0)
+    async with serve(upstream.app()) as url, app_client(settings) as (app, client):
+        await add_provider(client, "up", f"{url}/v1", ["gpt-test"])
+        assert app.services is not None
+        breaker = app.services.proxy.resilience.breakers.get("up")
+        for _ in range(5):
+            breaker.failure("earlier trouble")
+        assert breaker.state == "open"
+        tested = await client.post("/v1/providers/up/test", headers=ADMIN)
+
+    assert tested.status_code == 200 and tested.json()["ok"] is True
+    assert breaker.state == "closed"
+    status, latency, error, checked_at = health_rows(settings.database_path)["up"]
+    assert (status, error) == ("ok", None) and latency is not None and checked_at

@@ -9,7 +9,7 @@ from starlette.routing import Route
 from providers.base import Adapter
 from providers.registry import get_adapter_class
 from router.errors import InvalidRequest
-from router.probe import probe
+from router.healthcheck import close_recovered, probe_and_record
 from router.store import catalog, lifecycle
 
 from . import common
@@ -123,11 +123,14 @@ async def probe_provider(app: common.Services, provider_id: str) -> dict[str, ob
     model = (default["upstream_model"] or default["model_id"]) if default else None
     adapter, temporary = await adapter_to_probe(app, provider_id)
     try:
-        result = await probe(adapter, model, timeout_s=app.settings.health_check_timeout_ms / 1000)
+        # Recorded like a health check, and a success closes an open circuit, as one would.
+        timeout_s = app.settings.health_check_timeout_ms / 1000
+        results = await probe_and_record(app.db, [(provider_id, adapter, model)], timeout_s)
     finally:
         if temporary:
             await adapter.aclose()
-    return result.as_dict()
+    close_recovered(app.proxy.resilience, results)
+    return results[0].result.as_dict()
 
 
 @admin

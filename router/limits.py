@@ -2,7 +2,7 @@
 upstream: header size (431), body size (413, in :mod:`router.proxy`), number of messages and
 JSON nesting depth (400).
 
-Request bodies are not logged unless ``logging.log_bodies`` is on; then at most
+Request and response bodies are not logged unless ``logging.log_bodies`` is on; then at most
 ``logging.body_max_bytes`` of each, scrubbed of credentials, go to the log.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from typing import Any
+
+from starlette.types import Message, Send
 
 from router.errors import HeadersTooLarge, InvalidRequest
 from router.redact import scrub
@@ -77,8 +79,22 @@ class InputLimits:
                 code="json_too_deep",
             )
 
-    def log_body(self, request_id: str, raw: bytes) -> None:
+    def log_body(self, request_id: str, raw: bytes, what: str = "Request") -> None:
+        """Log ``raw`` (a request or response body) if body logging is on: cut and scrubbed."""
         if self.log_bodies:
             shown = raw[: self.log_body_max_bytes].decode("utf-8", "replace")
             more = " (truncated)" if len(raw) > self.log_body_max_bytes else ""
-            log.info("Request %s body%s: %s", request_id, more, scrub(shown))
+            log.info("%s %s body%s: %s", what, request_id, more, scrub(shown))
+
+    def capture(self, send: Send) -> tuple[Send, bytearray]:
+        """``send`` that also keeps the first body bytes it sends (one more than the limit, to
+        tell a cut body), for :meth:`log_body` of a streamed response."""
+        kept = bytearray()
+        limit = self.log_body_max_bytes + 1
+
+        async def capturing(message: Message) -> None:
+            if len(kept) < limit and message["type"] == "http.response.body":
+                kept.extend(message.get("body", b"")[: limit - len(kept)])
+            await send(message)
+
+        return capturing, kept

@@ -379,6 +379,8 @@ class Proxy:
             breaker.success()
             headers = response_headers(record.id, provider_id, result.content_type.encode())
             await send_body(send, result.status_code, result.body, headers)
+            if self.limits is not None:
+                self.limits.log_body(record.id, result.body, "Response")
             record.status, record.status_code = "success", result.status_code
             self._count_usage(record, candidate, result.usage)
             return None
@@ -450,6 +452,9 @@ class Proxy:
         cancels it when the client hangs up, and it is disarmed before the last message.
         """
         failure: UpstreamError | None = None
+        kept = None
+        if self.limits is not None and self.limits.log_bodies:
+            send, kept = self.limits.capture(send)
         try:
             headers = response_headers(record.id, candidate.provider_id, b"")
             headers[0] = _SSE_HEADERS[0]
@@ -477,6 +482,8 @@ class Proxy:
         finally:
             guard.stop()
             await stream.aclose()
+            if kept is not None and self.limits is not None:
+                self.limits.log_body(record.id, bytes(kept), "Response")
         self._count_usage(record, candidate, stream.usage)
         return failure
 

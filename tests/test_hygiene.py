@@ -148,22 +148,39 @@ async def test_bodies_are_not_logged_unless_asked_and_then_cut_and_scrubbed(
         "model": "m",
         "messages": [{"role": "user", "content": f"my key is Bearer {FAKE} " + "z" * 500}],
     }
+    answer = {"role": "assistant", "content": f"echo x-api-key: {FAKE} " + "y" * 500}
+    replied = httpx.Response(200, json={"model": "m", "choices": [{"index": 0, "message": answer}]})
+    chunk = {"model": "m", "choices": [{"index": 0, "delta": {"content": f"Bearer {FAKE}"}}]}
+    streamed = b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n"
     for log_bodies in (False, True):
         settings = make_settings(
             tmp_path / str(log_bodies), log_bodies=log_bodies, log_body_max_bytes=200
         )
         caplog.clear()
+        upstream.mock(return_value=replied)
         with caplog.at_level(logging.INFO, logger="provider_router.bodies"):
             async with app_client(settings) as (_, client):
                 await add_provider(client, "up", "http://upstream.test/v1", ["m"])
                 assert (await client.post("/v1/chat/completions", json=chat)).status_code == 200
+                upstream.mock(
+                    return_value=httpx.Response(
+                        200, content=streamed, headers={"content-type": "text/event-stream"}
+                    )
+                )
+                stream = await client.post("/v1/chat/completions", json={**chat, "stream": True})
+                assert stream.status_code == 200 and b"[DONE]" in stream.content
         logged = [r.getMessage() for r in caplog.records if r.name == "provider_router.bodies"]
         if not log_bodies:
             assert logged == []
-        else:
-            [line] = logged
-            assert "(truncated)" in line and "my key is Bearer" in line
-            assert FAKE not in line and "z" * 300 not in line
+            continue
+        request, response, _, streamed_response = logged
+        assert request.startswith("Request ") and "(truncated)" in request
+        assert "my key is Bearer" in request and "z" * 300 not in request
+        assert response.startswith("Response ") and "(truncated)" in response
+        assert "echo x-api-key" in response and "y" * 300 not in response
+        assert streamed_response.startswith("Response ")
+        assert "Bearer [redacted]" in streamed_response and "[DONE]" in streamed_response
+        assert all(FAKE not in line for line in logged)
 
 
 # -- refusing to serve an open proxy on the network --------------------------------------------

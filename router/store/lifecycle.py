@@ -58,32 +58,50 @@ _PROVIDER_HISTORY = (
 )
 
 
+async def _delete_or_archive(
+    db: Database,
+    item_id: str,
+    *,
+    queued: bool,
+    history: str,
+    archive: str,
+    delete: tuple[str, ...],
+) -> dict[str, Any]:
+    """Archive ``item_id`` when ``history`` (an ``EXISTS`` query on ``:id``) finds any or rows
+    naming it are still ``queued``, else run the ``delete`` statements; all in one transaction,
+    so no history row can slip in between the check and the delete."""
+    async with db.transaction() as conn:
+        async with conn.execute(history, {"id": item_id}) as cursor:
+            found = await cursor.fetchone()
+        keep = queued or bool(found and found[0])
+        if keep:
+            await conn.execute(archive, {"id": item_id, "now": now_ms()})
+        else:
+            for statement in delete:
+                await conn.execute(statement, {"id": item_id})
+        await bump_config_version(conn)
+    return {"id": item_id, "deleted": not keep, "archived": keep}
+
+
 async def delete_provider(
     db: Database, provider_id: str, *, pending: Collection[str] = ()
 ) -> dict[str, Any]:
     """Delete a provider, or archive it when history exists or may still arrive.
 
     ``pending`` holds the ids of providers that rows not yet written refer to (the recorder's
-    queue). The check runs inside the write transaction, so no history row can slip in between
-    the check and the delete. Returns ``{"id", "deleted": bool, "archived": bool}``.
+    queue). Returns ``{"id", "deleted": bool, "archived": bool}``.
     """
     await _provider_state(db, provider_id)
-    async with db.transaction() as conn:
-        async with conn.execute(_PROVIDER_HISTORY, {"id": provider_id}) as cursor:
-            found = await cursor.fetchone()
-        keep = provider_id in pending or bool(found and found[0])
-        if keep:
-            stamp = now_ms()
-            await conn.execute(
-                "UPDATE providers SET archived_at = coalesce(archived_at, ?), enabled = 0,"
-                " updated_at = ? WHERE id = ?",
-                (stamp, stamp, provider_id),
-            )
-        else:
-            # Config rows and links go with it (ON DELETE CASCADE).
-            await conn.execute("DELETE FROM providers WHERE id = ?", (provider_id,))
-        await bump_config_version(conn)
-    return {"id": provider_id, "deleted": not keep, "archived": keep}
+    return await _delete_or_archive(
+        db,
+        provider_id,
+        queued=provider_id in pending,
+        history=_PROVIDER_HISTORY,
+        archive="UPDATE providers SET archived_at = coalesce(archived_at, :now), enabled = 0,"
+        " updated_at = :now WHERE id = :id",
+        # Config rows and links go with it (ON DELETE CASCADE).
+        delete=("DELETE FROM providers WHERE id = :id",),
+    )
 
 
 async def restore_provider(db: Database, provider_id: str) -> dict[str, Any]:
@@ -108,24 +126,18 @@ async def delete_model(
     ``pending`` holds the model names of rows not yet written.
     """
     await get_model(db, model_id)
-    async with db.transaction() as conn:
-        async with conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM requests WHERE model = ?)", (model_id,)
-        ) as cursor:
-            found = await cursor.fetchone()
-        keep = model_id in pending or bool(found and found[0])
-        if keep:
-            stamp = now_ms()
-            await conn.execute(
-                "UPDATE models SET archived_at = coalesce(archived_at, ?), updated_at = ?"
-                " WHERE id = ?",
-                (stamp, stamp, model_id),
-            )
-        else:
-            await conn.execute("DELETE FROM provider_models WHERE model_id = ?", (model_id,))
-            await conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
-        await bump_config_version(conn)
-    return {"id": model_id, "deleted": not keep, "archived": keep}
+    return await _delete_or_archive(
+        db,
+        model_id,
+        queued=model_id in pending,
+        history="SELECT EXISTS (SELECT 1 FROM requests WHERE model = :id)",
+        archive="UPDATE models SET archived_at = coalesce(archived_at, :now), updated_at = :now"
+        " WHERE id = :id",
+        delete=(
+            "DELETE FROM provider_models WHERE model_id = :id",
+            "DELETE FROM models WHERE id = :id",
+        ),
+    )
 
 
 async def restore_model(db: Database, model_id: str) -> dict[str, Any]:

@@ -70,6 +70,13 @@ def page_of(
     }
 
 
+async def changed(app: Services, data: Any, status_code: int = 200) -> Response:
+    """The answer to a management write: rebuild this process's routing snapshot at once (other
+    processes follow through ``config_version``), then answer with ``data``."""
+    await app.snapshots.rebuild()
+    return json_response(data, status_code)
+
+
 async def recorder_drained(app: Services) -> bool:
     """Wait (briefly) until every history row queued so far is written; False if it did not."""
     try:

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from router.store import configs
 
-from .common import admin, json_body, json_response, services
+from .common import admin, changed, json_body, json_response, services
 
 
 @admin
@@ -22,8 +22,7 @@ async def replace_config(request: Request) -> Response:
     app = services(request)
     provider_id = request.path_params["provider_id"]
     found = await configs.replace_config(app.db, provider_id, await json_body(request))
-    await app.snapshots.rebuild()
-    return json_response(found)
+    return await changed(app, found)
 
 
 @admin
@@ -31,8 +30,7 @@ async def set_key(request: Request) -> Response:
     app = services(request)
     provider_id, key = request.path_params["provider_id"], request.path_params["key"]
     found = await configs.set_config_key(app.db, provider_id, key, await json_body(request))
-    await app.snapshots.rebuild()
-    return json_response(found)
+    return await changed(app, found)
 
 
 @admin
@@ -40,8 +38,7 @@ async def delete_key(request: Request) -> Response:
     app = services(request)
     provider_id, key = request.path_params["provider_id"], request.path_params["key"]
     found = await configs.delete_config_key(app.db, provider_id, key)
-    await app.snapshots.rebuild()
-    return json_response(found)
+    return await changed(app, found)
 
 
 routes = [

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from router.store import catalog, links
 
-from .common import admin, json_body, json_response, services
+from .common import admin, changed, json_body, json_response, services
 
 
 @admin
@@ -26,8 +26,7 @@ async def link_model(request: Request) -> Response:
     app = services(request)
     provider_id = request.path_params["provider_id"]
     link = await catalog.link_model(app.db, provider_id, await json_body(request))
-    await app.snapshots.rebuild()
-    return json_response(link, 201)
+    return await changed(app, link, 201)
 
 
 @admin
@@ -35,8 +34,7 @@ async def unlink_model(request: Request) -> Response:
     app = services(request)
     provider_id, model_id = request.path_params["provider_id"], request.path_params["model_id"]
     await links.unlink_model(app.db, provider_id, model_id)
-    await app.snapshots.rebuild()
-    return json_response({"provider_id": provider_id, "model_id": model_id, "deleted": True})
+    return await changed(app, {"provider_id": provider_id, "model_id": model_id, "deleted": True})
 
 
 @admin
@@ -44,8 +42,7 @@ async def set_default(request: Request) -> Response:
     app = services(request)
     provider_id, model_id = request.path_params["provider_id"], request.path_params["model_id"]
     found = await links.set_default(app.db, provider_id, model_id)
-    await app.snapshots.rebuild()
-    return json_response({"data": found, "next_cursor": None})
+    return await changed(app, {"data": found, "next_cursor": None})
 
 
 routes = [

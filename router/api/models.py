@@ -10,6 +10,7 @@ from router.store import catalog, lifecycle, links
 
 from .common import (
     admin,
+    changed,
     json_body,
     json_response,
     recorder_drained,
@@ -44,8 +45,7 @@ async def list_models(request: Request) -> Response:
 async def create_model(request: Request) -> Response:
     app = services(request)
     model = await catalog.create_model(app.db, await json_body(request))
-    await app.snapshots.rebuild()
-    return json_response(model, 201)
+    return await changed(app, model, 201)
 
 
 @admin
@@ -60,8 +60,7 @@ async def update_model(request: Request) -> Response:
     app = services(request)
     model_id = request.path_params["model_id"]
     model = await links.update_model(app.db, model_id, await json_body(request))
-    await app.snapshots.rebuild()
-    return json_response(model)
+    return await changed(app, model)
 
 
 @admin
@@ -71,16 +70,14 @@ async def delete_model(request: Request) -> Response:
     await catalog.get_model(app.db, model_id)
     pending = () if await recorder_drained(app) else (model_id,)
     result = await lifecycle.delete_model(app.db, model_id, pending=pending)
-    await app.snapshots.rebuild()
-    return json_response(result)
+    return await changed(app, result)
 
 
 @admin
 async def restore_model(request: Request) -> Response:
     app = services(request)
     model = await lifecycle.restore_model(app.db, request.path_params["model_id"])
-    await app.snapshots.rebuild()
-    return json_response(model)
+    return await changed(app, model)
 
 
 routes = [

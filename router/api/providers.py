@@ -13,7 +13,7 @@ from router.healthcheck import close_recovered, probe_and_record
 from router.store import catalog, lifecycle
 
 from . import common
-from .common import admin, json_body, json_response, services
+from .common import admin, changed, json_body, json_response, services
 from .health import live_state
 
 
@@ -21,8 +21,7 @@ from .health import live_state
 async def create_provider(request: Request) -> Response:
     app = services(request)
     provider = await catalog.create_provider(app.db, await json_body(request))
-    await app.snapshots.rebuild()
-    return json_response(provider, 201)
+    return await changed(app, provider, 201)
 
 
 @admin
@@ -53,8 +52,7 @@ async def update_provider(request: Request) -> Response:
     app = services(request)
     provider_id = request.path_params["provider_id"]
     provider = await catalog.update_provider(app.db, provider_id, await json_body(request))
-    await app.snapshots.rebuild()
-    return json_response(provider)
+    return await changed(app, provider)
 
 
 @admin
@@ -64,32 +62,28 @@ async def delete_provider(request: Request) -> Response:
     await catalog.get_provider(app.db, provider_id)
     pending = () if await common.recorder_drained(app) else (provider_id,)
     result = await lifecycle.delete_provider(app.db, provider_id, pending=pending)
-    await app.snapshots.rebuild()
-    return json_response(result)
+    return await changed(app, result)
 
 
 @admin
 async def restore_provider(request: Request) -> Response:
     app = services(request)
     provider = await lifecycle.restore_provider(app.db, request.path_params["provider_id"])
-    await app.snapshots.rebuild()
-    return json_response(provider)
+    return await changed(app, provider)
 
 
 @admin
 async def enable_provider(request: Request) -> Response:
     app = services(request)
     provider = await lifecycle.set_enabled(app.db, request.path_params["provider_id"], True)
-    await app.snapshots.rebuild()
-    return json_response(provider)
+    return await changed(app, provider)
 
 
 @admin
 async def disable_provider(request: Request) -> Response:
     app = services(request)
     provider = await lifecycle.set_enabled(app.db, request.path_params["provider_id"], False)
-    await app.snapshots.rebuild()
-    return json_response(provider)
+    return await changed(app, provider)
 
 
 @admin

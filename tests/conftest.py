@@ -149,3 +149,21 @@ async def add_provider(
         assert linked.status_code == 201, linked.text
     created: dict[str, Any] = response.json()
     return created
+
+
+async def last_request(client: httpx.AsyncClient, app: ProviderRouterApp) -> dict[str, Any]:
+    """The newest history row, with its attempts. A server records a request just after its
+    last byte went out, so this waits for the row rather than read too early."""
+    assert app.services is not None
+    rows: list[dict[str, Any]] = []
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    for _ in range(200):
+        await app.services.recorder.flush()
+        rows = (await client.get("/v1/requests", headers=admin)).json()["data"]
+        if rows:
+            break
+        await asyncio.sleep(0.01)
+    assert rows, "no request was recorded"
+    detail = await client.get(f"/v1/requests/{rows[0]['id']}", headers=admin)
+    found: dict[str, Any] = detail.json()
+    return found

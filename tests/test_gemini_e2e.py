@@ -17,8 +17,7 @@ from providers.base import AdapterOptions
 from providers.gemini import GeminiAdapter
 from router.app import create_app
 from router.mock_upstream import MockOptions, MockUpstream, _embed
-from tests.conftest import ADMIN_TOKEN, add_provider, make_settings, serve_asgi
-from tests.test_socket import last_request
+from tests.conftest import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 GEMINI_KEY = "AIza-e2e-upstream-key"

@@ -28,7 +28,7 @@ import pytest
 
 from router.secrets import generate_key
 from tests.conftest import free_port
-from tests.test_serve import start, wait_until_up
+from tests.test_serve import mock_upstream_process, wait_until_up
 
 ADMIN_TOKEN = "pr-admin-LEAKTEST-token-7f3a9c2e5b1d"
 GOOD_KEY = "sk-LEAKTEST-openai-good-4f2a8c1e9b7d"  # the fake upstream accepts only this one
@@ -76,16 +76,8 @@ class Evidence:
 
 @pytest.fixture
 def fake_upstream(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    process = start("mock-upstream", "--port", str(port), "--api-key", GOOD_KEY, cwd=tmp_path)
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/health", process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
-        if process.stdout:
-            process.stdout.close()
+    with mock_upstream_process(tmp_path, "--api-key", GOOD_KEY) as url:
+        yield url
 
 
 class Server:

@@ -21,8 +21,7 @@ from providers.base import AdapterOptions
 from providers.ollama import OllamaAdapter
 from router.app import create_app
 from router.mock_upstream import MockOptions, MockUpstream
-from tests.conftest import ADMIN_TOKEN, add_provider, make_settings, serve_asgi
-from tests.test_socket import last_request
+from tests.conftest import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]

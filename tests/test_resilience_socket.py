@@ -14,7 +14,14 @@ import pytest
 
 from router.app import ProviderRouterApp, create_app
 from router.mock_upstream import MockOptions, MockUpstream
-from tests.conftest import ADMIN_TOKEN, add_provider, free_port, make_settings, serve_asgi
+from tests.conftest import (
+    ADMIN_TOKEN,
+    add_provider,
+    free_port,
+    last_request,
+    make_settings,
+    serve_asgi,
+)
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
 STREAM = {**CHAT, "stream": True}
@@ -43,21 +50,6 @@ async def fakes(*options: MockOptions) -> AsyncIterator[list[tuple[str, MockUpst
         finally:
             for _, upstream in found:
                 upstream.release_hangs()
-
-
-async def last_request(client: httpx.AsyncClient, app: ProviderRouterApp) -> dict[str, Any]:
-    # The server records a request just after its last byte went out: wait for the row.
-    assert app.services is not None
-    rows: list[dict[str, Any]] = []
-    for _ in range(200):
-        await app.services.recorder.flush()
-        rows = (await client.get("/v1/requests", headers=ADMIN)).json()["data"]
-        if rows:
-            break
-        await asyncio.sleep(0.01)
-    detail = await client.get(f"/v1/requests/{rows[0]['id']}", headers=ADMIN)
-    found: dict[str, Any] = detail.json()
-    return found
 
 
 async def circuit(client: httpx.AsyncClient, provider_id: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -43,18 +44,25 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError(f"{url} never answered")
 
 
-@pytest.fixture
-def mock_upstream(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def mock_upstream_process(cwd: Path, *options: str) -> Iterator[str]:
+    """A real ``provider-router mock-upstream`` process; yields its root URL."""
     port = free_port()
-    process = start("mock-upstream", "--port", str(port), cwd=tmp_path)
+    process = start("mock-upstream", "--port", str(port), *options, cwd=cwd)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/health", process)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(10)
         if process.stdout:
             process.stdout.close()
+
+
+@pytest.fixture
+def mock_upstream(tmp_path: Path) -> Iterator[str]:
+    with mock_upstream_process(tmp_path) as url:
+        yield f"{url}/v1"
 
 
 def write_config(path: Path, upstream: str, **recorder: int) -> Path:

@@ -15,7 +15,7 @@ import orjson
 from router.app import create_app
 from router.mock_upstream import MockOptions, MockUpstream
 from router.proxy import Receive, Scope, Send
-from tests.conftest import ADMIN_TOKEN, add_provider, make_settings, serve_asgi
+from tests.conftest import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -26,19 +26,6 @@ async def proxy(tmp_path: Path) -> AsyncIterator[tuple[str, httpx.AsyncClient, A
     app = create_app(make_settings(tmp_path))
     async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
         yield url, client, app
-
-
-async def last_request(client: httpx.AsyncClient, app: Any) -> dict[str, Any]:
-    # The server records a request just after the last byte goes out: wait for the row.
-    for _ in range(200):
-        await app.services.recorder.flush()
-        rows = (await client.get("/v1/requests", headers=ADMIN)).json()["data"]
-        if rows:
-            break
-        await asyncio.sleep(0.01)
-    detail = await client.get(f"/v1/requests/{rows[0]['id']}", headers=ADMIN)
-    found: dict[str, Any] = detail.json()
-    return found
 
 
 async def test_stream_chunks_reach_the_client_as_they_arrive(tmp_path: Path) -> None:

@@ -178,10 +178,8 @@ async def test_credentials_are_encrypted_in_the_file(tmp_path: Path) -> None:
     assert SECRET.encode() not in file_bytes(settings.database_path)
 
 
-async def test_plaintext_credentials_of_an_older_database_are_encrypted_at_start(
-    tmp_path: Path,
-) -> None:
-    settings = make_settings(tmp_path)
+def plaintext_database(settings: Settings) -> None:
+    """A database as versions before encryption left it: the apiKey stored in clear."""
     migrate(settings.database_path)
     with sqlite3.connect(settings.database_path) as conn:
         conn.execute(
@@ -192,6 +190,13 @@ async def test_plaintext_credentials_of_an_older_database_are_encrypted_at_start
             "INSERT INTO provider_configs VALUES ('p1', ?, ?, ?, 1, 1)",
             [("baseURL", '"http://127.0.0.1:9/v1"', 0), ("apiKey", f'"{SECRET}"', 1)],
         )
+
+
+async def test_plaintext_credentials_of_an_older_database_are_encrypted_at_start(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path)
+    plaintext_database(settings)
     assert SECRET.encode() in file_bytes(settings.database_path)
 
     await prepare_database(settings)
@@ -204,16 +209,7 @@ async def test_the_backup_before_a_migration_holds_no_plaintext_credential(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = make_settings(tmp_path)
-    migrate(settings.database_path)
-    with sqlite3.connect(settings.database_path) as conn:
-        conn.execute(
-            "INSERT INTO providers (id, name, type, created_at, updated_at)"
-            " VALUES ('p1', 'p1', 'openai', 1, 1)"
-        )
-        conn.executemany(
-            "INSERT INTO provider_configs VALUES ('p1', ?, ?, ?, 1, 1)",
-            [("baseURL", '"http://127.0.0.1:9/v1"', 0), ("apiKey", f'"{SECRET}"', 1)],
-        )
+    plaintext_database(settings)
     shipped = migrations.available()
     extra = migrations.Migration(99, "extra", "CREATE TABLE extra (x INTEGER);")
     monkeypatch.setattr(migrations, "available", lambda: [*shipped, extra])

@@ -40,7 +40,8 @@ class ConfigKey:
 
 
 # Keys every provider type accepts because the router, not the adapter, acts on them
-# (router/timeouts.py, router/healthcheck.py); connectTimeout is applied by the HTTP client.
+# (router/resilience/timeouts.py, router/gateway/health.py); connectTimeout is applied by the
+# HTTP client.
 ROUTER_CONFIG_KEYS: Mapping[str, ConfigKey] = {
     "connectTimeout": ConfigKey(int, description="TCP/TLS connect timeout in milliseconds"),
     "firstByteTimeout": ConfigKey(int, description="ms until the first answer event"),

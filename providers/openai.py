@@ -14,16 +14,15 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 
-from router.errors import UpstreamProtocolError
-
-from .base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply, Usage
-from .client import (
+from providers.base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply, Usage
+from providers.http import (
     client_from_config,
     http_config_problems,
     open_stream,
     status_error,
     translate_httpx_error,
 )
+from router.errors import UpstreamProtocolError
 
 _DONE = b"data: [DONE]"
 

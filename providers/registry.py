@@ -12,13 +12,12 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import entry_points
 
+from providers.anthropic.adapter import AnthropicAdapter
+from providers.base import Adapter
+from providers.gemini.adapter import GeminiAdapter
+from providers.ollama.adapter import OllamaAdapter
+from providers.openai import LMStudioAdapter, OpenAIAdapter
 from router.errors import InvalidRequest
-
-from .anthropic import AnthropicAdapter
-from .base import Adapter
-from .gemini import GeminiAdapter
-from .ollama import OllamaAdapter
-from .openai import LMStudioAdapter, OpenAIAdapter
 
 ENTRY_POINT_GROUP = "provider_router.providers"
 BUILTIN: dict[str, type[Adapter]] = {

@@ -19,10 +19,9 @@ from typing import Any
 import httpx
 import orjson
 
+from providers.base import Usage
+from providers.http import translate_httpx_error
 from router.errors import UpstreamProtocolError
-
-from .base import Usage
-from .client import translate_httpx_error
 
 __all__ = [
     "ChunkWriter",

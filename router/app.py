@@ -1,7 +1,7 @@
 """The application: ``create_app(settings)`` builds it; the lifespan opens and closes everything.
 
 The two client endpoints that carry the load (chat completions and embeddings) are dispatched
-straight to :class:`router.proxy.Proxy`; everything else goes through Starlette's router.
+straight to :class:`router.gateway.handler.Proxy`; everything else goes through Starlette's router.
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ from router.api import providers as providers_api
 from router.api import requests as requests_api
 from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
-from router.auth import Authenticator, resolve_admin_token
 from router.errors import InvalidRequest, NotFound, RouterError
-from router.healthcheck import start_health_checks
-from router.limits import InputLimits
-from router.proxy import Proxy, Receive, Scope, Send, send_body
-from router.recorder import Recorder
-from router.resilience import (
+from router.gateway.auth import Authenticator, resolve_admin_token
+from router.gateway.handler import Proxy, Receive, Scope, Send, send_body
+from router.gateway.health import start_health_checks
+from router.gateway.limits import InputLimits
+from router.gateway.recorder import Recorder
+from router.gateway.snapshots import SnapshotManager
+from router.resilience.policy import (
     Resilience,
     publish_circuits,
     timeouts_from_settings,
     write_circuit_changes,
 )
 from router.settings import Settings
-from router.snapshots import SnapshotManager
 from router.store import migrations
 from router.store.credentials import prepare_credentials
 from router.store.db import database_for

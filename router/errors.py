@@ -28,7 +28,7 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     └── UpstreamUnsupported          the type cannot do this        retryable (next candidate)
 
 Upstream errors are raised by adapters (translated from httpx at the edge) and handled by the
-attempt loop in :mod:`router.proxy`; they become :class:`AllProvidersFailed` or are passed
+attempt loop in :mod:`router.gateway.handler`; they become :class:`AllProvidersFailed` or are passed
 through to the client when the upstream's answer is the client's own fault (a 4xx).
 
 Every message passes through :func:`router.redact.scrub` when the error is made, so no

@@ -9,7 +9,7 @@ import uvicorn
 
 from router import redact
 from router.app import create_app, prepare_database
-from router.auth import check_exposure
+from router.gateway.auth import check_exposure
 from router.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

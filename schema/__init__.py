@@ -1,0 +1,1 @@
+"""The SQL migrations, numbered; installed as ``router.schema`` (package data)."""

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from router import settings as settings_module
 from router.app import create_app
-from router.cli import build_parser
+from router.cli.main import build_parser
 from router.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

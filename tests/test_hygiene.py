@@ -13,8 +13,8 @@ import orjson
 import pytest
 import respx
 
-from router.auth import exposure_problem, is_loopback
 from router.errors import RouterError, UpstreamConnectError, UpstreamStatusError
+from router.gateway.auth import exposure_problem, is_loopback
 from router.redact import REDACTED, ScrubbingFormatter, scrub, scrub_bytes
 from router.secrets import Cipher, generate_key, row_context
 from router.settings import Settings
@@ -268,7 +268,7 @@ async def test_oversized_headers_get_431_over_a_real_socket(tmp_path: Path) -> N
     ],
 )
 def test_json_depth(value: object, limit: int, over: bool) -> None:
-    from router.limits import json_depth_over
+    from router.gateway.limits import json_depth_over
 
     assert json_depth_over(value, limit) is over
 

@@ -18,9 +18,9 @@ import pytest
 
 from router import secrets as secrets_module
 from router.app import prepare_database
-from router.auth import TOKEN_FILE, resolve_admin_token
-from router.cli import main
+from router.cli.main import main
 from router.errors import InvalidRequest
+from router.gateway.auth import TOKEN_FILE, resolve_admin_token
 from router.secrets import (
     KEY_FILE,
     Cipher,

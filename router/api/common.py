@@ -12,12 +12,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from router.auth import Authenticator
 from router.errors import InvalidJSON, InvalidRequest, PayloadTooLarge
-from router.proxy import Proxy
-from router.recorder import Recorder
+from router.gateway.auth import Authenticator
+from router.gateway.handler import Proxy
+from router.gateway.recorder import Recorder
+from router.gateway.snapshots import SnapshotManager
 from router.settings import Settings
-from router.snapshots import SnapshotManager
 from router.store import history
 from router.store.db import Database
 

@@ -1,6 +1,6 @@
 """Provider health: live circuit and rate-limit state, and resetting a circuit.
 
-The state lives in this process's memory (:class:`router.resilience.Resilience`); the last
+The state lives in this process's memory (:class:`router.resilience.policy.Resilience`); the last
 background health check and the counters come from the database.
 """
 
@@ -12,9 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from router.api.common import admin, json_response, services
 from router.store import catalog
-
-from .common import admin, json_response, services
 
 
 def live_state(request: Request, provider_id: str) -> dict[str, Any]:

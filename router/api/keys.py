@@ -11,10 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from router.api.common import admin, json_body, json_response, services
 from router.errors import InvalidRequest
 from router.store import client_keys
-
-from .common import admin, json_body, json_response, services
 
 
 def _limit(request: Request) -> int:

@@ -6,9 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from router.store import catalog, lifecycle, links
-
-from .common import (
+from router.api.common import (
     admin,
     changed,
     json_body,
@@ -16,6 +14,7 @@ from .common import (
     recorder_drained,
     services,
 )
+from router.store import catalog, lifecycle, links
 
 
 async def list_models(request: Request) -> Response:

@@ -1,7 +1,8 @@
 """``GET /openapi.json``: an OpenAPI 3.1 document of the management API.
 
 Written by hand from the same field lists the store validates against, so it says what the server
-does; tests/test_openapi.py checks that every management route is described and runs schemathesis
+does; tests/api/test_openapi.py checks that every management route is described and runs
+schemathesis
 against a live server.
 """
 
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .common import json_response
+from router.api.common import json_response
 
 JSON = "application/json"
 

@@ -8,13 +8,12 @@ from starlette.routing import Route
 
 from providers.base import Adapter
 from providers.registry import get_adapter_class
+from router.api import common
+from router.api.common import admin, changed, json_body, json_response, services
+from router.api.health import live_state
 from router.errors import InvalidRequest
-from router.healthcheck import close_recovered, probe_and_record
+from router.gateway.health import close_recovered, probe_and_record
 from router.store import catalog, lifecycle
-
-from . import common
-from .common import admin, changed, json_body, json_response, services
-from .health import live_state
 
 
 @admin

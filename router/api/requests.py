@@ -6,9 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from router.api.common import admin, json_response, services
 from router.store import history
-
-from .common import admin, json_response, services
 
 
 @admin

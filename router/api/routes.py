@@ -5,6 +5,6 @@ Config, links, stats and the OpenAPI document, gathered so the application adds 
 
 from __future__ import annotations
 
-from . import configs, links, openapi, stats
+from router.api import configs, links, openapi, stats
 
 routes = [*configs.routes, *links.routes, *stats.routes, *openapi.routes]

@@ -19,10 +19,9 @@ import orjson
 
 from providers.registry import adapter_types, get_adapter_class
 from router.errors import Conflict, InvalidRequest, NotFound
-
-from . import validation as check
-from .credentials import check_key_current, decode_value, encode_value
-from .db import Database
+from router.store import validation as check
+from router.store.credentials import check_key_current, decode_value, encode_value
+from router.store.db import Database
 
 PROVIDER_FIELDS = ("id", "name", "type", "enabled", "priority", "weight", "description", "limits")
 LINK_FIELDS = (

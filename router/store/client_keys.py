@@ -16,10 +16,9 @@ from typing import Any
 import orjson
 
 from router.errors import InvalidRequest, NotFound
-
-from . import validation as check
-from .catalog import bump_config_version, now_ms
-from .db import Database
+from router.store import validation as check
+from router.store.catalog import bump_config_version, now_ms
+from router.store.db import Database
 
 KEY_PREFIX = "pr-"
 PREFIX_CHARS = 10

@@ -12,9 +12,8 @@ from typing import Any
 
 from providers.registry import get_adapter_class
 from router.errors import InvalidRequest, NotFound
-
-from . import validation as check
-from .catalog import (
+from router.store import validation as check
+from router.store.catalog import (
     _provider_row,
     _validate_config,
     _write_config,
@@ -23,7 +22,7 @@ from .catalog import (
     masked_config,
     provider_config,
 )
-from .db import Database
+from router.store.db import Database
 
 
 async def get_config(db: Database, provider_id: str) -> dict[str, Any]:

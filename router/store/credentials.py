@@ -18,8 +18,7 @@ import orjson
 from router.errors import RouterError
 from router.redact import remember
 from router.secrets import Cipher, SecretKeyError, is_encrypted, key_id_of, row_context
-
-from .db import Database
+from router.store.db import Database
 
 log = logging.getLogger("provider_router.credentials")
 

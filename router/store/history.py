@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.errors import InvalidRequest, NotFound
-
-from .db import Database
+from router.store.db import Database
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50

@@ -17,9 +17,8 @@ from collections.abc import Collection
 from typing import Any
 
 from router.errors import Conflict, NotFound
-
-from .catalog import bump_config_version, get_model, get_provider, now_ms
-from .db import Database
+from router.store.catalog import bump_config_version, get_model, get_provider, now_ms
+from router.store.db import Database
 
 
 async def _provider_state(db: Database, provider_id: str) -> dict[str, Any]:

@@ -12,9 +12,8 @@ from typing import Any
 import orjson
 
 from router.errors import InvalidRequest, NotFound
-
-from . import validation as check
-from .catalog import (
+from router.store import validation as check
+from router.store.catalog import (
     _model_dict,
     _provider_row,
     _validate_model,
@@ -23,7 +22,7 @@ from .catalog import (
     list_links,
     now_ms,
 )
-from .db import Database
+from router.store.db import Database
 
 
 async def list_models(db: Database, *, archived: bool | None = None) -> list[dict[str, Any]]:

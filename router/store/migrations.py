@@ -1,4 +1,4 @@
-"""Numbered SQL migrations from the ``schema`` package, applied at start.
+"""Numbered SQL migrations from ``schema/`` (installed as ``router.schema``), applied at start.
 
 Each file ``NNNN_name.sql`` runs in one transaction together with its ``schema_migrations`` row, so
 a migration is either applied and recorded or not applied at all. Before an existing database is
@@ -44,9 +44,9 @@ class MigrationStatus:
 
 
 def available() -> list[Migration]:
-    """Every migration shipped in the ``schema`` package, in order."""
+    """Every migration shipped in ``router.schema``, in order."""
     found = []
-    for entry in resources.files("schema").iterdir():
+    for entry in resources.files("router.schema").iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))

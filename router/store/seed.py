@@ -12,9 +12,8 @@ from typing import Any
 
 from router.errors import RouterError
 from router.settings import SettingsError
-
-from . import catalog
-from .db import Database
+from router.store import catalog
+from router.store.db import Database
 
 log = logging.getLogger("provider_router.seed")
 _SEEDED_KEY = "seeded_from_config_at"

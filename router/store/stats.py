@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.errors import InvalidRequest
-
-from .db import Database
-from .history import MAX_TIME_MS, _is_number
+from router.store.db import Database
+from router.store.history import MAX_TIME_MS, _is_number
 
 GROUPS = {"provider": "provider_id", "model": "model"}
 # Covering indexes from schema/0002: ordered by group, then latency, so the sums are one index

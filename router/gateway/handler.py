@@ -1,0 +1,536 @@
+"""The request path: read the client's request, try candidates in order, relay the answer.
+
+These handlers are plain ASGI callables (no per-request framework objects) because they are the
+hot path. For each request they:
+
+1. read the body (refusing one over the size limit before anything goes upstream),
+2. ask the routing snapshot for candidates (no database access),
+3. try candidates in the order :func:`routing.spread` gives (tiers by priority, weighted
+   random inside a tier), skipping open circuits and providers at a rate limit, each provider
+   once, at most ``max_attempts`` tries: a connect error, a timeout, 408, 429 or 5xx moves on
+   to the next one as long as nothing has been sent to the client; any other upstream 4xx goes
+   back as it is. Only a refused connection is retried on the same provider (jittered backoff),
+4. relay the answer: a JSON body as bytes, or SSE blocks as they arrive, ending with [DONE]; a
+   stream that breaks, stalls (idle timeout) or runs out of time ends with an error event,
+5. hand one request record (with one row per attempt) to the recorder.
+
+A client that hangs up at any point cancels the upstream call at once; its attempt is recorded
+as ``client_closed`` and does not count against the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+import orjson
+
+from providers.base import ChatStream, Reply
+from router.errors import (
+    AdapterFailure,
+    AllProvidersFailed,
+    InvalidJSON,
+    InvalidRequest,
+    PayloadTooLarge,
+    ProvidersCoolingDown,
+    RateLimited,
+    RouterError,
+    StreamInterrupted,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from router.gateway.auth import Authenticator
+from router.gateway.disconnect import DisconnectGuard, Expiry
+from router.gateway.limits import InputLimits
+from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
+from router.gateway.routing import Candidate, spread
+from router.gateway.snapshots import SnapshotManager
+from router.resilience.policy import Resilience, client_key, provider_key
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("provider_router.proxy")
+_DONE = b"data: [DONE]\n\n"
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request was read."""
+
+
+# Request ids need to be unique, not secret (reading them back needs the admin token), so a
+# generator seeded once from the OS is enough; a system call per request showed in profiles.
+_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+
+
+def new_request_id() -> str:
+    """Time-ordered ids: 12 hex digits of Unix milliseconds, then 16 random hex digits."""
+    return f"req_{int(time.time() * 1000):012x}{_ids.getrandbits(64):016x}"
+
+
+def _retry_after(exc: RouterError) -> list[tuple[bytes, bytes]]:
+    seconds = getattr(exc, "retry_after", None)
+    if seconds is None:
+        return []
+    return [(b"retry-after", str(max(1, math.ceil(seconds))).encode())]
+
+
+def response_headers(request_id: str, provider_id: str | None, content_type: bytes) -> list[Any]:
+    headers = [(b"content-type", content_type), (b"x-request-id", request_id.encode())]
+    if provider_id is not None:
+        headers.append((b"x-provider-router-provider", provider_id.encode()))
+    return headers
+
+
+async def send_body(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_request(raw: bytes, required: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("Field 'model' is required and must be a string.", param="model")
+    for key in required:
+        if key not in body:
+            raise InvalidRequest(f"Field {key!r} is required.", param=key)
+    if "messages" in required and (not isinstance(body["messages"], list) or not body["messages"]):
+        raise InvalidRequest("Field 'messages' must be a non-empty array.", param="messages")
+    if not isinstance(body.get("stream", False), bool):
+        raise InvalidRequest("Field 'stream' must be true or false.", param="stream")
+    if not isinstance(body.get("stream_options") or {}, dict):
+        # Read by the proxy and every adapter: a wrong type must not reach them (it would
+        # fail the attempt and count against the provider's circuit).
+        raise InvalidRequest("Field 'stream_options' must be an object.", param="stream_options")
+    return body
+
+
+class Proxy:
+    """The two client endpoints: ``/v1/chat/completions`` and ``/v1/embeddings``."""
+
+    def __init__(
+        self,
+        snapshots: SnapshotManager,
+        recorder: Recorder,
+        max_body_bytes: int,
+        *,
+        auth: Authenticator | None = None,
+        limits: InputLimits | None = None,
+        resilience: Resilience | None = None,
+    ):
+        self.snapshots = snapshots
+        self.recorder = recorder
+        self.max_body_bytes = max_body_bytes
+        self.resilience = resilience or Resilience()
+        self.auth = auth
+        self.limits = limits
+
+    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handle(scope, receive, send, "chat.completions", ("messages",))
+
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handle(scope, receive, send, "embeddings", ("input",))
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, endpoint: str, required: tuple[str, ...]
+    ) -> None:
+        started = time.perf_counter()
+        record = RequestRecord(
+            id=new_request_id(), created_at=int(time.time() * 1000), endpoint=endpoint
+        )
+        guard: DisconnectGuard | None = None
+        try:
+            client = self.auth.authenticate_client(scope["headers"]) if self.auth else None
+            if client is not None:
+                record.client_key_id, record.client_key = client.id, client
+            raw = await read_body(scope, receive, self.max_body_bytes)
+            if self.limits is not None:
+                self.limits.log_body(record.id, raw)
+            body = parse_request(raw, required)
+            if self.limits is not None:
+                self.limits.check_body(raw, body)
+            record.model = body["model"]
+            if client is not None:
+                client.check_model(body["model"])
+            record.stream = endpoint == "chat.completions" and body.get("stream") is True
+            candidates = self.snapshots.current.candidates(body["model"])
+            if client is not None and (client.rpm_limit or client.tpm_limit):
+                self.resilience.check_client(client)
+            guard = DisconnectGuard(receive)
+            await self._attempt_all(candidates, body, record, started, guard, send)
+        except RouterError as exc:
+            if guard is not None:
+                guard.stop()
+            record.status, record.status_code, record.error = "error", exc.status_code, exc.message
+            headers = response_headers(record.id, None, b"application/json") + _retry_after(exc)
+            await send_body(send, exc.status_code, exc.body(), headers)
+        except ClientDisconnected:
+            record.status, record.status_code = "client_disconnected", 499
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if guard is None or not guard.gone or task is None or task.uncancel() > 0:
+                raise
+            record.status, record.status_code = "client_disconnected", 499
+            record.error = "The client disconnected while waiting for the upstream."
+        except Exception as exc:
+            if guard is not None:
+                guard.stop()
+            log.exception("Request %s failed inside provider-router", record.id)
+            record.status, record.status_code = "error", 500
+            record.error = f"Internal error: {type(exc).__name__}"
+            if not record.attempts or record.provider_id is None:
+                error = RouterError("provider-router failed to handle this request; see its log.")
+                headers = response_headers(record.id, None, b"application/json")
+                await send_body(send, 500, error.body(), headers)
+        finally:
+            if guard is not None:
+                guard.stop()
+            record.latency_ms = (time.perf_counter() - started) * 1000
+            await self.recorder.record(record)
+
+    async def _attempt_all(
+        self,
+        candidates: tuple[Candidate, ...],
+        body: dict[str, Any],
+        record: RequestRecord,
+        started: float,
+        guard: DisconnectGuard,
+        send: Send,
+    ) -> None:
+        res = self.resilience
+        last: UpstreamError | None = None
+        throttled: list[float] = []  # the cooldowns of tried providers that answered 429
+        limited: list[float] = []
+        cooling: list[float] = []
+        for candidate in spread(candidates, res.rng) if len(candidates) > 1 else candidates:
+            if len(record.attempts) >= res.max_attempts:
+                break
+            breaker = res.breakers.get(candidate.provider_id)
+            if not breaker.allow(record):
+                cooling.append(breaker.retry_in())
+                continue
+            wait = res.limiter.acquire(provider_key(candidate.provider_id), candidate.limits)
+            if wait is not None:
+                breaker.release(record)
+                limited.append(wait)
+                continue
+            retries = 0
+            try:
+                while True:
+                    failure = await self._try(candidate, body, record, started, guard, send)
+                    if failure is None:
+                        return
+                    retry = (
+                        isinstance(failure, UpstreamConnectError)
+                        # A refused connection is cheap to retry; a connect timeout is not.
+                        and not isinstance(failure.__cause__, httpx.ConnectTimeout)
+                        and retries < res.connect_retries
+                        and len(record.attempts) < res.max_attempts
+                    )
+                    if not retry:
+                        break
+                    await asyncio.sleep(res.backoff(retries))
+                    retries += 1
+            except BaseException:
+                # Whatever ended the request (also during the backoff), a half-open probe it
+                # held must not stay taken.
+                breaker.release(record)
+                raise
+            res.failed(candidate.provider_id, failure, record)
+            last = failure
+            if isinstance(failure, UpstreamStatusError) and failure.status_code == 429:
+                throttled.append(breaker.retry_in())
+        if last is not None and len(throttled) == len({a.provider_id for a in record.attempts}):
+            # Every provider tried said "too many requests": that is the client's answer too,
+            # with the soonest moment one of them (or a skipped one) may be tried again.
+            raise RateLimited(
+                f"Every provider of model {record.model!r} is rate-limited upstream "
+                f"(last: {last.message}); retry later.",
+                retry_after=min(throttled + limited + cooling),
+            )
+        if last is not None:
+            tried = len(record.attempts)
+            raise AllProvidersFailed(
+                f"All {tried} attempt(s) for model {record.model!r} failed; "
+                f"last error: {last.message}"
+            )
+        if limited:
+            raise RateLimited(
+                f"Every provider of model {record.model!r} is at its rate limit; retry later.",
+                retry_after=min(limited + cooling),
+            )
+        raise ProvidersCoolingDown(
+            f"Every provider of model {record.model!r} is cooling down after failures; "
+            "retry later, or reset one with POST /v1/providers/{id}/reset.",
+            retry_after=min(cooling),
+        )
+
+    async def _try(
+        self,
+        candidate: Candidate,
+        body: dict[str, Any],
+        record: RequestRecord,
+        started: float,
+        guard: DisconnectGuard,
+        send: Send,
+    ) -> UpstreamError | None:
+        """One upstream attempt. Returns None when an answer reached the client (or the client
+        left), or the failure when the loop may still try elsewhere."""
+        provider_id = candidate.provider_id
+        breaker = self.resilience.breakers.get(provider_id)
+        attempt = AttemptRecord(
+            len(record.attempts) + 1, provider_id, int(time.time() * 1000), "error", None, 0
+        )
+        record.attempts.append(attempt)
+        attempt_started = time.perf_counter()
+        timeouts = candidate.timeouts
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total_s
+        first_byte_s = min(timeouts.first_byte_s, timeouts.total_s)
+        # A bare timer rather than asyncio.timeout(): a third of the cost, on every request.
+        expired = Expiry(asyncio.current_task())
+        timer = loop.call_later(first_byte_s, expired.fire)
+        try:
+            try:
+                result = await self._send(candidate, body, record)
+            except asyncio.CancelledError:
+                if expired.fired and expired.uncancel() == 0:
+                    raise UpstreamTimeout(
+                        f"Provider {provider_id!r}: no answer within "
+                        f"{round(first_byte_s * 1000)} ms (first-byte timeout)."
+                    ) from None
+                raise
+            except UpstreamError:
+                raise
+            except Exception as exc:
+                # An adapter bug fails this attempt, not the request (nor the provider).
+                log.exception("Adapter of provider %r failed", provider_id)
+                raise AdapterFailure(
+                    f"Provider {provider_id!r}: adapter error {type(exc).__name__}."
+                ) from exc
+            finally:
+                timer.cancel()
+        except asyncio.CancelledError:
+            attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+            attempt.status, attempt.error = "client_closed", "The client disconnected."
+            breaker.release(record)
+            raise
+        except UpstreamError as exc:
+            attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+            attempt.status_code, attempt.error = exc.status_code, exc.message
+            if isinstance(exc, UpstreamTimeout) or isinstance(exc.__cause__, httpx.ConnectTimeout):
+                attempt.status = "timeout"
+            if isinstance(exc, UpstreamStatusError) and not exc.retryable:
+                breaker.release(record)
+                guard.stop()
+                await self._pass_through(exc, candidate, record, send)
+                return None
+            return exc
+        record.provider_id, record.upstream_model = provider_id, candidate.upstream_model
+        if isinstance(result, Reply):
+            guard.stop()
+            attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+            attempt.status, attempt.status_code = "success", result.status_code
+            breaker.success()
+            headers = response_headers(record.id, provider_id, result.content_type.encode())
+            await send_body(send, result.status_code, result.body, headers)
+            if self.limits is not None:
+                self.limits.log_body(record.id, result.body, "Response")
+            record.status, record.status_code = "success", result.status_code
+            self._count_usage(record, candidate, result.usage)
+            return None
+        stream, first = result
+        failure = await self._relay(
+            stream, first, candidate, record, started, deadline, guard, send
+        )
+        attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
+        attempt.status_code = 200
+        if record.status == "success":
+            attempt.status = "success"
+            breaker.success()
+        elif record.status == "client_disconnected":
+            attempt.status = "client_closed"
+            breaker.release(record)
+        else:
+            attempt.status = "timeout" if isinstance(failure, UpstreamTimeout) else "error"
+            attempt.error = record.error
+            if failure is not None:
+                self.resilience.failed(provider_id, failure, record)
+        return None
+
+    async def _send(
+        self, candidate: Candidate, body: dict[str, Any], record: RequestRecord
+    ) -> Reply | tuple[ChatStream, bytes | None]:
+        adapter = candidate.adapter
+        if record.endpoint == "embeddings":
+            return await adapter.embeddings(body, candidate.upstream_model)
+        if not record.stream:
+            return await adapter.chat(body, candidate.upstream_model)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        stream = await adapter.chat_stream(
+            body, candidate.upstream_model, include_usage=include_usage
+        )
+        # Wait for the first block before answering, so a stream that dies at once can still
+        # fall back to the next provider.
+        try:
+            first = await anext(aiter(stream))
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream, first
+
+    async def _pass_through(
+        self, exc: UpstreamStatusError, candidate: Candidate, record: RequestRecord, send: Send
+    ) -> None:
+        record.provider_id, record.upstream_model = candidate.provider_id, candidate.upstream_model
+        status = exc.status_code or 502
+        record.status, record.status_code, record.error = "error", status, exc.message
+        headers = response_headers(record.id, candidate.provider_id, exc.content_type.encode())
+        await send_body(send, status, exc.body, headers)
+
+    async def _relay(
+        self,
+        stream: ChatStream,
+        first: bytes | None,
+        candidate: Candidate,
+        record: RequestRecord,
+        started: float,
+        deadline: float,
+        guard: DisconnectGuard,
+        send: Send,
+    ) -> UpstreamError | None:
+        """Relay the stream; return the upstream failure that ended it early, if any.
+
+        Runs in the request's own task (no task per stream): the still armed ``guard``
+        cancels it when the client hangs up, and it is disarmed before the last message.
+        """
+        failure: UpstreamError | None = None
+        kept = None
+        if self.limits is not None and self.limits.log_bodies:
+            send, kept = self.limits.capture(send)
+        try:
+            headers = response_headers(record.id, candidate.provider_id, b"")
+            headers[0] = _SSE_HEADERS[0]
+            start = {"type": "http.response.start", "status": 200}
+            await send({**start, "headers": headers + _SSE_HEADERS[1:]})
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            record.ttft_ms = (time.perf_counter() - started) * 1000
+            failure = await self._pump(stream, candidate, deadline, send)
+            guard.stop()
+            if failure is not None:
+                record.status, record.status_code, record.error = "error", 502, failure.message
+                error = StreamInterrupted(f"The upstream stream broke off: {failure.message}")
+                event = b"data: " + error.body() + b"\n\n"
+                await send({"type": "http.response.body", "body": event, "more_body": False})
+            else:
+                await send({"type": "http.response.body", "body": _DONE, "more_body": False})
+                record.status, record.status_code = "success", 200
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not guard.gone or task is None or task.uncancel() > 0:
+                raise
+            record.status, record.status_code = "client_disconnected", 499
+            record.error = "The client disconnected during the stream."
+        finally:
+            guard.stop()
+            await stream.aclose()
+            if kept is not None and self.limits is not None:
+                self.limits.log_body(record.id, bytes(kept), "Response")
+        self._count_usage(record, candidate, stream.usage)
+        return failure
+
+    @staticmethod
+    async def _pump(
+        stream: ChatStream, candidate: Candidate, deadline: float, send: Send
+    ) -> UpstreamError | None:
+        """Send the stream's blocks on; the idle timer only runs while waiting upstream."""
+        loop = asyncio.get_running_loop()
+        idle_s = candidate.timeouts.idle_s
+        blocks = aiter(stream)
+        try:
+            async with asyncio.timeout(None) as timer:
+                while True:
+                    timer.reschedule(min(loop.time() + idle_s, deadline))
+                    try:
+                        block = await anext(blocks)
+                    except StopAsyncIteration:
+                        return None
+                    timer.reschedule(None)
+                    await send({"type": "http.response.body", "body": block, "more_body": True})
+        except TimeoutError:
+            which = "total" if loop.time() >= deadline else "idle"
+            return UpstreamTimeout(
+                f"Provider {candidate.provider_id!r}: the stream stalled ({which} timeout)."
+            )
+        except UpstreamError as exc:
+            return exc
+        except Exception as exc:
+            # An adapter bug mid-stream still ends the stream with an error event.
+            log.exception("Adapter of provider %r failed mid-stream", candidate.provider_id)
+            return AdapterFailure(
+                f"Provider {candidate.provider_id!r}: adapter error {type(exc).__name__}."
+            )
+
+    def _count_usage(self, record: RequestRecord, candidate: Candidate, usage: Any) -> None:
+        if usage is None:
+            return
+        record.prompt_tokens = usage.prompt_tokens
+        record.completion_tokens = usage.completion_tokens
+        record.total_tokens = usage.total_tokens
+        record.cost = candidate.cost(usage.prompt_tokens, usage.completion_tokens)
+        record.currency = candidate.currency if record.cost is not None else None
+        if candidate.limits is not None and candidate.limits.tpm is not None:
+            self.resilience.limiter.add_tokens(
+                provider_key(candidate.provider_id), usage.total_tokens
+            )
+        client = record.client_key
+        if client is not None and client.tpm_limit is not None:
+            self.resilience.limiter.add_tokens(client_key(client.id), usage.total_tokens)

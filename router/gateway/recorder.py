@@ -1,0 +1,247 @@
+"""The recorder: history rows leave the request path through a bounded queue.
+
+One background task drains the queue and writes ``requests`` and ``attempts`` rows, plus the
+per-provider counters, in batches (one transaction per batch). The request path never waits for
+the database: it waits only when the queue is full (back-pressure, counted in ``waits``), so no
+row is ever dropped. :meth:`Recorder.stop` writes everything still queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+
+from router.store.db import Database
+
+if TYPE_CHECKING:
+    from router.gateway.auth import ClientKey
+
+log = logging.getLogger("provider_router.recorder")
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    n: int
+    provider_id: str
+    started_at: int
+    status: str  # "success" | "error" | "timeout" | "client_closed"
+    status_code: int | None
+    latency_ms: float
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    id: str
+    created_at: int
+    endpoint: str
+    model: str | None = None
+    stream: bool = False
+    status: str = "error"  # "success" | "error" | "client_disconnected"
+    status_code: int = 500
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    provider_id: str | None = None
+    upstream_model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cost: float | None = None
+    currency: str | None = None
+    client_key_id: str | None = None
+    client_key: ClientKey | None = None  # the caller's key and its limits, for rate limiting
+    error: str | None = None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+
+_INSERT_REQUEST = (
+    "INSERT INTO requests (id, created_at, endpoint, client_key_id, model, provider_id,"
+    " upstream_model, stream, status, status_code, latency_ms, ttft_ms, prompt_tokens,"
+    " completion_tokens, total_tokens, cost, currency, attempts, error)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_STAND_IN = (
+    "INSERT INTO providers (id, name, type, enabled, description, archived_at, created_at,"
+    " updated_at) SELECT :id, :id || ' (deleted)', 'unknown', 0, :why, :now, :now, :now"
+    " WHERE NOT EXISTS (SELECT 1 FROM providers WHERE id = :id)"
+)
+_STAND_IN_WHY = "Deleted while a request it served was being recorded; kept for that history."
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (request_id, n, provider_id, started_at, status, status_code,"
+    " latency_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_PROVIDER = (
+    "UPDATE providers SET success_count = success_count + ?, error_count = error_count + ?,"
+    " last_used_at = max(coalesce(last_used_at, 0), ?),"
+    " last_error_at = CASE WHEN ? IS NULL THEN last_error_at"
+    "   ELSE max(coalesce(last_error_at, 0), ?) END,"
+    " last_error = CASE WHEN ? >= coalesce(last_error_at, 0) THEN ? ELSE last_error END"
+    " WHERE id = ?"
+)
+
+
+def _request_row(r: RequestRecord) -> tuple[Any, ...]:
+    return (
+        r.id, r.created_at, r.endpoint, r.client_key_id, r.model, r.provider_id,
+        r.upstream_model, int(r.stream), r.status, r.status_code, round(r.latency_ms, 3),
+        None if r.ttft_ms is None else round(r.ttft_ms, 3), r.prompt_tokens,
+        r.completion_tokens, r.total_tokens, r.cost, r.currency, len(r.attempts), r.error,
+    )  # fmt: skip
+
+
+def _attempt_rows(r: RequestRecord) -> Iterable[tuple[Any, ...]]:
+    for a in r.attempts:
+        yield (
+            r.id, a.n, a.provider_id, a.started_at, a.status, a.status_code,
+            round(a.latency_ms, 3), a.error,
+        )  # fmt: skip
+
+
+def _provider_updates(batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
+    # provider_id -> [successes, errors, last_used_at, last_error_at, last_error]
+    totals: dict[str, list[Any]] = {}
+    for record in batch:
+        for a in record.attempts:
+            t = totals.setdefault(a.provider_id, [0, 0, 0, None, None])
+            t[2] = max(t[2], a.started_at)
+            if a.status == "success":
+                t[0] += 1
+            elif a.status == "client_closed":
+                continue  # the client left: neither a success nor the provider's error
+            else:
+                t[1] += 1
+                if t[3] is None or a.started_at >= t[3]:
+                    t[3], t[4] = a.started_at, a.error
+    return [
+        (s, e, used, err_at, err_at, err_at, err, pid)
+        for pid, (s, e, used, err_at, err) in totals.items()
+    ]
+
+
+class Recorder:
+    """Writes request history in the background. ``start()``, ``record()``..., ``stop()``."""
+
+    def __init__(
+        self, db: Database, *, queue_size: int, batch_size: int, flush_interval_s: float
+    ) -> None:
+        self.db = db
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.queue: asyncio.Queue[RequestRecord] = asyncio.Queue(maxsize=queue_size)
+        self.written = 0
+        self.waits = 0
+        self.failed = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="recorder")
+
+    async def record(self, record: RequestRecord) -> None:
+        """Queue one request's rows; when the queue is full, wait (back-pressure), never drop."""
+        try:
+            self.queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.waits += 1
+            await self.queue.put(record)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is written."""
+        await self.queue.join()
+
+    async def stop(self) -> None:
+        """Write everything still queued, then end the background task."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is None:
+            return
+        await self.queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            first = await self.queue.get()
+            if not self._stopping and self.queue.qsize() < self.batch_size:
+                # Under light load, wait a moment so one transaction carries many rows;
+                # stop() cuts the wait short.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+            batch = [first]
+            while len(batch) < self.batch_size:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            try:
+                await asyncio.shield(self._write(batch))
+            except Exception:
+                # An unforeseen error must not end this task: the queue would fill up and
+                # every request after that would wait forever to be recorded.
+                self.failed += len(batch)
+                log.exception("Could not record %d request(s)", len(batch))
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+
+    async def _write(self, batch: list[RequestRecord]) -> None:
+        try:
+            try:
+                await self._write_rows(batch)
+            except sqlite3.IntegrityError as exc:
+                if "FOREIGN KEY" not in str(exc):
+                    raise
+                # A provider was deleted while a request it served was still queued (its first
+                # one, or one from another process): keep the history under a stand-in.
+                await self._write_rows(batch, stand_ins=True)
+        except (sqlite3.Error, OverflowError, ValueError, TypeError):
+            if len(batch) == 1:
+                self.failed += 1
+                log.exception("Could not record request %s", batch[0].id)
+                return
+            # One bad row must not take the rest of its batch with it: write them one by one.
+            for record in batch:
+                await self._write([record])
+            return
+        self.written += len(batch)
+
+    async def _write_rows(self, batch: list[RequestRecord], *, stand_ins: bool = False) -> None:
+        async with self.db.transaction() as conn:
+            if stand_ins:
+                await _add_stand_ins(conn, batch)
+            await conn.executemany(_INSERT_REQUEST, [_request_row(r) for r in batch])
+            attempts = [row for r in batch for row in _attempt_rows(r)]
+            if attempts:
+                await conn.executemany(_INSERT_ATTEMPT, attempts)
+            updates = _provider_updates(batch)
+            if updates:
+                await conn.executemany(_UPDATE_PROVIDER, updates)
+
+
+async def _add_stand_ins(conn: aiosqlite.Connection, batch: list[RequestRecord]) -> None:
+    """An archived, disabled stand-in row for each provider the batch names that is gone."""
+    ids = {r.provider_id for r in batch if r.provider_id} | {
+        a.provider_id for r in batch for a in r.attempts
+    }
+    now = int(time.time() * 1000)
+    for provider_id in sorted(ids):
+        cursor = await conn.execute(
+            _INSERT_STAND_IN, {"id": provider_id, "why": _STAND_IN_WHY, "now": now}
+        )
+        if cursor.rowcount:
+            log.warning(
+                "Provider %r was deleted while a request it served was still being recorded;"
+                " kept an archived stand-in so no history is lost",
+                provider_id,
+            )

@@ -1,0 +1,315 @@
+"""The Gemini API on the fake upstream: ``/v1beta/models...``, streaming included.
+
+Served by :class:`~router.mock.upstream.MockUpstream` beside its OpenAI endpoints, with the same
+options (latency, chunks, chunk delay, failure modes, api_key) and the same request log, so tests
+drive every format alike. Answers are the OpenAI mock's words; errors come in Gemini's shape
+(``{"error": {"code", "message", "status"}}``), a 429 with a ``RetryInfo`` detail.
+
+Function calls: when the request declares functions and either forces them
+(``toolConfig.functionCallingConfig.mode`` "ANY") or its last user text names one, the answer is
+a ``functionCall`` of that function (the first allowed one when forced) with
+``{"query": <last user text>}``. A turn that answers with ``functionResponse`` gets text back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from router.mock.faults import _EventStream, _json_reply, _parse_fail
+from router.mock.upstream import (
+    ReceivedRequest,
+    _answer_pieces,
+    _embed,
+)
+
+if TYPE_CHECKING:
+    from router.mock.upstream import MockOptions, MockUpstream
+
+_JSON = "application/json"
+_MODELS = [
+    {"name": "models/gemini-mock", "displayName": "Gemini Mock",
+     "supportedGenerationMethods": ["generateContent", "countTokens"]},
+    {"name": "models/gemini-embedding-mock", "displayName": "Gemini Embedding Mock",
+     "supportedGenerationMethods": ["embedContent"]},
+]  # fmt: skip
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+    404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+    500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+}  # fmt: skip
+_ROLES = frozenset({"user", "model"})
+
+
+def gemini_error(code: int, message: str, details: list[Any] | None = None) -> Response:
+    """An error in Gemini's (google.rpc.Status) shape."""
+    status = _STATUS_NAMES.get(code, "INTERNAL" if code >= 500 else "FAILED_PRECONDITION")
+    error: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if details:
+        error["details"] = details
+    return Response(orjson.dumps({"error": error}), code, media_type=_JSON)
+
+
+def _injected(code: int) -> Response:
+    note = f"(mock upstream, fail=status:{code})"
+    if code == 429:
+        retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}
+        return gemini_error(429, f"Resource has been exhausted {note}.", [retry])
+    if code >= 500:
+        return gemini_error(code, f"An internal error has occurred {note}.")
+    return gemini_error(code, f"Request refused {note}.")
+
+
+def gemini_routes(upstream: MockUpstream) -> list[Route]:
+    """The Gemini endpoints of ``upstream``, to add to its app."""
+    fake = _GeminiFake(upstream)
+    return [
+        Route("/v1beta/models", fake.models, methods=["GET"]),
+        Route("/v1beta/models/{target}", fake.action, methods=["POST"]),
+    ]
+
+
+class _GeminiFake:
+    def __init__(self, upstream: MockUpstream) -> None:
+        self.upstream = upstream
+
+    async def _accept(self, request: Request) -> dict[str, Any] | Response:
+        """Log the request, check the key (header only), and return its JSON body or an error."""
+        up, opts = self.upstream, self.upstream.options
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        if up.log_limit > 0:
+            if len(up.requests) >= up.log_limit:
+                del up.requests[: max(1, up.log_limit // 10)]
+            up.requests.append(
+                ReceivedRequest(request.method, request.url.path, dict(request.headers), body)
+            )
+        if opts.api_key is not None:
+            given = request.headers.get("x-goog-api-key")
+            if given is None:
+                return gemini_error(403, "Method doesn't allow unregistered callers.")
+            if given != opts.api_key:
+                return gemini_error(400, "API key not valid. Please pass a valid API key.")
+        if request.method == "GET":
+            return {}
+        if not isinstance(body, dict):
+            return gemini_error(400, "Invalid JSON payload received.")
+        return body
+
+    async def _deliver(
+        self, request: Request, opts: MockOptions, reply: Callable[[str], ASGIApp]
+    ) -> ASGIApp:
+        up = self.upstream
+        kind, status = "none", 0
+        if opts.fail != "none" and up._random.random() < opts.fail_rate:
+            kind, status = _parse_fail(opts.fail)
+        if kind == "hang":
+            return await up._hang(request.receive)
+        if opts.latency_ms:
+            await asyncio.sleep(opts.latency_ms / 1000)
+        if kind == "status":
+            return _injected(status)
+        return reply(kind)
+
+    async def models(self, request: Request) -> Response:
+        refused = await self._accept(request)
+        if isinstance(refused, Response):
+            return refused
+        return Response(orjson.dumps({"models": _MODELS}), media_type=_JSON)
+
+    async def action(self, request: Request) -> ASGIApp:
+        model, _, verb = request.path_params["target"].partition(":")
+        body = await self._accept(request)
+        if isinstance(body, Response):
+            return body
+        if verb in ("generateContent", "streamGenerateContent"):
+            stream = verb == "streamGenerateContent"
+            if stream and request.query_params.get("alt") != "sse":
+                return gemini_error(400, "This fake streams only with alt=sse.")
+            return await self._generate(request, body, model, stream)
+        if verb == "embedContent":
+            return await self._embed_one(request, body)
+        if verb == "batchEmbedContents":
+            return await self._embed_batch(request, body, model)
+        return gemini_error(404, f"Method {verb!r} of models/{model} is not found.")
+
+    async def _generate(
+        self, request: Request, body: dict[str, Any], model: str, stream: bool
+    ) -> ASGIApp:
+        opts = self.upstream.options
+        contents = body.get("contents")
+        problem = _check_contents(contents)
+        if problem or not isinstance(contents, list):
+            return gemini_error(400, problem or "contents must be an array.")
+        config = body.get("generationConfig") or {}
+        pieces, finish = _answer_pieces(opts.chunks), "STOP"
+        limit = config.get("maxOutputTokens")
+        if limit is not None:
+            if type(limit) is not int or limit < 1:
+                return gemini_error(400, "generation_config.max_output_tokens must be positive.")
+            if limit < len(pieces):
+                pieces, finish = pieces[:limit], "MAX_TOKENS"
+        call = _function_call(body, contents)
+        prompt = max(1, _count_words([*contents, body.get("systemInstruction")]))
+        head = {"modelVersion": opts.model_prefix + model, "responseId": uuid.uuid4().hex[:22]}
+        if call is not None:
+            texts: list[str] = []
+            parts: list[dict[str, Any]] = [{"functionCall": call}]
+            finish, completion = "STOP", 3
+        else:
+            texts, parts, completion = list(pieces), [], len(pieces)
+        usage = {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": completion,
+            "totalTokenCount": prompt + completion,
+        }
+        if stream:
+            delay = opts.chunk_delay_ms / 1000
+            return await self._deliver(
+                request,
+                opts,
+                lambda kind: _stream(head, texts, parts, finish, usage, delay, kind),
+            )
+        all_parts = ([{"text": "".join(texts)}] if texts else []) + parts
+        candidate = {
+            "content": {"role": "model", "parts": all_parts},
+            "finishReason": finish,
+            "index": 0,
+        }
+        answer = {"candidates": [candidate], "usageMetadata": usage, **head}
+        return await self._deliver(request, opts, lambda kind: _json_reply(answer, kind))
+
+    async def _embed_one(self, request: Request, body: dict[str, Any]) -> ASGIApp:
+        text = _content_text(body.get("content"))
+        if text is None:
+            return gemini_error(400, "content must have text parts.")
+        answer = {"embedding": {"values": _embed(text)}}
+        return await self._deliver(
+            request, self.upstream.options, lambda kind: _json_reply(answer, kind)
+        )
+
+    async def _embed_batch(self, request: Request, body: dict[str, Any], model: str) -> ASGIApp:
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not requests:
+            return gemini_error(400, "requests must be a non-empty array.")
+        vectors = []
+        for i, item in enumerate(requests):
+            if not isinstance(item, dict) or item.get("model") != f"models/{model}":
+                return gemini_error(
+                    400, f"requests[{i}].model must be models/{model}, as in the URL."
+                )
+            text = _content_text(item.get("content"))
+            if text is None:
+                return gemini_error(400, f"requests[{i}].content must have text parts.")
+            vectors.append({"values": _embed(text)})
+        answer = {"embeddings": vectors}
+        return await self._deliver(
+            request, self.upstream.options, lambda kind: _json_reply(answer, kind)
+        )
+
+
+def _check_contents(contents: Any) -> str | None:
+    if not isinstance(contents, list) or not contents:
+        return "* GenerateContentRequest.contents: contents is not specified"
+    for i, content in enumerate(contents):
+        if not isinstance(content, dict) or content.get("role") not in _ROLES:
+            return f"Please use a valid role: user, model (contents[{i}])."
+        parts = content.get("parts")
+        if not isinstance(parts, list) or not parts:
+            return f"* GenerateContentRequest.contents[{i}].parts: must not be empty."
+        for part in parts:
+            if isinstance(part, dict) and part.get("text") == "":
+                return "Unable to submit request because it has an empty text parameter."
+    return None
+
+
+def _content_text(content: Any) -> str | None:
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list) or not parts:
+        return None
+    texts = [p.get("text") for p in parts if isinstance(p, dict)]
+    if not all(isinstance(t, str) for t in texts):
+        return None
+    return "".join(t for t in texts if isinstance(t, str))
+
+
+def _count_words(contents: list[Any]) -> int:
+    total = 0
+    for content in contents:
+        for part in content.get("parts") or [] if isinstance(content, dict) else []:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                total += len(part["text"].split())
+    return total
+
+
+def _function_call(body: dict[str, Any], contents: list[Any]) -> dict[str, Any] | None:
+    """The call the fake makes, if the request asks for one (see the module docstring)."""
+    names = [
+        d["name"]
+        for tool in body.get("tools") or []
+        if isinstance(tool, dict)
+        for d in tool.get("functionDeclarations") or []
+        if isinstance(d, dict) and isinstance(d.get("name"), str)
+    ]
+    last = contents[-1]
+    if not names or last.get("role") != "user":
+        return None
+    if any(isinstance(p, dict) and "functionResponse" in p for p in last["parts"]):
+        return None
+    config = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    mode = config.get("mode", "AUTO")
+    text = " ".join(p["text"] for p in last["parts"] if isinstance(p.get("text"), str))
+    if mode == "NONE":
+        return None
+    if mode == "ANY":
+        allowed = config.get("allowedFunctionNames") or names
+        name = allowed[0]
+    else:
+        mentioned = [n for n in names if n in text]
+        if not mentioned:
+            return None
+        name = mentioned[0]
+    return {"name": name, "args": {"query": text}}
+
+
+def _stream(
+    head: dict[str, Any],
+    texts: list[str],
+    calls: list[dict[str, Any]],
+    finish: str,
+    usage: dict[str, int],
+    delay: float,
+    kind: str,
+) -> ASGIApp:
+    """SSE events of GenerateContentResponse chunks, CRLF-separated as Gemini sends them."""
+
+    def event(parts: list[dict[str, Any]], last: bool, done: int) -> bytes:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+        if last:
+            candidate["finishReason"] = finish
+        meta = {**usage, "candidatesTokenCount": done}
+        meta["totalTokenCount"] = usage["promptTokenCount"] + done
+        chunk = {"candidates": [candidate], "usageMetadata": meta, **head}
+        return b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
+
+    pieces: list[list[dict[str, Any]]] = [[{"text": t}] for t in texts] + ([calls] if calls else [])
+    broken = kind in ("disconnect", "truncate")
+    if broken:
+        pieces = pieces[: max(1, len(pieces) // 2)]
+    events = []
+    for i, parts in enumerate(pieces):
+        last = not broken and i == len(pieces) - 1
+        done = usage["candidatesTokenCount"] if last else i + 1
+        events.append(event(parts, last, done))
+    return _EventStream(events, range(1, len(events)), delay, abort=kind == "disconnect")

@@ -1,0 +1,1 @@
+"""What the attempt loop consults about a provider: circuit breakers, rate limits, timeouts."""

@@ -22,7 +22,7 @@ from router.store import client_keys
 from router.store.credentials import decode_value, encode_value
 from router.store.db import database_for
 from router.store.migrations import migrate
-from tests.conftest import ADMIN_TOKEN, add_provider, app_client, make_settings
+from tests.helpers import ADMIN_TOKEN, add_provider, app_client, make_settings
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 FAKE = "sk-hygiene-0123456789abcdef"
@@ -247,7 +247,7 @@ def test_settings_parse_the_security_switches(tmp_path: Path) -> None:
 
 async def test_oversized_headers_get_431_over_a_real_socket(tmp_path: Path) -> None:
     from router.app import create_app
-    from tests.conftest import serve_asgi
+    from tests.helpers import serve_asgi
 
     async with serve_asgi(create_app(make_settings(tmp_path))) as url, httpx.AsyncClient() as http:
         small = await http.get(f"{url}/health", headers={"x-pad": "a" * 20_000})

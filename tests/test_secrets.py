@@ -34,7 +34,7 @@ from router.store import catalog, migrations
 from router.store.credentials import StaleKeyError, rotate_key
 from router.store.db import Database, database_for
 from router.store.migrations import migrate
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 SECRET = "sk-fake-at-rest-0123456789abcdef"
 PROVIDER = {

@@ -15,7 +15,7 @@ from router.app import create_app
 from router.settings import Settings
 from router.store import catalog
 from router.store.db import Database
-from tests.conftest import ADMIN_TOKEN, add_provider, app_client, make_settings, serve_asgi
+from tests.helpers import ADMIN_TOKEN, add_provider, app_client, make_settings, serve_asgi
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from router.api.openapi import document
 from router.app import create_app
-from tests.conftest import ADMIN_TOKEN, free_port, make_settings
+from tests.helpers import ADMIN_TOKEN, free_port, make_settings
 
 CLIENT_PATHS = {"/health", "/openapi.json", "/v1/chat/completions", "/v1/embeddings"}
 

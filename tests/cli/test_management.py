@@ -17,7 +17,7 @@ import pytest
 from router.cli.main import main
 from router.cli.tomlwriter import dumps
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.conftest import serve_asgi
+from tests.helpers import serve_asgi
 
 SECRET = "sk-cli-secret-abcdef123456"
 

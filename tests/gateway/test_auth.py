@@ -17,7 +17,7 @@ import respx
 from router.app import ProviderRouterApp
 from router.cli.main import main
 from router.settings import Settings
-from tests.conftest import ADMIN_TOKEN, add_provider, app_client, make_settings
+from tests.helpers import ADMIN_TOKEN, add_provider, app_client, make_settings
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}

@@ -15,7 +15,7 @@ import pytest
 import respx
 
 from router.settings import Settings
-from tests.conftest import ADMIN_TOKEN, add_provider, app_client, make_settings
+from tests.helpers import ADMIN_TOKEN, add_provider, app_client, make_settings
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
 

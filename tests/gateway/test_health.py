@@ -12,8 +12,8 @@ import pytest
 from router.cli.main import main
 from router.gateway.health import HealthChecker, wants_check
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.conftest import ADMIN_TOKEN, add_provider, app_client, free_port, make_settings
-from tests.conftest import serve_asgi as serve
+from tests.helpers import ADMIN_TOKEN, add_provider, app_client, free_port, make_settings
+from tests.helpers import serve_asgi as serve
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 

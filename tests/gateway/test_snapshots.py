@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from router.cli.main import main
-from tests.conftest import ADMIN_TOKEN, free_port
+from tests.helpers import ADMIN_TOKEN, free_port
 from tests.test_serve import start, wait_until_up
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -15,7 +15,7 @@ import orjson
 from router.app import create_app
 from router.gateway.handler import Receive, Scope, Send
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.conftest import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
+from tests.helpers import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.conftest import serve_asgi
+from tests.helpers import serve_asgi
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -17,7 +17,7 @@ from providers.base import AdapterOptions
 from providers.gemini.adapter import GeminiAdapter
 from router.app import create_app
 from router.mock.upstream import MockOptions, MockUpstream, _embed
-from tests.conftest import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
+from tests.helpers import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 GEMINI_KEY = "AIza-e2e-upstream-key"

@@ -19,7 +19,7 @@ from providers.http import (
     translate_httpx_error,
 )
 from router.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
-from tests.conftest import free_port, serve_asgi
+from tests.helpers import free_port, serve_asgi
 from tests.transport.test_pool import Receive, Send, echo_app, lifespan, read_body
 
 TIMEOUT = httpx.Timeout(5.0)

@@ -20,7 +20,7 @@ import pytest
 from providers import registry
 from providers.base import Adapter
 from router.settings import Settings
-from tests.conftest import ADMIN_TOKEN, app_client
+from tests.helpers import ADMIN_TOKEN, app_client
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "echo-adapter"

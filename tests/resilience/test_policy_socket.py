@@ -14,7 +14,7 @@ import pytest
 
 from router.app import ProviderRouterApp, create_app
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.conftest import (
+from tests.helpers import (
     ADMIN_TOKEN,
     add_provider,
     free_port,

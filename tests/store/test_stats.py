@@ -11,7 +11,7 @@ import pytest
 from router.errors import InvalidRequest
 from router.store import stats
 from router.store.db import Database
-from tests.conftest import ADMIN_TOKEN, add_provider
+from tests.helpers import ADMIN_TOKEN, add_provider
 
 
 def insert(db: Database, *requests: tuple[Any, ...]) -> None:

@@ -27,7 +27,7 @@ import uvloop
 
 from router.transport import connection as _h1
 from router.transport.pool import UpstreamTransport
-from tests.conftest import free_port, serve_asgi
+from tests.helpers import free_port, serve_asgi
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

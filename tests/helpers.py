@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from router.app import ProviderRouterApp, create_app
@@ -127,3 +129,16 @@ async def last_request(client: httpx.AsyncClient, app: ProviderRouterApp) -> dic
     detail = await client.get(f"/v1/requests/{rows[0]['id']}", headers=admin)
     found: dict[str, Any] = detail.json()
     return found
+
+
+def require(available: bool, what: str) -> None:
+    """Skip a test whose real component is missing, except under CI, where that is a failure.
+
+    ``.ci/run`` installs every component the tests need, so in CI a missing one means the run is
+    broken, not that the test may be left out.
+    """
+    if available:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} is missing under CI=true; .ci/run should have installed it.")
+    pytest.skip(f"{what} is not installed here (.ci/run installs it).")

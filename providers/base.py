@@ -140,6 +140,9 @@ class Adapter(ABC):
 
     type: ClassVar[str]
     config_keys: ClassVar[Mapping[str, ConfigKey]] = {}
+    # The client dialects this adapter can pass through untranslated (see send_native); an
+    # adapter whose config decides may set its own in __init__.
+    native_dialects: frozenset[str] = frozenset()
 
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):
         self.provider_id = provider_id
@@ -185,6 +188,35 @@ class Adapter(ABC):
 
         ``include_usage``: whether the client asked for the usage chunk.
         """
+
+    async def send_native(
+        self,
+        dialect: str,
+        body: dict[str, Any],
+        upstream_model: str,
+        headers: Mapping[str, str],
+        *,
+        stream: bool,
+    ) -> Reply | ChatStream:
+        """Optional: send a client's request that is already in the upstream's own dialect.
+
+        Called only for a dialect in ``native_dialects`` (``"anthropic.messages"`` for a
+        Messages request to an Anthropic upstream, say). ``body`` is the client's body: send it
+        with only ``model`` replaced by ``upstream_model``, with ``headers`` (client headers the
+        dialect forwards) added. Answer with the upstream's bytes untouched, a :class:`Reply`
+        or a :class:`ChatStream` whose blocks are the upstream's events (the stream ends
+        normally only after the dialect's terminal event), reading usage on the way. Errors as
+        for :meth:`chat`; an ``UpstreamStatusError`` keeps the upstream's own body.
+        """
+        raise UpstreamUnsupported(
+            f"Provider {self.provider_id!r} (type {self.type!r}) does not speak {dialect!r}."
+        )
+
+    async def count_tokens(self, body: dict[str, Any], upstream_model: str) -> int:
+        """Optional: the input tokens of the OpenAI chat request ``body``, counted upstream."""
+        raise UpstreamUnsupported(
+            f"Provider {self.provider_id!r} (type {self.type!r}) cannot count tokens."
+        )
 
     async def embeddings(self, body: dict[str, Any], upstream_model: str) -> Reply:
         """Create embeddings; the answer is in OpenAI's embeddings shape."""

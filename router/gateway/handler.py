@@ -3,15 +3,19 @@
 These handlers are plain ASGI callables (no per-request framework objects) because they are the
 hot path. For each request they:
 
-1. read the body (refusing one over the size limit before anything goes upstream),
+1. read the body (refusing one over the size limit before anything goes upstream) and let the
+   endpoint's front door (:mod:`router.doors`) parse it into the router's request,
 2. ask the routing snapshot for candidates (no database access),
 3. try candidates in the order :func:`routing.spread` gives (tiers by priority, weighted
    random inside a tier), skipping open circuits and providers at a rate limit, each provider
    once, at most ``max_attempts`` tries: a connect error, a timeout, 408, 429 or 5xx moves on
    to the next one as long as nothing has been sent to the client; any other upstream 4xx goes
    back as it is. Only a refused connection is retried on the same provider (jittered backoff),
-4. relay the answer: a JSON body as bytes, or SSE blocks as they arrive, ending with [DONE]; a
-   stream that breaks, stalls (idle timeout) or runs out of time ends with an error event,
+4. relay the answer: a JSON body as bytes, or SSE blocks as they arrive, ending as the door says
+   ([DONE] for chat); a stream that breaks, stalls (idle timeout) or runs out of time ends with
+   the door's error event. A door in another dialect renders the adapter's chat answer in its
+   own, unless the candidate's adapter speaks that dialect natively (then the client's body
+   goes through with only the model replaced, and the upstream's bytes come back),
 5. hand one request record (with one row per attempt) to the recorder.
 
 A client that hangs up at any point cancels the upstream call at once; its attempt is recorded
@@ -30,14 +34,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import httpx
-import orjson
 
 from providers.base import ChatStream, Reply
+from router.doors.base import FrontDoor, RouterRequest
+from router.doors.chat import ChatDoor, EmbeddingsDoor
 from router.errors import (
     AdapterFailure,
     AllProvidersFailed,
-    InvalidJSON,
-    InvalidRequest,
     PayloadTooLarge,
     ProvidersCoolingDown,
     RateLimited,
@@ -62,7 +65,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("provider_router.proxy")
-_DONE = b"data: [DONE]\n\n"
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -126,32 +128,11 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def parse_request(raw: bytes, required: tuple[str, ...]) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("Field 'model' is required and must be a string.", param="model")
-    for key in required:
-        if key not in body:
-            raise InvalidRequest(f"Field {key!r} is required.", param=key)
-    if "messages" in required and (not isinstance(body["messages"], list) or not body["messages"]):
-        raise InvalidRequest("Field 'messages' must be a non-empty array.", param="messages")
-    if not isinstance(body.get("stream", False), bool):
-        raise InvalidRequest("Field 'stream' must be true or false.", param="stream")
-    if not isinstance(body.get("stream_options") or {}, dict):
-        # Read by the proxy and every adapter: a wrong type must not reach them (it would
-        # fail the attempt and count against the provider's circuit).
-        raise InvalidRequest("Field 'stream_options' must be an object.", param="stream_options")
-    return body
-
-
 class Proxy:
-    """The two client endpoints: ``/v1/chat/completions`` and ``/v1/embeddings``."""
+    """The client endpoints: one attempt loop behind every front door."""
+
+    chat_door = ChatDoor()
+    embeddings_door = EmbeddingsDoor()
 
     def __init__(
         self,
@@ -171,17 +152,16 @@ class Proxy:
         self.limits = limits
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._handle(scope, receive, send, "chat.completions", ("messages",))
+        await self.handle(self.chat_door, scope, receive, send)
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._handle(scope, receive, send, "embeddings", ("input",))
+        await self.handle(self.embeddings_door, scope, receive, send)
 
-    async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, endpoint: str, required: tuple[str, ...]
-    ) -> None:
+    async def handle(self, door: FrontDoor, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request that came in through ``door``."""
         started = time.perf_counter()
         record = RequestRecord(
-            id=new_request_id(), created_at=int(time.time() * 1000), endpoint=endpoint
+            id=new_request_id(), created_at=int(time.time() * 1000), endpoint=door.endpoint
         )
         guard: DisconnectGuard | None = None
         try:
@@ -191,24 +171,25 @@ class Proxy:
             raw = await read_body(scope, receive, self.max_body_bytes)
             if self.limits is not None:
                 self.limits.log_body(record.id, raw)
-            body = parse_request(raw, required)
+            request = door.parse(raw, scope["headers"])
             if self.limits is not None:
-                self.limits.check_body(raw, body)
-            record.model = body["model"]
+                self.limits.check_body(raw, request.body)
+            record.model = request.model
             if client is not None:
-                client.check_model(body["model"])
-            record.stream = endpoint == "chat.completions" and body.get("stream") is True
-            candidates = self.snapshots.current.candidates(body["model"])
+                client.check_model(request.model)
+            record.stream = request.stream
+            candidates = self.snapshots.current.candidates(request.model)
             if client is not None and (client.rpm_limit or client.tpm_limit):
                 self.resilience.check_client(client)
             guard = DisconnectGuard(receive)
-            await self._attempt_all(candidates, body, record, started, guard, send)
+            await self._attempt_all(candidates, door, request, record, started, guard, send)
         except RouterError as exc:
             if guard is not None:
                 guard.stop()
             record.status, record.status_code, record.error = "error", exc.status_code, exc.message
             headers = response_headers(record.id, None, b"application/json") + _retry_after(exc)
-            await send_body(send, exc.status_code, exc.body(), headers)
+            status, body = door.error(exc)
+            await send_body(send, status, body, headers)
         except ClientDisconnected:
             record.status, record.status_code = "client_disconnected", 499
         except asyncio.CancelledError:
@@ -226,7 +207,7 @@ class Proxy:
             if not record.attempts or record.provider_id is None:
                 error = RouterError("provider-router failed to handle this request; see its log.")
                 headers = response_headers(record.id, None, b"application/json")
-                await send_body(send, 500, error.body(), headers)
+                await send_body(send, *door.error(error), headers)
         finally:
             if guard is not None:
                 guard.stop()
@@ -236,7 +217,8 @@ class Proxy:
     async def _attempt_all(
         self,
         candidates: tuple[Candidate, ...],
-        body: dict[str, Any],
+        door: FrontDoor,
+        request: RouterRequest,
         record: RequestRecord,
         started: float,
         guard: DisconnectGuard,
@@ -262,7 +244,9 @@ class Proxy:
             retries = 0
             try:
                 while True:
-                    failure = await self._try(candidate, body, record, started, guard, send)
+                    failure = await self._try(
+                        candidate, door, request, record, started, guard, send
+                    )
                     if failure is None:
                         return
                     retry = (
@@ -313,7 +297,8 @@ class Proxy:
     async def _try(
         self,
         candidate: Candidate,
-        body: dict[str, Any],
+        door: FrontDoor,
+        request: RouterRequest,
         record: RequestRecord,
         started: float,
         guard: DisconnectGuard,
@@ -337,7 +322,7 @@ class Proxy:
         timer = loop.call_later(first_byte_s, expired.fire)
         try:
             try:
-                result = await self._send(candidate, body, record)
+                result = await self._send(candidate, door, request)
             except asyncio.CancelledError:
                 if expired.fired and expired.uncancel() == 0:
                     raise UpstreamTimeout(
@@ -368,7 +353,7 @@ class Proxy:
             if isinstance(exc, UpstreamStatusError) and not exc.retryable:
                 breaker.release(record)
                 guard.stop()
-                await self._pass_through(exc, candidate, record, send)
+                await self._pass_through(exc, door, candidate, record, send)
                 return None
             return exc
         record.provider_id, record.upstream_model = provider_id, candidate.upstream_model
@@ -386,7 +371,7 @@ class Proxy:
             return None
         stream, first = result
         failure = await self._relay(
-            stream, first, candidate, record, started, deadline, guard, send
+            stream, first, door, candidate, record, started, deadline, guard, send
         )
         attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
         attempt.status_code = 200
@@ -404,17 +389,35 @@ class Proxy:
         return None
 
     async def _send(
-        self, candidate: Candidate, body: dict[str, Any], record: RequestRecord
+        self, candidate: Candidate, door: FrontDoor, request: RouterRequest
     ) -> Reply | tuple[ChatStream, bytes | None]:
         adapter = candidate.adapter
-        if record.endpoint == "embeddings":
+        body = request.body
+        if request.embeddings:
             return await adapter.embeddings(body, candidate.upstream_model)
-        if not record.stream:
-            return await adapter.chat(body, candidate.upstream_model)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        stream = await adapter.chat_stream(
-            body, candidate.upstream_model, include_usage=include_usage
-        )
+        dialect = door.dialect
+        if dialect is not None and dialect in adapter.native_dialects:
+            assert request.native is not None
+            result = await adapter.send_native(
+                dialect,
+                request.native,
+                candidate.upstream_model,
+                request.native_headers,
+                stream=request.stream,
+            )
+            if isinstance(result, Reply):
+                return result
+            stream = result
+        elif not request.stream:
+            reply = await adapter.chat(body, candidate.upstream_model)
+            return door.reply(reply, request) if door.translates else reply
+        else:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            stream = await adapter.chat_stream(
+                body, candidate.upstream_model, include_usage=include_usage
+            )
+            if door.translates:
+                stream = door.stream(stream, request)
         # Wait for the first block before answering, so a stream that dies at once can still
         # fall back to the next provider.
         try:
@@ -427,18 +430,24 @@ class Proxy:
         return stream, first
 
     async def _pass_through(
-        self, exc: UpstreamStatusError, candidate: Candidate, record: RequestRecord, send: Send
+        self,
+        exc: UpstreamStatusError,
+        door: FrontDoor,
+        candidate: Candidate,
+        record: RequestRecord,
+        send: Send,
     ) -> None:
         record.provider_id, record.upstream_model = candidate.provider_id, candidate.upstream_model
-        status = exc.status_code or 502
+        status, body, content_type = door.upstream_error(exc)
         record.status, record.status_code, record.error = "error", status, exc.message
-        headers = response_headers(record.id, candidate.provider_id, exc.content_type.encode())
-        await send_body(send, status, exc.body, headers)
+        headers = response_headers(record.id, candidate.provider_id, content_type.encode())
+        await send_body(send, status, body, headers)
 
     async def _relay(
         self,
         stream: ChatStream,
         first: bytes | None,
+        door: FrontDoor,
         candidate: Candidate,
         record: RequestRecord,
         started: float,
@@ -468,10 +477,11 @@ class Proxy:
             if failure is not None:
                 record.status, record.status_code, record.error = "error", 502, failure.message
                 error = StreamInterrupted(f"The upstream stream broke off: {failure.message}")
-                event = b"data: " + error.body() + b"\n\n"
+                event = door.stream_error(error)
                 await send({"type": "http.response.body", "body": event, "more_body": False})
             else:
-                await send({"type": "http.response.body", "body": _DONE, "more_body": False})
+                end = door.stream_end
+                await send({"type": "http.response.body", "body": end, "more_body": False})
                 record.status, record.status_code = "success", 200
         except asyncio.CancelledError:
             task = asyncio.current_task()

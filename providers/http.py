@@ -90,9 +90,15 @@ class UpstreamClient:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Request:
-        raw = list(self._headers)
+        raw = self._headers
         if headers:
-            raw += [(k.lower().encode("ascii"), v.encode("utf-8")) for k, v in headers.items()]
+            # A header given here replaces the fixed one of the same name (a client's
+            # anthropic-version passed through, say).
+            extra = [(k.lower().encode("ascii"), v.encode("utf-8")) for k, v in headers.items()]
+            names = {name for name, _ in extra}
+            raw = [h for h in raw if h[0] not in names] + extra
+        else:
+            raw = list(raw)
         if content is not None:
             raw.append((b"content-length", b"%d" % len(content)))
         request = httpx.Request(

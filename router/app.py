@@ -1,6 +1,6 @@
 """The application: ``create_app(settings)`` builds it; the lifespan opens and closes everything.
 
-The two client endpoints that carry the load (chat completions and embeddings) are dispatched
+The client endpoints that carry the load (chat completions, embeddings, messages) are dispatched
 straight to :class:`router.gateway.handler.Proxy`; everything else goes through Starlette's router.
 """
 
@@ -28,6 +28,7 @@ from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
 from router.errors import InvalidRequest, NotFound, RouterError
 from router.gateway.auth import Authenticator, resolve_admin_token
+from router.gateway.count import TokenCounter
 from router.gateway.handler import Proxy, Receive, Scope, Send, send_body
 from router.gateway.health import start_health_checks
 from router.gateway.limits import InputLimits
@@ -216,6 +217,8 @@ class ProviderRouterApp:
         for prefix in ("/v1", ""):
             self._fast[f"{prefix}/chat/completions"] = proxy.chat_completions
             self._fast[f"{prefix}/embeddings"] = proxy.embeddings
+            self._fast[f"{prefix}/messages"] = proxy.messages
+            self._fast[f"{prefix}/messages/count_tokens"] = TokenCounter(proxy)
         try:
             yield
         finally:

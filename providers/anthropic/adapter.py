@@ -115,6 +115,8 @@ class AnthropicAdapter(Adapter):
     """Anthropic's Messages API (api.anthropic.com, or a server that speaks it)."""
 
     type = "anthropic"
+    # Messages requests (and token counts) from the Messages front door pass through as they are.
+    native_dialects = frozenset({"anthropic.messages", "anthropic.messages.count_tokens"})
     config_keys: ClassVar[Mapping[str, ConfigKey]] = {
         "baseURL": ConfigKey(
             str, default=DEFAULT_BASE_URL, description=f"default {DEFAULT_BASE_URL}"
@@ -169,8 +171,11 @@ class AnthropicAdapter(Adapter):
         request.update(extra)
         return orjson.dumps(request)
 
-    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
-        """Send ``request``; raise the translated error for a status >= 400."""
+    async def _send(
+        self, request: httpx.Request, *, stream: bool = False, native: bool = False
+    ) -> httpx.Response:
+        """Send ``request``; raise the translated error for a status >= 400 (with Anthropic's
+        own body when ``native``: the client speaks Messages too)."""
         try:
             response = await self._client.send(request, stream=stream)
             if response.status_code < 400:
@@ -187,6 +192,15 @@ class AnthropicAdapter(Adapter):
             error_type, message = None, ""
         if error_type is None:
             message = raw[:200].decode("utf-8", "replace")
+        if native:
+            raise UpstreamStatusError(
+                f"Provider {self.provider_id!r} answered HTTP {response.status_code}"
+                + (f" ({error_type}): {message[:300]}" if error_type else f": {message}"),
+                status_code=response.status_code,
+                body=raw,
+                content_type=response.headers.get("content-type", "application/json"),
+                retry_after=retry_after_seconds(response),
+            )
         raise upstream_error(
             self.provider_id,
             response.status_code,
@@ -333,6 +347,82 @@ class AnthropicAdapter(Adapter):
                 return [writer.tool_call_arguments(index, str(delta["partial_json"]))]
         # thinking, signature and citation deltas have no place in an OpenAI chat answer.
         return []
+
+    async def send_native(
+        self,
+        dialect: str,
+        body: dict[str, Any],
+        upstream_model: str,
+        headers: Mapping[str, str],
+        *,
+        stream: bool,
+    ) -> Reply | ChatStream:
+        path = "/v1/messages/count_tokens" if dialect.endswith(".count_tokens") else "/v1/messages"
+        payload = orjson.dumps({**body, "model": upstream_model})
+        request = self._client.build("POST", path, payload, headers)
+        response = await self._send(request, stream=stream, native=True)
+        if not stream:
+            message = self._json(response.content, "a message")
+            usage = message.get("usage")
+            reply_usage = make_usage(prompt_tokens(usage), output_tokens(usage))
+            return Reply(response.content, reply_usage, response.status_code)
+        native = ChatStream()
+        native.events = self._relay_native(response, native)
+        return native
+
+    async def _relay_native(
+        self, response: httpx.Response, stream: ChatStream
+    ) -> AsyncIterator[bytes]:
+        """The upstream's events byte for byte, read only for usage and the terminal event."""
+        pending = b""
+        prompt: int | None = None
+        completion: int | None = None
+        try:
+            async for chunk in response.aiter_bytes():
+                pending += chunk
+                if b"\r" in pending:
+                    pending = pending.replace(b"\r\n", b"\n")
+                cut = pending.rfind(b"\n\n")
+                if cut < 0:
+                    continue
+                block, pending = pending[: cut + 2], pending[cut + 2 :]
+                if b"message_" not in block and b"error" not in block:
+                    yield block  # content block events: nothing to read
+                    continue
+                kept: list[bytes] = []
+                for raw in block.split(b"\n\n"):
+                    if not raw:
+                        continue
+                    data = raw.partition(b"data:")[2]
+                    event = self._event(data) if data else {}
+                    kind = event.get("type")
+                    if kind == "error":
+                        if kept:
+                            yield b"".join(kept)
+                        error_type, text = _anthropic_error(event)
+                        status = ERROR_STATUS.get(error_type or "", 500)
+                        raise upstream_error(self.provider_id, status, error_type, text)
+                    if kind in ("message_start", "message_delta"):
+                        message = event.get("message")
+                        usage = message.get("usage") if isinstance(message, dict) else None
+                        usage = event.get("usage") if kind == "message_delta" else usage
+                        if prompt_tokens(usage) is not None:
+                            prompt = prompt_tokens(usage)
+                        if output_tokens(usage) is not None:
+                            completion = output_tokens(usage)
+                        stream.usage = make_usage(prompt, completion)
+                    kept.append(raw + b"\n\n")
+                    if kind == "message_stop":
+                        yield b"".join(kept)
+                        return
+                yield b"".join(kept)
+        except httpx.HTTPError as exc:
+            raise translate_httpx_error(self.provider_id, exc) from exc
+        finally:
+            await response.aclose()
+        raise UpstreamProtocolError(
+            f"Provider {self.provider_id!r} ended its stream without 'message_stop'."
+        )
 
     async def list_models(self) -> list[str]:
         ids: list[str] = []

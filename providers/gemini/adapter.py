@@ -356,6 +356,23 @@ class GeminiAdapter(Adapter):
         }
         return Reply(orjson.dumps(answer), None)
 
+    async def count_tokens(self, body: dict[str, Any], upstream_model: str) -> int:
+        """``countTokens`` over the whole translated request (system and tools included)."""
+        try:
+            request = gemini_request(body, self._memos)
+        except GeminiRequestError as exc:
+            raise self._refusal(exc.message, exc.param) from None
+        path = self._path(upstream_model, "countTokens")
+        request["model"] = path[1:].rpartition(":")[0]
+        payload = orjson.dumps({"generateContentRequest": request})
+        data = await self._call("POST", path, payload)
+        total = data.get("totalTokens")
+        if type(total) is not int or total < 0:
+            raise UpstreamProtocolError(
+                f"Provider {self.provider_id!r} answered countTokens without a 'totalTokens'."
+            )
+        return total
+
     async def list_models(self) -> list[str]:
         names: list[str] = []
         token = ""

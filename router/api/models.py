@@ -1,6 +1,9 @@
-"""``GET /v1/models`` in OpenAI's list shape (for clients), and model management."""
+"""``GET /v1/models`` in OpenAI's list shape (or Anthropic's, for Anthropic clients), and model
+management."""
 
 from __future__ import annotations
+
+import datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,18 +17,76 @@ from router.api.common import (
     recorder_drained,
     services,
 )
+from router.errors import InvalidRequest
 from router.store import catalog, lifecycle, links
+
+
+def _anthropic_flavoured(request: Request) -> bool:
+    """Anthropic's SDKs and Claude Code send ``anthropic-version``, or a key as ``x-api-key``."""
+    headers = request.headers
+    return "anthropic-version" in headers or (
+        "x-api-key" in headers and "authorization" not in headers
+    )
+
+
+def _anthropic_page(request: Request, models: list[tuple[str, int]]) -> Response:
+    """Anthropic's model list: ``limit`` (1-1000, default 20), ``after_id``/``before_id``."""
+    params = request.query_params
+    raw = params.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidRequest(
+            f"limit must be an integer from 1 to 1000, got {raw!r}.", param="limit"
+        )
+    limit = int(raw)
+    ids = [model_id for model_id, _ in models]
+    after, before = params.get("after_id"), params.get("before_id")
+    for name, value in (("after_id", after), ("before_id", before)):
+        if value is not None and value not in ids:
+            raise InvalidRequest(f"{name} {value!r} is not a model on this list.", param=name)
+    if before is not None:
+        end = ids.index(before)
+        chosen = models[max(0, end - limit) : end]
+        has_more = end - limit > 0
+    else:
+        start = ids.index(after) + 1 if after is not None else 0
+        chosen = models[start : start + limit]
+        has_more = start + limit < len(models)
+    data = [
+        {
+            "type": "model",
+            "id": model_id,
+            "display_name": model_id,
+            "created_at": datetime.datetime.fromtimestamp(created, datetime.UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
+        }
+        for model_id, created in chosen
+    ]
+    page = {
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+    return json_response(page)
 
 
 async def list_models(request: Request) -> Response:
     """The models clients can ask for: OpenAI's ``{"object": "list", "data": [...]}``.
 
     Guarded like chat completions once client keys are in use; a key limited to some models
-    sees only those."""
+    sees only those. An Anthropic client gets Anthropic's list shape, with its paging."""
     app = services(request)
     key = app.auth.authenticate_client(request.headers.raw)
     allowed = key.models if key is not None else None
     snapshot = app.snapshots.current
+    if _anthropic_flavoured(request):
+        visible = [
+            (model_id, created)
+            for model_id, created in snapshot.models.items()
+            if allowed is None or model_id in allowed
+        ]
+        return _anthropic_page(request, visible)
     data = [
         {
             "id": model_id,

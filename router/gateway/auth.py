@@ -70,6 +70,18 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def client_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The caller's token: ``Authorization: Bearer``, else ``x-api-key`` (Anthropic's SDKs and
+    Claude Code send a key that way)."""
+    token = bearer_token(headers)
+    if token is not None:
+        return token
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value.decode("latin-1").strip() or None
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ClientKey:
     """An authenticated client key, as the proxy sees it (the limits are for rate limiting)."""
@@ -88,7 +100,9 @@ class ClientKey:
             )
 
 
-_MISSING = "This endpoint needs a client key: send 'Authorization: Bearer <key>'."
+_MISSING = (
+    "This endpoint needs a client key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+)
 _INVALID = "The API key is not valid."
 
 
@@ -130,7 +144,7 @@ class Authenticator:
         and compares it with the admin token, so the answer takes as long for an unknown key as
         for a revoked one or a valid one.
         """
-        token = bearer_token(headers)
+        token = client_token(headers)
         digest = hashlib.sha256((token or "").encode()).hexdigest()
         found = self._keys.get(digest)
         admin = self.is_admin(token)

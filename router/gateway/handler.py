@@ -38,6 +38,7 @@ import httpx
 from providers.base import ChatStream, Reply
 from router.doors.base import FrontDoor, RouterRequest
 from router.doors.chat import ChatDoor, EmbeddingsDoor
+from router.doors.messages import MessagesDoor
 from router.errors import (
     AdapterFailure,
     AllProvidersFailed,
@@ -133,6 +134,7 @@ class Proxy:
 
     chat_door = ChatDoor()
     embeddings_door = EmbeddingsDoor()
+    messages_door = MessagesDoor()
 
     def __init__(
         self,
@@ -156,6 +158,9 @@ class Proxy:
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handle(self.embeddings_door, scope, receive, send)
+
+    async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handle(self.messages_door, scope, receive, send)
 
     async def handle(self, door: FrontDoor, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request that came in through ``door``."""

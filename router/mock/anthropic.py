@@ -9,11 +9,13 @@ assistant turns that alternate, and every ``tool_use`` answered by a ``tool_resu
 turn. Errors come in Anthropic's shape, ``{"type": "error", "error": {"type", "message"}}``.
 
 A tool call is answered when the request has ``tools`` and either ``tool_choice`` forces one
-(``any`` or ``tool``) or the last user message names a tool; its input is built from the tool's
+(``any`` or ``tool``), the last user message asks with ``mock-tool-call[:NAME]``
+(:mod:`router.mock.tools`) or it names a tool; its input is built from the tool's
 schema (strings "mock", numbers 1, booleans true). A turn that carries tool results gets text.
 
-``GET /v1/models`` answers in Anthropic's list shape when the request has ``anthropic-version``,
-and in OpenAI's otherwise (both APIs use that path).
+``POST /v1/messages/count_tokens`` counts words. ``GET /v1/models`` answers in Anthropic's list
+shape when the request has ``anthropic-version``, and in OpenAI's otherwise (both APIs use that
+path).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from router.mock.faults import _EventStream, _json_reply, _parse_fail
+from router.mock.tools import requested_tool, sample_input
 from router.mock.upstream import (
     MockOptions,
     MockUpstream,
@@ -78,6 +81,7 @@ def anthropic_routes(upstream: MockUpstream) -> list[Route]:
     fake = _AnthropicFake(upstream)
     return [
         Route("/v1/messages", fake.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", fake.count_tokens, methods=["POST"]),
         Route("/v1/models", fake.models, methods=["GET"]),
     ]
 
@@ -122,6 +126,20 @@ class _AnthropicFake:
         ]
         page = {"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]}
         return Response(orjson.dumps(page), media_type="application/json")
+
+    async def count_tokens(self, request: Request) -> Response:
+        """``POST /v1/messages/count_tokens``: the words of the messages and the system text."""
+        body = await self._accept(request, self.upstream.options)
+        if isinstance(body, Response):
+            return body
+        problem = _check_request({**body, "max_tokens": 1})
+        if problem:
+            return anthropic_error(400, problem)
+        system = body.get("system")
+        words = _count_words(body["messages"]) + (
+            len(system.split()) if isinstance(system, str) else 0
+        )
+        return Response(orjson.dumps({"input_tokens": words}), media_type="application/json")
 
     async def messages(self, request: Request) -> ASGIApp:
         opts = self.upstream.options
@@ -192,15 +210,6 @@ def _check_request(body: dict[str, Any]) -> str | None:
     return None
 
 
-def _sample_input(schema: Any) -> dict[str, Any]:
-    properties = schema.get("properties") if isinstance(schema, dict) else None
-    samples: dict[Any, Any] = {"string": "mock", "integer": 1, "number": 1, "boolean": True}
-    return {
-        name: samples.get(spec.get("type") if isinstance(spec, dict) else None)
-        for name, spec in (properties or {}).items()
-    }
-
-
 def _tool_to_call(body: dict[str, Any]) -> dict[str, Any] | None:
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("name")]
     choice = body.get("tool_choice")
@@ -217,6 +226,9 @@ def _tool_to_call(body: dict[str, Any]) -> dict[str, Any] | None:
     if choice.get("type") == "tool":
         return next((t for t in tools if t["name"] == choice.get("name")), None)
     said = " ".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
+    asked = requested_tool(said, [t["name"] for t in tools])
+    if asked is not None:
+        return next(t for t in tools if t["name"] == asked)
     return next((t for t in tools if t["name"] in said), None)
 
 
@@ -243,7 +255,7 @@ class _Answer:
                 "type": "tool_use",
                 "id": f"toolu_mock_{uuid.uuid4().hex[:20]}",
                 "name": tool["name"],
-                "input": _sample_input(tool.get("input_schema")),
+                "input": sample_input(tool.get("input_schema")),
             }
         system = body.get("system")
         system_words = len(system.split()) if isinstance(system, str) else 0

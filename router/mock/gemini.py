@@ -25,6 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from router.mock.faults import _EventStream, _json_reply, _parse_fail
+from router.mock.tools import requested_tool
 from router.mock.upstream import (
     ReceivedRequest,
     _answer_pieces,
@@ -138,6 +139,8 @@ class _GeminiFake:
             if stream and request.query_params.get("alt") != "sse":
                 return gemini_error(400, "This fake streams only with alt=sse.")
             return await self._generate(request, body, model, stream)
+        if verb == "countTokens":
+            return _count_tokens(body)
         if verb == "embedContent":
             return await self._embed_one(request, body)
         if verb == "batchEmbedContents":
@@ -253,6 +256,16 @@ def _count_words(contents: list[Any]) -> int:
     return total
 
 
+def _count_tokens(body: dict[str, Any]) -> Response:
+    """``countTokens``: the words of ``contents`` (or of ``generateContentRequest``'s)."""
+    request = body.get("generateContentRequest")
+    contents = (request if isinstance(request, dict) else body).get("contents")
+    problem = _check_contents(contents)
+    if problem or not isinstance(contents, list):
+        return gemini_error(400, problem or "contents must be an array.")
+    return Response(orjson.dumps({"totalTokens": _count_words(contents)}), media_type=_JSON)
+
+
 def _function_call(body: dict[str, Any], contents: list[Any]) -> dict[str, Any] | None:
     """The call the fake makes, if the request asks for one (see the module docstring)."""
     names = [
@@ -275,6 +288,8 @@ def _function_call(body: dict[str, Any], contents: list[Any]) -> dict[str, Any] 
     if mode == "ANY":
         allowed = config.get("allowedFunctionNames") or names
         name = allowed[0]
+    elif requested_tool(text, names) is not None:
+        name = str(requested_tool(text, names))
     else:
         mentioned = [n for n in names if n in text]
         if not mentioned:

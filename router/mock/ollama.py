@@ -30,6 +30,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from router.mock.faults import MockDisconnect, _json_reply
+from router.mock.tools import requested_tool
 from router.mock.upstream import (
     _answer_pieces,
     _count_words,
@@ -113,7 +114,8 @@ def _tool_call(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str
     text = last.get("content") or ""
     if last.get("role") != "user" or "tool" not in text.lower():
         return None
-    name = (tools[0].get("function") or {}).get("name", "tool")
+    names = [str((t.get("function") or {}).get("name", "tool")) for t in tools]
+    name = requested_tool(text, names) or names[0]
     return {"function": {"name": name, "arguments": {"query": text}}}
 
 

@@ -6,9 +6,10 @@ port whose behaviour tests change at runtime) and the benchmark (so it avoids
 needless work: orjson, prebuilt bodies, no access log).
 
 Answers are deterministic: ``chunks`` words ("mock reply alpha ..."), identical
-whether streamed or not. Failures are injected with ``MockOptions.fail``:
-``status:<code>``, ``hang``, ``stall``, ``disconnect`` and ``truncate`` (see
-:mod:`router.mock.faults`).
+whether streamed or not; a request with tools whose last user turn says ``mock-tool-call`` or
+``mock-tool-call:NAME`` gets a tool call instead (:mod:`router.mock.tools`). Failures are
+injected with ``MockOptions.fail``: ``status:<code>``, ``hang``, ``stall``, ``disconnect`` and
+``truncate`` (see :mod:`router.mock.faults`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from router.mock.faults import (
     _wait_for_disconnect,
 )
 from router.mock.faults import MockDisconnect as MockDisconnect
+from router.mock.tools import openai_tool_answer, openai_tool_call
 
 _WORDS = ("mock", "reply", "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf")
 _DONE = b"data: [DONE]\n\n"
@@ -270,6 +272,9 @@ class MockUpstream:
             "created": int(time.time()),
             "model": opts.model_prefix + body["model"],
         }
+        call = openai_tool_call(body)
+        if call is not None:
+            return await self._deliver(request, opts, _tool_answer(body, head, call, prompt, opts))
         if body.get("stream") is True:
             options = body.get("stream_options")
             with_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -338,6 +343,21 @@ class MockUpstream:
             self.requests.clear()
             return Response(status_code=204)
         return Response(orjson.dumps(self.requests), media_type=_JSON)
+
+
+def _tool_answer(
+    body: dict[str, Any],
+    head: dict[str, Any],
+    call: dict[str, Any],
+    prompt: int,
+    opts: MockOptions,
+) -> Callable[[str], ASGIApp]:
+    """Builds the answer to a request that asked for a tool call (router/mock/tools.py)."""
+    options = body.get("stream_options")
+    with_usage = isinstance(options, dict) and options.get("include_usage") is True
+    stream = body.get("stream") is True
+    delay = opts.chunk_delay_ms / 1000
+    return functools.partial(openai_tool_answer, head, call, prompt, stream, with_usage, delay)
 
 
 def _chat_stream(

@@ -1,0 +1,145 @@
+"""The Anthropic Messages door: ``POST /v1/messages`` (Claude Code, the Anthropic SDKs).
+
+To an ``anthropic`` provider the client's body passes through with only the model replaced, and
+the upstream's bytes come back (:meth:`Adapter.send_native`). To every other type the request is
+translated into the chat interface (:mod:`router.doors.messages_request`) and the answer back
+(:mod:`router.doors.messages_answer`). Errors are Anthropic's: ``{"type": "error", "error":
+{"type", "message"}}`` with Anthropic's statuses; 529 ``overloaded_error`` when no provider could
+serve the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+from providers.base import ChatStream, Reply
+from router.doors.base import FrontDoor, RouterRequest
+from router.doors.chat import parse_object
+from router.doors.messages_answer import MessagesStream, event, message_from_completion
+from router.doors.messages_request import chat_body
+from router.errors import (
+    AllProvidersFailed,
+    InvalidRequest,
+    NoProviderAvailable,
+    RouterError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
+
+DIALECT = "anthropic.messages"
+COUNT_DIALECT = "anthropic.messages.count_tokens"
+# Client headers a pass-through forwards; the rest (credentials above all) stay here.
+FORWARDED_HEADERS = (b"anthropic-version", b"anthropic-beta")
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def error_type(status: int) -> str:
+    return ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(kind: str, message: str) -> bytes:
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    model: str
+    stops: list[str]
+
+
+def forwarded_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in headers
+        if name in FORWARDED_HEADERS
+    }
+
+
+def check_messages(body: dict[str, Any], *, max_tokens: bool) -> None:
+    """What every Messages request needs before it can be routed."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("Field 'messages' must be a non-empty array.", param="messages")
+    if max_tokens:
+        value = body.get("max_tokens")
+        if type(value) is not int or value < 1:
+            raise InvalidRequest(
+                f"Field 'max_tokens' is required and must be a positive integer, got {value!r}.",
+                param="max_tokens",
+            )
+    if not isinstance(body.get("stream", False), bool):
+        raise InvalidRequest("Field 'stream' must be true or false.", param="stream")
+
+
+class MessagesDoor(FrontDoor):
+    """``POST /v1/messages``."""
+
+    endpoint: ClassVar[str] = "messages"
+    dialect: ClassVar[str | None] = DIALECT
+
+    def parse(self, raw: bytes, headers: list[tuple[bytes, bytes]]) -> RouterRequest:
+        body = parse_object(raw)
+        check_messages(body, max_tokens=True)
+        stops = body.get("stop_sequences") or []
+        return RouterRequest(
+            body["model"],
+            chat_body(body),
+            stream=body.get("stream") is True,
+            native=body,
+            native_headers=forwarded_headers(headers),
+            state=_State(body["model"], stops if isinstance(stops, list) else []),
+        )
+
+    def reply(self, reply: Reply, request: RouterRequest) -> Reply:
+        try:
+            data = orjson.loads(reply.body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamProtocolError("The upstream's answer is not JSON.") from exc
+        if not isinstance(data, dict):
+            raise UpstreamProtocolError("The upstream's answer is not a JSON object.")
+        state: _State = request.state
+        body = message_from_completion(data, state.model, state.stops)
+        return Reply(body, reply.usage, reply.status_code)
+
+    def stream(self, stream: ChatStream, request: RouterRequest) -> ChatStream:
+        state: _State = request.state
+        return MessagesStream(stream, state.model, state.stops).chat_stream()
+
+    def error(self, exc: RouterError) -> tuple[int, bytes]:
+        if isinstance(exc, NoProviderAvailable | AllProvidersFailed):
+            return 529, error_body("overloaded_error", exc.message)
+        status = exc.status_code
+        return status, error_body(error_type(status), exc.message)
+
+    def upstream_error(self, exc: UpstreamStatusError) -> tuple[int, bytes, str]:
+        status = exc.status_code or 502
+        try:
+            data = orjson.loads(exc.body)
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and data.get("type") == "error":
+            return status, exc.body, "application/json"  # an Anthropic upstream's own words
+        error = data.get("error") if isinstance(data, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        if not isinstance(message, str) or not message:
+            message = exc.message
+        return status, error_body(error_type(status), message), "application/json"
+
+    def stream_error(self, exc: RouterError) -> bytes:
+        data = {"type": "error", "error": {"type": "api_error", "message": exc.message}}
+        return event("error", data)

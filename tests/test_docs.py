@@ -69,6 +69,7 @@ def test_every_endpoint_is_in_the_readme() -> None:
     routes = [r for r in app.starlette.routes if isinstance(r, Route)]
     paths = {re.sub(r"\{(\w+)(:\w+)?\}", "{id}", r.path) for r in routes}
     paths |= {"/v1/chat/completions", "/v1/embeddings"}
+    paths |= {"/v1/messages", "/v1/messages/count_tokens"}
     documented = re.sub(r"\{\w+\}", "{id}", README)
     for path in sorted(paths):
         assert path in documented, path

@@ -54,7 +54,9 @@ def openai_tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
         and isinstance(t.get("function"), dict)
         and isinstance(t["function"].get("name"), str)
     ]
-    last = body["messages"][-1]
+    # Claude Code puts its environment in a system turn after the user's: look past those.
+    turns = [m for m in body["messages"] if m.get("role") not in ("system", "developer")]
+    last = turns[-1] if turns else {}
     if not tools or last.get("role") != "user" or body.get("tool_choice") == "none":
         return None
     content = last.get("content")

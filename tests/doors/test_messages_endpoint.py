@@ -119,7 +119,7 @@ async def test_a_stream_follows_the_grammar_and_is_recorded(tmp_path: Path) -> N
 
 
 async def test_a_tool_round_trip_through_an_openai_upstream(tmp_path: Path) -> None:
-    ask = {**HELLO, "tools": [WEATHER], "messages": [
+    ask: dict[str, Any] = {**HELLO, "tools": [WEATHER], "messages": [
         {"role": "user", "content": "Weather in Paris? mock-tool-call:get_weather"}
     ]}  # fmt: skip
     async with stack(tmp_path) as s:

@@ -1,0 +1,173 @@
+"""The Messages stream grammar as a contract: OpenAI chunks in, golden Anthropic transcripts out.
+
+Each case feeds a chat stream (as an adapter yields it) through the door's renderer and compares
+every event, byte for byte after the message id is normalised, with ``golden/<case>.sse``. Set
+``UPDATE_GOLDEN=1`` to rewrite the files after a deliberate change, then read the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from providers.base import ChatStream, Usage
+from router.doors.messages_answer import MessagesStream
+from router.errors import UpstreamProtocolError
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish, **extra}
+    return (
+        b"data: "
+        + orjson.dumps({"object": "chat.completion.chunk", "choices": [choice]})
+        + (b"\n\n")
+    )
+
+
+def call(index: int, call_id: str | None, name: str | None, arguments: str) -> dict[str, Any]:
+    function: dict[str, Any] = {"arguments": arguments}
+    if name is not None:
+        function["name"] = name
+    found: dict[str, Any] = {"index": index, "function": function}
+    if call_id is not None:
+        found |= {"id": call_id, "type": "function"}
+    return {"tool_calls": [found]}
+
+
+CASES: dict[str, list[bytes]] = {
+    "text": [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Hello"}),
+        chunk({"content": " world"}),
+        chunk({}, "stop"),
+    ],
+    "tool_only": [
+        chunk({"role": "assistant", "content": None}),
+        chunk(call(0, "call_1", "get_weather", "")),
+        chunk(call(0, None, None, '{"city":')),
+        chunk(call(0, None, None, '"Paris"}')),
+        chunk({}, "tool_calls"),
+    ],
+    "thinking_text_two_tools": [
+        chunk({"role": "assistant", "reasoning_content": "Let me"}),
+        chunk({"reasoning_content": " think."}),
+        chunk({"content": "Checking both."}),
+        chunk(call(0, "call_a", "get_weather", '{"city":"Paris"}')),
+        chunk(call(1, "call_b", "get_time", "")),
+        chunk(call(1, None, None, '{"tz":"CET"}')),
+        chunk({}, "tool_calls"),
+    ],
+    "max_tokens": [
+        chunk({"role": "assistant", "content": "Cut"}),
+        chunk({}, "length"),
+    ],
+    "stop_sequence": [
+        chunk({"role": "assistant", "content": "One, two"}),
+        chunk({}, "stop", stop_reason="three"),
+    ],
+}
+
+
+async def replay(blocks: list[bytes], usage: Usage | None) -> AsyncIterator[bytes]:
+    for block in blocks:
+        yield block
+
+
+def normalise(raw: bytes) -> str:
+    return re.sub(r'"msg_[0-9a-f]+"', '"msg_ID"', raw.decode())
+
+
+async def render(name: str, *, stops: list[str]) -> tuple[str, ChatStream]:
+    usage = Usage(12, 7, 19)
+    inner = ChatStream(replay(CASES[name], usage), usage)
+    outer = MessagesStream(inner, "claude-via-router", stops).chat_stream()
+    out = [block async for block in outer]
+    return normalise(b"".join(out)), outer
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+async def test_the_stream_matches_its_golden_transcript(name: str) -> None:
+    rendered, outer = await render(name, stops=["three"])
+    path = GOLDEN / f"{name}.sse"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(rendered)
+    assert rendered == path.read_text()
+    assert outer.usage == Usage(12, 7, 19)  # the history still gets the upstream's usage
+
+
+def parse(transcript: str) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for block in transcript.split("\n\n"):
+        if block:
+            name, data = block.split("\n")
+            found.append((name.removeprefix("event: "), orjson.loads(data[len("data: ") :])))
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+async def test_every_golden_transcript_keeps_the_grammar(name: str) -> None:
+    """The rules themselves, checked on each golden file (so a careless update fails too)."""
+    found = parse((GOLDEN / f"{name}.sse").read_text())
+    names = [event for event, _ in found]
+    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
+    open_index: int | None = None
+    expected = 0
+    for event, data in found[1:-2]:
+        if event == "content_block_start":
+            assert open_index is None, "blocks overlap"
+            assert data["index"] == expected, "indices start at 0 and rise by one"
+            open_index = data["index"]
+        elif event == "content_block_delta":
+            assert data["index"] == open_index
+        elif event == "content_block_stop":
+            assert data["index"] == open_index
+            open_index, expected = None, expected + 1
+        else:
+            pytest.fail(f"unexpected event {event}")
+    assert open_index is None
+    assert found[-2][1]["usage"]["output_tokens"] == 7
+
+
+async def test_message_start_goes_out_before_the_upstream_says_anything() -> None:
+    async def silent() -> AsyncIterator[bytes]:
+        raise AssertionError("the upstream was read before message_start went out")
+        yield b""
+
+    outer = MessagesStream(ChatStream(silent()), "m", []).chat_stream()
+    first = await anext(aiter(outer))
+    assert first.startswith(b"event: message_start\n")
+    await outer.aclose()
+
+
+async def test_a_stream_that_breaks_off_raises_rather_than_ending() -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": "Half"})
+        raise UpstreamProtocolError("Provider 'x' ended its stream without 'data: [DONE]'.")
+
+    outer = MessagesStream(ChatStream(broken()), "m", []).chat_stream()
+    seen: list[bytes] = []
+    with pytest.raises(UpstreamProtocolError):
+        async for block in outer:
+            seen.append(block)
+    assert b"message_stop" not in b"".join(seen)
+    assert b"message_delta" not in b"".join(seen)
+
+
+async def test_interleaved_tool_arguments_are_refused_not_misplaced() -> None:
+    blocks = [
+        chunk(call(0, "call_a", "a", "")),
+        chunk(call(1, "call_b", "b", "")),
+        chunk(call(0, None, None, "{}")),
+    ]
+    outer = MessagesStream(ChatStream(replay(blocks, None)), "m", []).chat_stream()
+    with pytest.raises(UpstreamProtocolError, match="interleaved"):
+        async for _ in outer:
+            pass

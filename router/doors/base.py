@@ -13,14 +13,16 @@ router's alone; a door only parses and renders.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from providers.base import ChatStream, Reply
 from router.errors import RouterError, UpstreamStatusError
 
+# A shared immutable default: no dict is built per request on the chat path.
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
-@dataclass(slots=True)
+
 class RouterRequest:
     """One client request, as the router routes it.
 
@@ -30,13 +32,28 @@ class RouterRequest:
     own (what it needs to render the answer).
     """
 
-    model: str
-    body: dict[str, Any]
-    stream: bool = False
-    embeddings: bool = False
-    native: dict[str, Any] | None = None
-    native_headers: Mapping[str, str] = field(default_factory=dict)
-    state: Any = None
+    # A plain class with slots: built once per request on the hot path, with no dict made for
+    # the defaults (a dataclass would need a default factory for native_headers).
+    __slots__ = ("body", "embeddings", "model", "native", "native_headers", "state", "stream")
+
+    def __init__(
+        self,
+        model: str,
+        body: dict[str, Any],
+        *,
+        stream: bool = False,
+        embeddings: bool = False,
+        native: dict[str, Any] | None = None,
+        native_headers: Mapping[str, str] = _NO_HEADERS,
+        state: Any = None,
+    ) -> None:
+        self.model = model
+        self.body = body
+        self.stream = stream
+        self.embeddings = embeddings
+        self.native = native
+        self.native_headers = native_headers
+        self.state = state
 
 
 class FrontDoor:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from providers.anthropic.adapter import ERROR_STATUS
 from providers.base import ChatStream, Reply
 from router.doors.base import FrontDoor, RouterRequest
 from router.doors.chat import parse_object
@@ -34,18 +35,8 @@ COUNT_DIALECT = "anthropic.messages.count_tokens"
 # Client headers a pass-through forwards; the rest (credentials above all) stay here.
 FORWARDED_HEADERS = (b"anthropic-version", b"anthropic-beta")
 
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
+# Anthropic's error type for each status it uses (the inverse of the adapter's table).
+ERROR_TYPES = {status: kind for kind, status in ERROR_STATUS.items()}
 
 
 def error_type(status: int) -> str:

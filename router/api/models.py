@@ -17,7 +17,8 @@ from router.api.common import (
     recorder_drained,
     services,
 )
-from router.errors import InvalidRequest
+from router.doors.messages import MessagesDoor
+from router.errors import InvalidRequest, RouterError
 from router.store import catalog, lifecycle, links
 
 
@@ -77,16 +78,21 @@ async def list_models(request: Request) -> Response:
     Guarded like chat completions once client keys are in use; a key limited to some models
     sees only those. An Anthropic client gets Anthropic's list shape, with its paging."""
     app = services(request)
+    if _anthropic_flavoured(request):
+        try:
+            key = app.auth.authenticate_client(request.headers.raw)
+            visible = [
+                (model_id, created)
+                for model_id, created in app.snapshots.current.models.items()
+                if key is None or key.models is None or model_id in key.models
+            ]
+            return _anthropic_page(request, visible)
+        except RouterError as exc:
+            status, body = MessagesDoor().error(exc)  # errors in the client's dialect too
+            return Response(body, status, media_type="application/json")
     key = app.auth.authenticate_client(request.headers.raw)
     allowed = key.models if key is not None else None
     snapshot = app.snapshots.current
-    if _anthropic_flavoured(request):
-        visible = [
-            (model_id, created)
-            for model_id, created in snapshot.models.items()
-            if allowed is None or model_id in allowed
-        ]
-        return _anthropic_page(request, visible)
     data = [
         {
             "id": model_id,

@@ -63,7 +63,9 @@ def chat_body(body: dict[str, Any]) -> dict[str, Any]:
         if choice is not None:
             chat.update(_tool_choice(choice, {t["function"]["name"] for t in tools}))
     if body.get("stream") is True:
+        # The usage chunk carries cached-token counts the Messages answer reports.
         chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
     return chat
 
 

@@ -26,8 +26,11 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 
 @pytest.fixture
-def sdk(running: Gateway) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=running.url, api_key=running.client_key, max_retries=0)
+def sdk(running: Gateway) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(
+        base_url=running.url, api_key=running.client_key, max_retries=0
+    ) as client:
+        yield client
 
 
 MODELS = ["mock-gpt", "claude-via-anthropic"]
@@ -89,13 +92,14 @@ def test_a_tool_round_trip(sdk: anthropic.Anthropic, model: str, running: Gatewa
         assert sent["messages"][-1] == answer  # passed through as the client sent it
 
 
-def test_errors_reach_the_sdk_as_its_own_exceptions(running: Gateway) -> None:
+def test_errors_reach_the_sdk_as_its_own_exceptions(
+    running: Gateway, sdk: anthropic.Anthropic
+) -> None:
     wrong = anthropic.Anthropic(base_url=running.url, api_key="sk-wrong", max_retries=0)
-    with pytest.raises(anthropic.AuthenticationError):
+    with wrong, pytest.raises(anthropic.AuthenticationError):
         wrong.messages.create(
             model="mock-gpt", max_tokens=5, messages=[{"role": "user", "content": "x"}]
         )
-    sdk = anthropic.Anthropic(base_url=running.url, api_key=running.client_key, max_retries=0)
     with pytest.raises(anthropic.NotFoundError):
         sdk.messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     count = sdk.messages.count_tokens(

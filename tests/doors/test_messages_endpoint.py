@@ -303,4 +303,4 @@ async def test_models_in_anthropics_shape_with_paging(tmp_path: Path) -> None:
     assert [m["id"] for m in second.json()["data"]] == ["model-c"]
     assert second.json()["has_more"] is False
     assert before.json()["data"] == [] and before.json()["first_id"] is None
-    assert bad.status_code == 400
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"

@@ -123,6 +123,7 @@ def test_sampling_fields_map_and_anthropic_only_fields_never_leak() -> None:
         "stop": ["END"],
         "user": "user-7",
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
 
 

@@ -136,6 +136,21 @@ async def test_every_golden_transcript_keeps_the_grammar(name: str) -> None:
     assert found[-2][1]["usage"]["output_tokens"] == 7
 
 
+async def test_cached_prompt_tokens_are_reported_apart() -> None:
+    usage = {"prompt_tokens": 100, "completion_tokens": 3, "total_tokens": 103}
+    usage["prompt_tokens_details"] = {"cached_tokens": 60}  # type: ignore[assignment]
+    last = b"data: " + orjson.dumps({"choices": [], "usage": usage}) + b"\n\n"
+    blocks = [chunk({"content": "Hi"}), chunk({}, "stop"), last]
+    inner = ChatStream(replay(blocks, None), Usage(100, 3, 103))
+    outer = MessagesStream(inner, "m", []).chat_stream()
+    found = parse(normalise(b"".join([b async for b in outer])))
+    assert found[-2][1]["usage"] == {
+        "input_tokens": 40,
+        "output_tokens": 3,
+        "cache_read_input_tokens": 60,
+    }
+
+
 async def test_message_start_goes_out_before_the_upstream_says_anything() -> None:
     async def silent() -> AsyncIterator[bytes]:
         raise AssertionError("the upstream was read before message_start went out")

@@ -34,7 +34,7 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from router.transport.pool import UpstreamTransport
+from router.transport import UpstreamTransport
 
 _MAX_CACHED_URLS = 64
 

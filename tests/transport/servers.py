@@ -10,7 +10,7 @@ import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from cryptography import x509
@@ -78,7 +78,7 @@ class RawServer:
         self.server: asyncio.Server | None = None
         self.url = ""
 
-    async def __aenter__(self) -> RawServer:
+    async def __aenter__(self) -> Self:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
         port = self.server.sockets[0].getsockname()[1]
         scheme = "https" if self.ssl_context else "http"
@@ -145,51 +145,27 @@ async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
     return True
 
 
-class ConnectProxy:
+class ConnectProxy(RawServer):
     """An HTTP CONNECT proxy on loopback that tunnels to loopback only and counts its tunnels."""
 
     def __init__(self) -> None:
+        super().__init__(self._tunnel)
         self.tunnels: list[str] = []  # "host:port" of each tunnel opened
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.server: asyncio.Server | None = None
-        self.url = ""
 
-    async def __aenter__(self) -> ConnectProxy:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
-        upstream: asyncio.StreamWriter | None = None
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target, _ = head.split(b"\r\n", 1)[0].decode("ascii").split(" ", 2)
+        host, _, port = target.rpartition(":")
+        if method != "CONNECT" or host != "127.0.0.1":
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            return
+        up_reader, upstream = await asyncio.open_connection(host, int(port))
+        self.tunnels.append(target)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            method, target, _ = head.split(b"\r\n", 1)[0].decode("ascii").split(" ", 2)
-            host, _, port = target.rpartition(":")
-            if method != "CONNECT" or host != "127.0.0.1":
-                writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                return
-            up_reader, upstream = await asyncio.open_connection(host, int(port))
-            self.tunnels.append(target)
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
         finally:
-            for side in (writer, upstream):
-                if side is not None:
-                    side.close()
-            self.tasks.discard(task)
+            upstream.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

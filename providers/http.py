@@ -2,12 +2,11 @@
 
 ``UpstreamClient`` keeps httpx's request and response types (so adapters read ``httpx.Response``
 and tests mock upstreams with respx) but skips the work ``httpx.AsyncClient`` does per request
-that a proxy has no use for. Profiling the proxy at 64 clients showed ``AsyncClient.request`` to
-be about a fifth of the main thread's samples: merging the base URL, default headers and cookies
-into every request (``build_request``), extracting ``Set-Cookie`` into a client-wide cookie jar,
-the auth and redirect loops. Here the URL of each path, the headers and the timeouts are built
-once per provider, and a request goes straight to the transport. Not keeping cookies is also a
-correctness point: one upstream's cookie must not follow the next client's request.
+that a proxy has no use for: merging the base URL, default headers and cookies into every
+request, a client-wide cookie jar, the auth and redirect loops. Here the URL of each path, the
+headers and the timeouts are built once per provider, and a request goes straight to the
+transport. Not keeping cookies is also a correctness point: one upstream's cookie must not
+follow the next client's request.
 
 The transport is found through ``AsyncClient._transport_for_url``, the method respx patches, so
 a test's respx routes still see every request. httpx is pinned, and the tests cover this path.
@@ -31,6 +30,7 @@ import orjson
 
 from providers.base import AdapterOptions, ConfigKey
 from router.errors import (
+    InvalidRequest,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -234,13 +234,21 @@ def client_from_config(
     merged = {"content-type": "application/json"}
     merged.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
     merged.update(headers)
-    return UpstreamClient(
-        base_url.rstrip("/"),
-        merged,
-        httpx.Timeout(timeout_ms / 1000, connect=connect_ms / 1000),
-        max_connections=options.max_connections,
-        egress=egress_from_config(config),
-    )
+    try:
+        return UpstreamClient(
+            base_url.rstrip("/"),
+            merged,
+            httpx.Timeout(timeout_ms / 1000, connect=connect_ms / 1000),
+            max_connections=options.max_connections,
+            egress=egress_from_config(config),
+        )
+    except (OSError, ValueError, ImportError) as exc:
+        # Checked when written, but a file can go away later, and the environment's proxy is
+        # not checked at all (a socks:// one needs a package we do not ship).
+        problems = _egress_problems(config) or [str(exc)]
+        raise InvalidRequest(
+            "The provider's config cannot be used: " + " ".join(problems), param="config"
+        ) from exc
 
 
 def egress_from_config(config: Mapping[str, Any]) -> Egress:

@@ -9,7 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from providers.base import AdapterOptions
 from providers.http import http_config_problems
+from providers.openai import OpenAIAdapter
+from router.errors import InvalidRequest
 from tests.helpers import ADMIN, add_provider, app_client, make_settings
 from tests.transport.servers import Certificates, ConnectProxy, RawServer, read_request
 
@@ -73,6 +76,18 @@ def test_a_file_that_is_not_pem_is_named(tmp_path: Path, certificates: Certifica
         {"caBundle": str(certificates.ca), "clientCert": str(certificates.client),
          "proxy": "http://user:pw@proxy.internal:3128", "http2": True}
     ) == []  # fmt: skip
+
+
+def test_a_ca_bundle_removed_after_it_was_written_makes_a_clear_error(
+    tmp_path: Path, certificates: Certificates
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(certificates.ca.read_bytes())
+    config = {"baseURL": "https://internal.test/v1", "caBundle": str(bundle)}
+    assert OpenAIAdapter.validate_config(config) == []
+    bundle.unlink()
+    with pytest.raises(InvalidRequest, match=f"names '{bundle}', which does not exist"):
+        OpenAIAdapter("internal", config, AdapterOptions())
 
 
 def test_a_proxy_password_is_not_echoed() -> None:

@@ -156,9 +156,16 @@ class AllProvidersFailed(RouterError):
 
 
 class StreamInterrupted(RouterError):
+    """A stream that broke off after its first byte; ``upstream`` is the failure that ended it
+    (so a door can answer in its own terms, e.g. Anthropic's ``overloaded_error``)."""
+
     status_code = 502
     error_type = "upstream_error"
     default_code = "stream_interrupted"
+
+    def __init__(self, message: str, *, upstream: UpstreamError | None = None) -> None:
+        super().__init__(message)
+        self.upstream = upstream
 
 
 class UpstreamError(Exception):

@@ -26,6 +26,8 @@ from router.errors import (
     InvalidRequest,
     NoProviderAvailable,
     RouterError,
+    StreamInterrupted,
+    UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
 )
@@ -41,6 +43,23 @@ ERROR_TYPES = {status: kind for kind, status in ERROR_STATUS.items()}
 
 def error_type(status: int) -> str:
     return ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def upstream_type(failure: UpstreamError | None) -> str:
+    """Anthropic's error type for an upstream failure: the upstream's own when it named one (an
+    Anthropic upstream's ``overloaded_error`` arrives as the error's ``code``), else its status's;
+    ``api_error`` for failures without a status (a broken or stalled stream)."""
+    if not isinstance(failure, UpstreamStatusError) or failure.status_code is None:
+        return "api_error"
+    try:
+        data = orjson.loads(failure.body)
+    except orjson.JSONDecodeError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, str) and code in ERROR_STATUS:
+        return code
+    return error_type(failure.status_code)
 
 
 def error_body(kind: str, message: str) -> bytes:
@@ -132,5 +151,6 @@ class MessagesDoor(FrontDoor):
         return status, error_body(error_type(status), message), "application/json"
 
     def stream_error(self, exc: RouterError) -> bytes:
-        data = {"type": "error", "error": {"type": "api_error", "message": exc.message}}
+        failure = exc.upstream if isinstance(exc, StreamInterrupted) else None
+        data = {"type": "error", "error": {"type": upstream_type(failure), "message": exc.message}}
         return event("error", data)

@@ -481,7 +481,9 @@ class Proxy:
             guard.stop()
             if failure is not None:
                 record.status, record.status_code, record.error = "error", 502, failure.message
-                error = StreamInterrupted(f"The upstream stream broke off: {failure.message}")
+                error = StreamInterrupted(
+                    f"The upstream stream broke off: {failure.message}", upstream=failure
+                )
                 event = door.stream_error(error)
                 await send({"type": "http.response.body", "body": event, "more_body": False})
             else:

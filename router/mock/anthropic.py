@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from router.mock.faults import _EventStream, _json_reply, _parse_fail
+from router.mock.faults import CUT_SHORT, _EventStream, _json_reply, _parse_fail
 from router.mock.tools import requested_tool, sample_input
 from router.mock.upstream import (
     MockOptions,
@@ -301,7 +301,7 @@ class _Answer:
             )
         )
         first_delta = len(events)
-        broken = kind in ("disconnect", "truncate")
+        broken = kind in CUT_SHORT
         for piece in self.pieces[: len(self.pieces) // 2] if broken else self.pieces:
             delta = {"type": "text_delta", "text": piece}
             events.append(event({"type": "content_block_delta", "index": 0, "delta": delta}))
@@ -314,6 +314,10 @@ class _Answer:
             final = {"output_tokens": self.output_tokens}
             events.append(event({"type": "message_delta", "delta": stop, "usage": final}))
             events.append(event({"type": "message_stop"}))
+        elif kind == "error_event":
+            # What Anthropic sends when it is overloaded after the answer began.
+            error = {"type": "overloaded_error", "message": "Overloaded (mock upstream)"}
+            events.append(event({"type": "error", "error": error}))
         return _EventStream(events, paced, delay, abort=kind == "disconnect")
 
     def _tool_events(self, event: Callable[[dict[str, Any]], bytes]) -> list[bytes]:

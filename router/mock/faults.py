@@ -3,9 +3,11 @@
 ``MockOptions.fail`` picks one: ``status:<code>`` (an error answer; a 429 carries
 ``Retry-After: retry_after_s`` unless that option is null), ``hang`` (no answer at all until the
 client leaves), ``stall`` (a stream that sends half its chunks, then nothing), ``disconnect``
-(the connection drops: before the answer, or mid-stream) and ``truncate`` (a stream without its
-end, or half a JSON body). Split from :mod:`router.mock.upstream` so that module stays about the
-OpenAI endpoints; the Anthropic, Gemini and Ollama fakes import these through it.
+(the connection drops: before the answer, or mid-stream), ``truncate`` (a stream without its
+end, or half a JSON body) and ``error_event`` (streams only: the Anthropic fake sends half its
+deltas, then an ``overloaded_error`` event; the other dialects have no such event and
+truncate). Split from :mod:`router.mock.upstream` so that module stays about the OpenAI
+endpoints; the Anthropic, Gemini and Ollama fakes import these through it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ _JSON = "application/json"
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 HANG_SECONDS = 24 * 3600.0
-_SIMPLE_FAILS = frozenset({"none", "hang", "stall", "disconnect", "truncate"})
+_SIMPLE_FAILS = frozenset({"none", "hang", "stall", "disconnect", "truncate", "error_event"})
+# The kinds whose stream stops half-way (stall then waits; disconnect drops the connection).
+CUT_SHORT = frozenset({"disconnect", "truncate", "error_event"})
 
 
 def _is_number(value: object, *, low: float = 0.0, high: float = math.inf) -> bool:
@@ -47,7 +51,8 @@ def _parse_fail(fail: object) -> tuple[str, int]:
         if kind == "status" and code.isdigit() and 400 <= int(code) <= 599:
             return "status", int(code)
     raise ValueError(
-        f"fail must be none, hang, stall, disconnect, truncate or status:<400-599>, not {fail!r}"
+        "fail must be none, hang, stall, disconnect, truncate, error_event or status:<400-599>, "
+        f"not {fail!r}"
     )
 
 

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from router.mock.faults import _EventStream, _json_reply, _parse_fail
+from router.mock.faults import CUT_SHORT, _EventStream, _json_reply, _parse_fail
 from router.mock.tools import requested_tool
 from router.mock.upstream import (
     ReceivedRequest,
@@ -319,7 +319,7 @@ def _stream(
         return b"data: " + orjson.dumps(chunk) + b"\r\n\r\n"
 
     pieces: list[list[dict[str, Any]]] = [[{"text": t}] for t in texts] + ([calls] if calls else [])
-    broken = kind in ("disconnect", "truncate")
+    broken = kind in CUT_SHORT
     if broken:
         pieces = pieces[: max(1, len(pieces) // 2)]
     events = []

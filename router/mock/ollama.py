@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from router.mock.faults import MockDisconnect, _json_reply
+from router.mock.faults import CUT_SHORT, MockDisconnect, _json_reply
 from router.mock.tools import requested_tool
 from router.mock.upstream import (
     _answer_pieces,
@@ -147,7 +147,7 @@ def _chat_stream(
     def line(message: dict[str, Any], **extra: Any) -> bytes:
         return orjson.dumps({**head, "message": message, **extra}) + b"\n"
 
-    broken = kind in ("disconnect", "truncate")
+    broken = kind in CUT_SHORT
     lines = []
     if call is not None:
         lines.append(line({"role": "assistant", "content": "", "tool_calls": [call]}, done=False))

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp
 
-from router.mock.faults import _EventStream, _json_reply
+from router.mock.faults import CUT_SHORT, _EventStream, _json_reply
 
 MAGIC_WORD = "mock-tool-call"
 _REQUEST = re.compile(re.escape(MAGIC_WORD) + r"(?::([A-Za-z0-9_.\-]+))?")
@@ -101,7 +101,7 @@ def openai_tool_answer(
         chunk({"role": "assistant", "content": None}),
         chunk({"tool_calls": [started]}),
     ]
-    broken = kind in ("disconnect", "truncate", "stall")
+    broken = kind in CUT_SHORT or kind == "stall"
     if not broken:
         arguments = function["arguments"]
         half = len(arguments) // 2

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive
 
 from router.mock.faults import (
     _JSON,
+    CUT_SHORT,
     HANG_SECONDS,
     _error,
     _EventStream,
@@ -379,7 +380,7 @@ def _chat_stream(
         return b"data: " + orjson.dumps(frame) + b"\n\n"
 
     events = [event()]
-    broken = kind in ("disconnect", "truncate", "stall")
+    broken = kind in CUT_SHORT or kind == "stall"
     for piece in pieces[: len(pieces) // 2] if broken else pieces:
         choice["delta"] = {"content": piece}
         events.append(event())
@@ -453,7 +454,7 @@ def add_mock_arguments(parser: argparse.ArgumentParser) -> None:
         "--fail",
         type=_fail_arg,
         default=d.fail,
-        help="none, hang, stall, disconnect, truncate, status:<code>",
+        help="none, hang, stall, disconnect, truncate, error_event, status:<code>",
     )
     add("--fail-rate", type=float, default=d.fail_rate, help="fraction of requests that fail")
     add("--model-prefix", default=d.model_prefix, help="prepended to the model name in answers")

@@ -257,6 +257,21 @@ async def test_a_truncated_upstream_stream_ends_with_an_error_event(tmp_path: Pa
         assert row["status"] == "error"
 
 
+async def test_a_mid_stream_error_event_keeps_the_upstreams_type(tmp_path: Path) -> None:
+    async with stack(tmp_path, "anthropic") as s:
+        s.upstream.options = MockOptions(fail="error_event")
+        response = await s.post("/v1/messages", {**HELLO, "stream": True})
+        row = await last_request(s.client, s.app)
+    found = events(response.content)
+    names = [name for name, _ in found]
+    assert names[0] == "message_start" and "content_block_delta" in names
+    assert names[-1] == "error" and "message_stop" not in names
+    error = found[-1][1]["error"]
+    assert error["type"] == "overloaded_error", error  # not a generic api_error
+    assert "Overloaded (mock upstream)" in error["message"]
+    assert row["status"] == "error" and row["provider_id"] == "ant"
+
+
 async def test_count_tokens_asks_anthropic_and_gemini_and_estimates_otherwise(
     tmp_path: Path,
 ) -> None:

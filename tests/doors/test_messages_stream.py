@@ -16,9 +16,19 @@ from typing import Any
 import orjson
 import pytest
 
-from providers.base import ChatStream, Usage
+from providers.anthropic.adapter import AnthropicAdapter, upstream_error
+from providers.base import AdapterOptions, ChatStream, Usage
+from router.doors.messages import MessagesDoor
 from router.doors.messages_answer import MessagesStream
-from router.errors import UpstreamProtocolError
+from router.errors import (
+    StreamInterrupted,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from router.mock.upstream import MockOptions, MockUpstream
+from tests.helpers import serve_asgi
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -186,3 +196,42 @@ async def test_interleaved_tool_arguments_are_refused_not_misplaced() -> None:
     with pytest.raises(UpstreamProtocolError, match="interleaved"):
         async for _ in outer:
             pass
+
+
+def error_event(failure: UpstreamError) -> dict[str, Any]:
+    """The door's last event for a stream that ``failure`` broke off."""
+    raw = MessagesDoor().stream_error(StreamInterrupted("It broke off.", upstream=failure))
+    name, _, data = raw.decode().partition("\n")
+    assert name == "event: error" and raw.endswith(b"\n\n")
+    found: dict[str, Any] = orjson.loads(data.removeprefix("data: "))
+    assert found["type"] == "error" and found["error"]["message"] == "It broke off."
+    return found
+
+
+async def test_an_anthropic_error_event_in_a_translated_stream_keeps_its_type() -> None:
+    # The Anthropic adapter's chat stream (the translated path) against the fake upstream's
+    # mid-stream overloaded_error, rendered as a Messages stream the way the router does.
+    upstream = MockUpstream(MockOptions(fail="error_event"))
+    async with serve_asgi(upstream.app()) as url:
+        adapter = AnthropicAdapter("ant", {"baseURL": url, "apiKey": "sk-ant-x"}, AdapterOptions())
+        try:
+            body = {"model": "m", "messages": [{"role": "user", "content": "Hello"}]}
+            inner = await adapter.chat_stream(body, "mock-claude", include_usage=True)
+            outer = MessagesStream(inner, "m", []).chat_stream()
+            seen: list[bytes] = []
+            with pytest.raises(UpstreamStatusError) as raised:
+                async for block in outer:
+                    seen.append(block)
+        finally:
+            await adapter.aclose()
+    assert b"text_delta" in b"".join(seen) and b"message_stop" not in b"".join(seen)
+    assert error_event(raised.value)["error"]["type"] == "overloaded_error"
+
+
+def test_a_stream_error_names_the_failure_in_anthropics_terms() -> None:
+    rate = UpstreamStatusError("Too many.", status_code=429, body=b'{"error": {"code": null}}')
+    assert error_event(rate)["error"]["type"] == "rate_limit_error"  # from the status
+    refused = upstream_error("ant", 400, "request_too_large", "Too big.")
+    assert error_event(refused)["error"]["type"] == "request_too_large"  # the upstream's own
+    assert error_event(UpstreamTimeout("Stalled."))["error"]["type"] == "api_error"
+    assert error_event(UpstreamProtocolError("No end."))["error"]["type"] == "api_error"

@@ -1,5 +1,6 @@
 """Who may call what: the admin token guards the management API; client keys guard the proxy.
 
+The admin token comes as ``Authorization: Bearer`` or ``x-api-key``, like a client key.
 ``/v1/chat/completions`` and ``/v1/embeddings`` need a valid client key (or the admin token) once
 any client key was ever created, or when ``auth.require_client_keys`` is true; until then they
 accept any caller. A caller's key is never forwarded upstream. Client keys live in memory (a dict
@@ -183,10 +184,13 @@ class Authenticator:
         return hmac.compare_digest(given, self._admin) and token is not None
 
     def require_admin(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
-        token = bearer_token(headers)
+        """Raise :class:`AuthenticationError` unless the caller sent the admin token, as a bearer
+        token or as ``x-api-key`` (the same two ways a client key comes)."""
+        token = client_token(headers)
         if not self.is_admin(token):
             raise AuthenticationError(
-                "This endpoint needs the admin token: send 'Authorization: Bearer <admin token>'."
+                "This endpoint needs the admin token: send 'Authorization: Bearer <admin token>' "
+                "or 'x-api-key: <admin token>'."
                 if token is None
                 else "The admin token is not valid."
             )

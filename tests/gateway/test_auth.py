@@ -143,6 +143,33 @@ async def test_key_management_needs_the_admin_token(
     assert (await client.get(f"/v1/keys/{created['id']}", headers=ADMIN)).json()["enabled"]
 
 
+async def test_the_admin_token_works_as_a_bearer_token_and_as_x_api_key(
+    proxy: tuple[ProviderRouterApp, httpx.AsyncClient, respx.Route],
+) -> None:
+    _, client, _ = proxy
+    created = await create_key(client)
+    as_bearer = await client.get("/v1/providers", headers=bearer(ADMIN_TOKEN))
+    as_api_key = await client.get("/v1/providers", headers={"x-api-key": ADMIN_TOKEN})
+    written = await client.post("/v1/keys", json={"name": "x"}, headers={"x-api-key": ADMIN_TOKEN})
+    wrong = await client.get("/v1/providers", headers={"x-api-key": "wrong-token-123"})
+    client_key = await client.get("/v1/providers", headers={"x-api-key": created["key"]})
+    missing = await client.get("/v1/providers")
+    # With both headers the bearer token is the one checked, as on the client endpoints.
+    both = await client.get(
+        "/v1/providers", headers={**bearer("wrong-token-123"), "x-api-key": ADMIN_TOKEN}
+    )
+
+    assert as_bearer.status_code == 200 and as_api_key.status_code == 200
+    assert as_api_key.json() == as_bearer.json()
+    assert written.status_code == 201
+    assert assert_openai_error(wrong, 401, "invalid_api_key")["message"] == (
+        "The admin token is not valid."
+    )
+    assert_openai_error(client_key, 401, "invalid_api_key")
+    assert "x-api-key" in assert_openai_error(missing, 401, "invalid_api_key")["message"]
+    assert_openai_error(both, 401, "invalid_api_key")
+
+
 async def test_an_unknown_key_id_is_404(
     proxy: tuple[ProviderRouterApp, httpx.AsyncClient, respx.Route],
 ) -> None:

@@ -26,6 +26,7 @@ from router.api import providers as providers_api
 from router.api import requests as requests_api
 from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
+from router.doors.messages import is_messages_path
 from router.errors import InvalidRequest, NotFound, RouterError
 from router.gateway.auth import Authenticator, resolve_admin_token
 from router.gateway.count import TokenCounter
@@ -96,6 +97,14 @@ async def health(request: Request) -> Response:
     )
 
 
+def error_answer(path: str, error: RouterError) -> tuple[int, bytes]:
+    """(status, body) of an error answered before any front door parsed the request: in
+    Anthropic's shape under the Messages API (its clients read no other), OpenAI's elsewhere."""
+    if is_messages_path(path):
+        return Proxy.messages_door.error(error)
+    return error.status_code, error.body()
+
+
 async def render_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RouterError):
         error = exc
@@ -111,7 +120,8 @@ async def render_error(request: Request, exc: Exception) -> Response:
     else:
         log.exception("Unhandled error in %s %s", request.method, request.url.path)
         error = RouterError("provider-router failed to handle this request; see its log.")
-    return Response(error.body(), status_code=error.status_code, media_type="application/json")
+    status, body = error_answer(request.url.path, error)
+    return Response(body, status_code=status, media_type="application/json")
 
 
 class ProviderRouterApp:
@@ -147,9 +157,8 @@ class ProviderRouterApp:
             try:
                 self.limits.check_headers(scope["headers"])
             except RouterError as exc:
-                await send_body(
-                    send, exc.status_code, exc.body(), [(b"content-type", b"application/json")]
-                )
+                status, body = error_answer(scope["path"], exc)
+                await send_body(send, status, body, [(b"content-type", b"application/json")])
                 return
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self._fast.get(scope["path"])

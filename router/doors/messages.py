@@ -37,8 +37,16 @@ COUNT_DIALECT = "anthropic.messages.count_tokens"
 # Client headers a pass-through forwards; the rest (credentials above all) stay here.
 FORWARDED_HEADERS = (b"anthropic-version", b"anthropic-beta")
 
-# Anthropic's error type for each status it uses (the inverse of the adapter's table).
-ERROR_TYPES = {status: kind for kind, status in ERROR_STATUS.items()}
+# Anthropic's error type for each status it uses (the inverse of the adapter's table); headers
+# over our limit (431, which Anthropic has no type of its own for) are a request too large.
+ERROR_TYPES = {status: kind for kind, status in ERROR_STATUS.items()} | {431: "request_too_large"}
+
+
+def is_messages_path(path: str) -> bool:
+    """Whether ``path`` belongs to the Messages API (``/v1/messages`` and below; the fast path
+    also serves it without ``/v1``), whose errors are in Anthropic's shape."""
+    path = path.removeprefix("/v1")
+    return path == "/messages" or path.startswith("/messages/")
 
 
 def error_type(status: int) -> str:

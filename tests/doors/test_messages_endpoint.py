@@ -188,6 +188,53 @@ async def test_errors_come_in_anthropics_shape(tmp_path: Path) -> None:
     assert row["endpoint"] == "messages" and row["status_code"] == 400
 
 
+async def test_errors_before_the_door_parses_are_in_anthropics_shape(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, max_body_bytes=2000, max_header_bytes=1024, require_client_keys=True
+    )
+    big_header = {"x-padding": "x" * 1500}
+    big_body = {**HELLO, "system": "x" * 3000}
+    answers: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    async with app_client(settings) as (_, client):
+        for path in ("/v1/messages?beta=true", "/v1/messages/count_tokens", "/messages"):
+            found = answers[path] = []
+            for headers, body in (
+                ({**ANTHROPIC, **big_header}, HELLO),
+                (ANTHROPIC, big_body),
+                ({"anthropic-version": "2023-06-01"}, HELLO),
+            ):
+                response = await client.post(path, json=body, headers=headers)
+                found.append((response.status_code, response.json()))
+        for method, path in (("POST", "/v1/messages/batches"), ("GET", "/v1/messages")):
+            response = await client.request(method, path, headers=ANTHROPIC)
+            answers[f"{method} {path}"] = [(response.status_code, response.json())]
+        # Elsewhere the same failures keep OpenAI's shape.
+        chat = [
+            await client.post("/v1/chat/completions", json=HELLO, headers=big_header),
+            await client.post("/v1/chat/completions", json=big_body, headers=ADMIN),
+            await client.post("/v1/chat/completions", json=HELLO),
+            await client.post("/v1/messagesx", json=HELLO, headers=ADMIN),
+        ]
+
+    expected = [
+        (431, "request_too_large"),
+        (413, "request_too_large"),
+        (401, "authentication_error"),
+    ]
+    for path in ("/v1/messages?beta=true", "/v1/messages/count_tokens", "/messages"):
+        for (status, body), (want, kind) in zip(answers[path], expected, strict=True):
+            assert status == want, (path, body)
+            assert body["type"] == "error" and body["error"]["type"] == kind, (path, body)
+            assert set(body["error"]) == {"type", "message"} and body["error"]["message"]
+    for key in ("POST /v1/messages/batches", "GET /v1/messages"):
+        [(status, body)] = answers[key]
+        assert status == 404 and body["error"]["type"] == "not_found_error", (key, body)
+        assert key in body["error"]["message"]
+    assert [r.status_code for r in chat] == [431, 413, 401, 404]
+    for response in chat:
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
 async def test_client_keys_work_as_x_api_key_and_keep_their_rules(tmp_path: Path) -> None:
     async with stack(tmp_path) as s:
         made = await s.client.post(

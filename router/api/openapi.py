@@ -1,9 +1,9 @@
-"""``GET /openapi.json``: an OpenAPI 3.1 document of the management API.
+"""``GET /openapi.json``: an OpenAPI 3.1 document of the management API and the Messages door.
 
 Written by hand from the same field lists the store validates against, so it says what the server
 does; tests/api/test_openapi.py checks that every management route is described and runs
-schemathesis
-against a live server.
+schemathesis against a live server. ``/v1/messages`` and ``/v1/messages/count_tokens`` are
+described too (Anthropic's shapes, the fields the door checks; everything else passes on).
 """
 
 from __future__ import annotations
@@ -182,6 +182,57 @@ SCHEMAS: dict[str, Any] = {
     "Key": {"type": "object", "required": ["id", "name", "prefix"]},
     # resilience (docs/routing.md)
     "ProviderState": {"type": "object", "required": ["id", "circuit", "usage"]},
+    # the Messages door (docs/claude-code.md): the fields it checks; any other field passes on
+    "MessagesRequest": {
+        "type": "object",
+        "required": ["model", "max_tokens", "messages"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "description": "A gateway model id"},
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+            "system": {"type": ["string", "array"]},
+            "stream": {"type": "boolean"},
+        },
+        "additionalProperties": True,
+    },
+    "Message": {
+        "type": "object",
+        "required": ["id", "type", "role", "content", "model", "stop_reason", "usage"],
+        "properties": {
+            "type": {"const": "message"},
+            "role": {"const": "assistant"},
+            "content": {"type": "array", "items": {"type": "object"}},
+            "stop_reason": {"type": ["string", "null"]},
+            "stop_sequence": {"type": ["string", "null"]},
+            "usage": {"type": "object", "required": ["input_tokens", "output_tokens"]},
+        },
+    },
+    "CountTokensRequest": {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "messages": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+        },
+        "additionalProperties": True,
+    },
+    "TokenCount": {
+        "type": "object",
+        "required": ["input_tokens"],
+        "properties": {"input_tokens": {"type": "integer", "minimum": 0}},
+    },
+    "AnthropicError": {
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
 }
 
 
@@ -219,6 +270,26 @@ def _op(
     if public:
         operation["security"] = []
     return operation
+
+
+def _door(summary: str, body: str, ok: str, *, stream: bool = False) -> dict[str, Any]:
+    """A Messages door operation: Anthropic's shapes, a client key or the admin token."""
+    answer: dict[str, Any] = {JSON: {"schema": _ref(ok)}}
+    if stream:
+        answer["text/event-stream"] = {"schema": {"type": "string"}}
+    return {
+        "summary": summary,
+        "tags": ["messages"],
+        "security": [{"admin": []}, {"apiKey": []}, {}],
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref(body)}}},
+        "responses": {
+            "200": {"description": "Success", "content": answer},
+            "default": {
+                "description": "An error in Anthropic's shape",
+                "content": {JSON: {"schema": _ref("AnthropicError")}},
+            },
+        },
+    }
 
 
 _FLAG = {"type": "string", "enum": ["true", "false"]}
@@ -333,6 +404,21 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/providers/{provider_id}/reset": {
         "post": _op("Close the provider's circuit now", "ProviderState", params=PROVIDER)
     },
+    "/v1/messages": {
+        "post": _door(
+            "Anthropic's Messages API, routed like a chat completion (SSE with stream: true)",
+            "MessagesRequest",
+            "Message",
+            stream=True,
+        )
+    },
+    "/v1/messages/count_tokens": {
+        "post": _door(
+            "Input tokens of a Messages request: counted by the provider, or estimated",
+            "CountTokensRequest",
+            "TokenCount",
+        )
+    },
     "/v1/stats": {
         "get": _op(
             "Requests, errors, tokens, cost and p50/p95 latency per group",
@@ -354,9 +440,13 @@ def document() -> dict[str, Any]:
         "paths": PATHS,
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "admin": {"type": "http", "scheme": "bearer"},
+                # The same token (admin token or, on the Messages door, a client key) as a header.
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
         },
-        "security": [{"admin": []}],
+        "security": [{"admin": []}, {"apiKey": []}],
     }
 
 

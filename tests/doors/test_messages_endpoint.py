@@ -198,12 +198,12 @@ async def test_errors_before_the_door_parses_are_in_anthropics_shape(tmp_path: P
     async with app_client(settings) as (_, client):
         for path in ("/v1/messages?beta=true", "/v1/messages/count_tokens", "/messages"):
             found = answers[path] = []
-            for headers, body in (
+            for headers, sent in (
                 ({**ANTHROPIC, **big_header}, HELLO),
                 (ANTHROPIC, big_body),
                 ({"anthropic-version": "2023-06-01"}, HELLO),
             ):
-                response = await client.post(path, json=body, headers=headers)
+                response = await client.post(path, json=sent, headers=headers)
                 found.append((response.status_code, response.json()))
         for method, path in (("POST", "/v1/messages/batches"), ("GET", "/v1/messages")):
             response = await client.request(method, path, headers=ANTHROPIC)

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from providers.base import ChatStream, Usage
-from router.errors import UpstreamProtocolError
+from router.errors import UpstreamProtocolError, UpstreamStatusError
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -54,6 +54,21 @@ def _cached_tokens(usage: Any) -> int | None:
     details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
     value = details.get("cached_tokens") if isinstance(details, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def mid_stream_error(error: Any) -> UpstreamStatusError:
+    """An OpenAI-compatible server's error chunk (vLLM, OpenRouter and others send one when
+    they fail mid-answer, often followed by ``[DONE]``): the stream failed, however it ends.
+    Its numeric ``code``, when it has one, is the status the error is reported with."""
+    found = error if isinstance(error, dict) else {"message": str(error)}
+    code = found.get("code")
+    status = code if type(code) is int and 400 <= code <= 599 else 500
+    message = str(found.get("message") or "no message")[:300]
+    return UpstreamStatusError(
+        f"The upstream reported an error mid-stream (HTTP {status}): {message}",
+        status_code=status,
+        body=orjson.dumps({"error": found}),
+    )
 
 
 def _tool_input(arguments: Any) -> dict[str, Any]:
@@ -175,6 +190,8 @@ class MessagesStream:
         return b"".join(out)
 
     def _chunk(self, chunk: dict[str, Any], out: list[bytes]) -> None:
+        if chunk.get("error"):
+            raise mid_stream_error(chunk["error"])
         cached = _cached_tokens(chunk.get("usage"))
         if cached is not None:
             self.cached = cached

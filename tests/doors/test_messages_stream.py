@@ -235,3 +235,22 @@ def test_a_stream_error_names_the_failure_in_anthropics_terms() -> None:
     assert error_event(refused)["error"]["type"] == "request_too_large"  # the upstream's own
     assert error_event(UpstreamTimeout("Stalled."))["error"]["type"] == "api_error"
     assert error_event(UpstreamProtocolError("No end."))["error"]["type"] == "api_error"
+
+
+async def test_an_error_chunk_mid_stream_fails_the_stream_with_its_status() -> None:
+    # vLLM and OpenRouter report a failure mid-answer as an error chunk, then [DONE]: the
+    # answer must not be passed off as complete (end_turn, message_stop).
+    error = {"message": "Rate limited upstream", "type": "RateLimitError", "code": 429}
+    blocks = [
+        chunk({"role": "assistant", "content": "Half"}),
+        b"data: " + orjson.dumps({"error": error}) + b"\n\n",
+        b"data: [DONE]\n\n",
+    ]
+    outer = MessagesStream(ChatStream(replay(blocks, None)), "m", []).chat_stream()
+    seen: list[bytes] = []
+    with pytest.raises(UpstreamStatusError) as raised:
+        async for block in outer:
+            seen.append(block)
+    assert b"text_delta" in b"".join(seen) and b"message_stop" not in b"".join(seen)
+    assert raised.value.status_code == 429 and "Rate limited upstream" in raised.value.message
+    assert error_event(raised.value)["error"]["type"] == "rate_limit_error"

@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from router.errors import InvalidRequest, NotFound
 from router.store.db import Database
 
@@ -79,8 +81,12 @@ STATUSES = ("success", "error", "client_disconnected")  # RequestRecord.status
 
 
 async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, Any]:
-    """``{"data": [...], "next_cursor": ...}`` filtered by model, provider_id, status, since."""
-    allowed = {"limit", "cursor", "model", "provider_id", "status", "since"}
+    """``{"data": [...], "next_cursor": ...}`` filtered by model, provider_id, status,
+    client_key_id, endpoint, and a time range (``since`` inclusive, ``until`` exclusive)."""
+    allowed = {
+        "limit", "cursor", "model", "provider_id", "status", "since", "until", "client_key_id",
+        "endpoint",
+    }  # fmt: skip
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise InvalidRequest(f"Unknown query parameter {unknown[0]!r}.", param=unknown[0])
@@ -92,17 +98,18 @@ async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, An
             f"Parameter 'status' must be one of {', '.join(STATUSES)}, got {params['status']!r}.",
             param="status",
         )
-    for key in ("model", "provider_id", "status"):
+    for key in ("model", "provider_id", "status", "client_key_id", "endpoint"):
         if key in params:
             where.append(f"{key} = ?")
             args.append(params[key])
-    if "since" in params:
-        if not _is_number(params["since"]) or int(params["since"]) > MAX_TIME_MS:
-            raise InvalidRequest(
-                "Parameter 'since' must be a Unix time in milliseconds.", param="since"
-            )
-        where.append("created_at >= ?")
-        args.append(int(params["since"]))
+    for key, operator in (("since", ">="), ("until", "<")):
+        if key in params:
+            if not _is_number(params[key]) or int(params[key]) > MAX_TIME_MS:
+                raise InvalidRequest(
+                    f"Parameter {key!r} must be a Unix time in milliseconds.", param=key
+                )
+            where.append(f"created_at {operator} ?")
+            args.append(int(params[key]))
     if "cursor" in params:
         created_at, request_id = decode_cursor(params["cursor"])
         where.append("(created_at, id) < (?, ?)")
@@ -134,4 +141,6 @@ async def get_request(db: Database, request_id: str) -> dict[str, Any]:
         (request_id,),
     )
     data["attempt_details"] = [dict(a) for a in attempts]
+    trace = await db.execute_one("SELECT trace FROM requests WHERE id = ?", (request_id,))
+    data["trace"] = orjson.loads(trace["trace"]) if trace and trace["trace"] else None
     return data

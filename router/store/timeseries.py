@@ -1,0 +1,187 @@
+"""Time-bucketed usage from request history: ``GET /v1/stats/timeseries`` and the UI overview.
+
+One SQL pass over the time range groups requests by (bucket, provider or model, latency bin) and
+returns counts and sums; Python folds those few rows into a series per group, totals per group and
+overall totals. Latency percentiles come from the same pass: latencies fall into logarithmic bins
+(:data:`BINS_PER_DOUBLING` per doubling, so a bin is about 4% wide) and a percentile is read off
+the merged bins, which makes it mergeable across buckets and groups without a second scan. It is
+therefore approximate, within one bin, unlike ``GET /v1/stats``'s exact nearest rank.
+
+The scan reads the covering index ``requests_timeseries`` (schema/0008), never table rows. It runs
+on the raw ``requests`` table; roll-up tables may later back long ranges. Measured with
+``python -m bench.overview`` (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from router.errors import InvalidRequest
+from router.store.db import Database
+from router.store.history import MAX_TIME_MS
+
+GROUPS = {"provider": "provider_id", "model": "model"}
+BINS_PER_DOUBLING = 16
+MAX_BUCKETS = 1000
+DEFAULT_BUCKETS = 60
+DEFAULT_RANGE_MS = 24 * 3600 * 1000
+
+_QUERY = """
+SELECT (created_at - :since) / :bucket AS b,
+       {column} AS grp,
+       CAST(log2(latency_ms + 1) * {bins} AS INTEGER) AS bin,
+       COUNT(*) AS requests,
+       SUM(status != 'success') AS errors,
+       coalesce(SUM(total_tokens), 0) AS tokens,
+       coalesce(SUM(cost), 0.0) AS cost
+FROM requests INDEXED BY requests_timeseries
+WHERE created_at >= :since AND created_at < :until
+GROUP BY b, grp, bin
+"""
+
+
+def _is_number(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 16
+
+
+def _time(params: Mapping[str, str], key: str, default: int) -> int:
+    value = params.get(key)
+    if value is None:
+        return default
+    if not _is_number(value) or int(value) > MAX_TIME_MS:
+        raise InvalidRequest(
+            f"Parameter {key!r} must be a Unix time in milliseconds, got {value!r}.", param=key
+        )
+    return int(value)
+
+
+def bin_latency(index: int) -> float:
+    """The upper edge of latency bin ``index`` in milliseconds."""
+    return round(2 ** ((index + 1) / BINS_PER_DOUBLING) - 1, 3)
+
+
+def percentile(histogram: Mapping[int, int], percent: int) -> float | None:
+    """The nearest-rank ``percent``th percentile of a latency histogram (bin -> count)."""
+    total = sum(histogram.values())
+    if total == 0:
+        return None
+    rank = max(math.ceil(total * percent / 100), 1)
+    seen = 0
+    for index in sorted(histogram):
+        seen += histogram[index]
+        if seen >= rank:
+            return bin_latency(index)
+    return bin_latency(max(histogram))  # unreachable: seen reaches total
+
+
+class _Totals:
+    __slots__ = ("cost", "errors", "histogram", "requests", "tokens")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.tokens = 0
+        self.cost = 0.0
+        self.histogram: dict[int, int] = {}
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self.requests += row["requests"]
+        self.errors += row["errors"]
+        self.tokens += row["tokens"]
+        self.cost += row["cost"]
+        if row["bin"] is not None:
+            self.histogram[row["bin"]] = self.histogram.get(row["bin"], 0) + row["requests"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": round(self.errors / self.requests, 4) if self.requests else 0.0,
+            "p50_latency_ms": percentile(self.histogram, 50),
+            "p95_latency_ms": percentile(self.histogram, 95),
+            "total_tokens": self.tokens,
+            "cost": round(self.cost, 6),
+        }
+
+
+def parse_window(params: Mapping[str, str], now_ms: int | None = None) -> tuple[int, int, int]:
+    """``(since, until, bucket_ms)`` from the query; defaults: the last 24 hours in 60 buckets."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    until = _time(params, "until", now)
+    since = _time(params, "since", max(until - DEFAULT_RANGE_MS, 0))
+    if until <= since:
+        raise InvalidRequest("Parameter 'until' must be after 'since'.", param="until")
+    span = until - since
+    raw = params.get("bucket_ms")
+    if raw is None:
+        bucket = max(math.ceil(span / DEFAULT_BUCKETS), 1000)
+    elif not _is_number(raw) or int(raw) < 1000:
+        raise InvalidRequest(
+            f"Parameter 'bucket_ms' must be an integer of at least 1000, got {raw!r}.",
+            param="bucket_ms",
+        )
+    else:
+        bucket = int(raw)
+    if math.ceil(span / bucket) > MAX_BUCKETS:
+        raise InvalidRequest(
+            f"Parameter 'bucket_ms' = {bucket} makes {math.ceil(span / bucket)} buckets between "
+            f"'since' and 'until'; at most {MAX_BUCKETS} are allowed.",
+            param="bucket_ms",
+        )
+    return since, until, bucket
+
+
+async def timeseries(
+    db: Database, params: Mapping[str, str], *, now_ms: int | None = None
+) -> dict[str, Any]:
+    """Requests, errors, latency percentiles, tokens and cost per time bucket and group.
+
+    Returns ``{"group_by", "since", "until", "bucket_ms", "buckets": [start ms...], "totals",
+    "series": [per bucket], "groups": [{<group>, totals..., "series": [per bucket]}]}``;
+    every series has one entry per bucket, empty buckets included.
+    """
+    unknown = sorted(set(params) - {"since", "until", "bucket_ms", "group_by"})
+    if unknown:
+        raise InvalidRequest(f"Unknown query parameter {unknown[0]!r}.", param=unknown[0])
+    group_by = params.get("group_by", "provider")
+    if group_by not in GROUPS:
+        raise InvalidRequest(
+            f"Parameter 'group_by' must be 'provider' or 'model', got {group_by!r}.",
+            param="group_by",
+        )
+    since, until, bucket = parse_window(params, now_ms)
+    count = math.ceil((until - since) / bucket)
+    rows = await db.execute(
+        _QUERY.format(column=GROUPS[group_by], bins=BINS_PER_DOUBLING),
+        {"since": since, "until": until, "bucket": bucket},
+    )
+    overall = _Totals()
+    overall_series = [_Totals() for _ in range(count)]
+    groups: dict[Any, tuple[_Totals, list[_Totals]]] = {}
+    for row in rows:
+        index = row["b"]
+        overall.add(row)
+        overall_series[index].add(row)
+        found = groups.get(row["grp"])
+        if found is None:
+            found = groups[row["grp"]] = (_Totals(), [_Totals() for _ in range(count)])
+        found[0].add(row)
+        found[1][index].add(row)
+    data = [
+        {group_by: key, **totals.as_dict(), "series": [s.as_dict() for s in series]}
+        for key, (totals, series) in groups.items()
+    ]
+    data.sort(key=lambda e: (-e["requests"], str(e[group_by])))
+    return {
+        "group_by": group_by,
+        "since": since,
+        "until": until,
+        "bucket_ms": bucket,
+        "buckets": [since + i * bucket for i in range(count)],
+        "totals": overall.as_dict(),
+        "series": [s.as_dict() for s in overall_series],
+        "groups": data,
+    }

@@ -168,9 +168,17 @@ SCHEMAS: dict[str, Any] = {
     "Stats": {"type": "object", "required": ["group_by", "since", "until", "data"]},
     "Timeseries": {
         "type": "object",
-        "required": ["group_by", "since", "until", "bucket_ms", "buckets", "totals", "series",
-                     "groups"],
-    },  # fmt: skip
+        "required": [
+            "group_by",
+            "since",
+            "until",
+            "bucket_ms",
+            "buckets",
+            "totals",
+            "series",
+            "groups",
+        ],
+    },
     "Reloaded": {"type": "object", "required": ["id", "reloaded", "config_version"]},
     "KeyInput": {
         "type": "object",

@@ -131,6 +131,13 @@ _FILE_KEYS: dict[tuple[str, str], tuple[str, type, int | None]] = {
     ("ui", "session_ttl_ms"): ("ui_session_ttl_ms", int, 60_000),
     ("ui", "sign_in_delay_ms"): ("ui_sign_in_delay_ms", int, 0),
 }
+
+
+def file_settings() -> list[tuple[str, str]]:
+    """Every setting of the config file as ``("section.key", Settings field name)``."""
+    return [(f"{section}.{key}", spec[0]) for (section, key), spec in _FILE_KEYS.items()]
+
+
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 

@@ -15,6 +15,7 @@ on the raw ``requests`` table; roll-up tables may later back long ranges. Measur
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -87,7 +88,7 @@ class _Totals:
         self.cost = 0.0
         self.histogram: dict[int, int] = {}
 
-    def add(self, row: Mapping[str, Any]) -> None:
+    def add(self, row: sqlite3.Row) -> None:
         self.requests += row["requests"]
         self.errors += row["errors"]
         self.tokens += row["tokens"]

@@ -1,11 +1,10 @@
 """Time-bucketed usage from request history: ``GET /v1/stats/timeseries`` and the UI overview.
 
-One SQL pass over the time range groups requests by (bucket, provider or model, latency bin) and
-returns counts and sums; Python folds those few rows into a series per group, totals per group and
-overall totals. Latency percentiles come from the same pass: latencies fall into logarithmic bins
-(:data:`BINS_PER_DOUBLING` per doubling, so a bin is about 4% wide) and a percentile is read off
-the merged bins, which makes it mergeable across buckets and groups without a second scan. It is
-therefore approximate, within one bin, unlike ``GET /v1/stats``'s exact nearest rank.
+SQL groups the time range's requests by (group, latency bin), by (bucket, group) and by
+(bucket, latency bin), returning counts and sums; Python folds those few rows into totals, per-group
+totals and series. Latency percentiles are read off logarithmic bins (:data:`BINS_PER_DOUBLING`
+per doubling, so a bin is about 4% wide), which merge across groups and buckets without another
+scan; they are therefore approximate, within one bin, unlike ``GET /v1/stats``'s exact rank.
 
 The scan reads the covering index ``requests_timeseries`` (schema/0008), never table rows. It runs
 on the raw ``requests`` table; roll-up tables may later back long ranges. Measured with
@@ -30,18 +29,18 @@ MAX_BUCKETS = 1000
 DEFAULT_BUCKETS = 60
 DEFAULT_RANGE_MS = 24 * 3600 * 1000
 
-_QUERY = """
-SELECT (created_at - :since) / :bucket AS b,
-       {column} AS grp,
-       CAST(log2(latency_ms + 1) * {bins} AS INTEGER) AS bin,
+_SELECT = """
+SELECT {keys},
        COUNT(*) AS requests,
        SUM(status != 'success') AS errors,
        coalesce(SUM(total_tokens), 0) AS tokens,
        coalesce(SUM(cost), 0.0) AS cost
 FROM requests INDEXED BY requests_timeseries
 WHERE created_at >= :since AND created_at < :until
-GROUP BY b, grp, bin
+GROUP BY {groups}
 """
+_BUCKET = "(created_at - :since) / :bucket AS b"
+_BIN = f"CAST(log2(latency_ms + 1) * {BINS_PER_DOUBLING} AS INTEGER) AS bin"
 
 
 def _is_number(value: str) -> bool:
@@ -93,19 +92,21 @@ class _Totals:
         self.errors += row["errors"]
         self.tokens += row["tokens"]
         self.cost += row["cost"]
-        if row["bin"] is not None:
+        if "bin" in row.keys() and row["bin"] is not None:  # noqa: SIM118 - Row: `in` is values
             self.histogram[row["bin"]] = self.histogram.get(row["bin"], 0) + row["requests"]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
+    def as_dict(self, *, percentiles: bool = True) -> dict[str, Any]:
+        found: dict[str, Any] = {
             "requests": self.requests,
             "errors": self.errors,
             "error_rate": round(self.errors / self.requests, 4) if self.requests else 0.0,
-            "p50_latency_ms": percentile(self.histogram, 50),
-            "p95_latency_ms": percentile(self.histogram, 95),
             "total_tokens": self.tokens,
             "cost": round(self.cost, 6),
         }
+        if percentiles:
+            found["p50_latency_ms"] = percentile(self.histogram, 50)
+            found["p95_latency_ms"] = percentile(self.histogram, 95)
+        return found
 
 
 def parse_window(params: Mapping[str, str], now_ms: int | None = None) -> tuple[int, int, int]:
@@ -135,15 +136,29 @@ def parse_window(params: Mapping[str, str], now_ms: int | None = None) -> tuple[
     return since, until, bucket
 
 
-async def timeseries(
-    db: Database, params: Mapping[str, str], *, now_ms: int | None = None
-) -> dict[str, Any]:
-    """Requests, errors, latency percentiles, tokens and cost per time bucket and group.
+def _query(*keys: str) -> str:
+    return _SELECT.format(keys=", ".join(keys), groups=", ".join(k.split()[-1] for k in keys))
 
-    Returns ``{"group_by", "since", "until", "bucket_ms", "buckets": [start ms...], "totals",
-    "series": [per bucket], "groups": [{<group>, totals..., "series": [per bucket]}]}``;
-    every series has one entry per bucket, empty buckets included.
-    """
+
+async def group_totals(
+    db: Database, group_by: str, since: int, until: int
+) -> tuple[_Totals, dict[Any, _Totals]]:
+    """Overall totals and totals per group (with latency percentiles): one scan."""
+    rows = await db.execute(
+        _query(f"{GROUPS[group_by]} AS grp", _BIN), {"since": since, "until": until}
+    )
+    overall = _Totals()
+    groups: dict[Any, _Totals] = {}
+    for row in rows:
+        overall.add(row)
+        found = groups.get(row["grp"])
+        if found is None:
+            found = groups[row["grp"]] = _Totals()
+        found.add(row)
+    return overall, groups
+
+
+def _check(params: Mapping[str, str]) -> str:
     unknown = sorted(set(params) - {"since", "until", "bucket_ms", "group_by"})
     if unknown:
         raise InvalidRequest(f"Unknown query parameter {unknown[0]!r}.", param=unknown[0])
@@ -153,27 +168,51 @@ async def timeseries(
             f"Parameter 'group_by' must be 'provider' or 'model', got {group_by!r}.",
             param="group_by",
         )
+    return group_by
+
+
+async def totals(
+    db: Database, params: Mapping[str, str], *, now_ms: int | None = None
+) -> list[dict[str, Any]]:
+    """Per group over the window, without series (what the overview's second table needs)."""
+    group_by = _check(params)
+    since, until, _ = parse_window(params, now_ms)
+    _, groups = await group_totals(db, group_by, since, until)
+    data = [{group_by: key, **t.as_dict()} for key, t in groups.items()]
+    data.sort(key=lambda e: (-e["requests"], str(e[group_by])))
+    return data
+
+
+async def timeseries(
+    db: Database, params: Mapping[str, str], *, now_ms: int | None = None
+) -> dict[str, Any]:
+    """Requests, errors, latency percentiles, tokens and cost per time bucket and group.
+
+    Returns ``{"group_by", "since", "until", "bucket_ms", "buckets": [start ms...], "totals",
+    "series": [per bucket], "groups": [{<group>, totals..., "series": [per bucket]}]}``. Every
+    series has one entry per bucket, empty ones included. Latency percentiles are given for the
+    totals, per group over the window and per bucket overall; a group's per-bucket entries carry
+    counts, tokens and cost only (percentiles there would multiply the rows a scan returns).
+    Three scans of the window's index range.
+    """
+    group_by = _check(params)
     since, until, bucket = parse_window(params, now_ms)
     count = math.ceil((until - since) / bucket)
-    rows = await db.execute(
-        _QUERY.format(column=GROUPS[group_by], bins=BINS_PER_DOUBLING),
-        {"since": since, "until": until, "bucket": bucket},
-    )
-    overall = _Totals()
+    window = {"since": since, "until": until, "bucket": bucket}
+    overall, groups = await group_totals(db, group_by, since, until)
+    series: dict[Any, list[_Totals]] = {key: [_Totals() for _ in range(count)] for key in groups}
     overall_series = [_Totals() for _ in range(count)]
-    groups: dict[Any, tuple[_Totals, list[_Totals]]] = {}
-    for row in rows:
-        index = row["b"]
-        overall.add(row)
-        overall_series[index].add(row)
-        found = groups.get(row["grp"])
-        if found is None:
-            found = groups[row["grp"]] = (_Totals(), [_Totals() for _ in range(count)])
-        found[0].add(row)
-        found[1][index].add(row)
+    for row in await db.execute(_query(_BUCKET, f"{GROUPS[group_by]} AS grp"), window):
+        series[row["grp"]][row["b"]].add(row)
+    for row in await db.execute(_query(_BUCKET, _BIN), window):
+        overall_series[row["b"]].add(row)
     data = [
-        {group_by: key, **totals.as_dict(), "series": [s.as_dict() for s in series]}
-        for key, (totals, series) in groups.items()
+        {
+            group_by: key,
+            **t.as_dict(),
+            "series": [s.as_dict(percentiles=False) for s in series[key]],
+        }
+        for key, t in groups.items()
     ]
     data.sort(key=lambda e: (-e["requests"], str(e[group_by])))
     return {

@@ -79,7 +79,7 @@ async def overview(request: Request) -> Response:
     now = int(time.time() * 1000)
     params = {"since": str(now - WINDOWS[window]), "until": str(now)}
     by_provider = await timeseries.timeseries(app.db, {**params, "group_by": "provider"})
-    by_model = await timeseries.timeseries(app.db, {**params, "group_by": "model"})
+    by_model = await timeseries.totals(app.db, {**params, "group_by": "model"})
     buckets, series = by_provider["buckets"], by_provider["series"]
     return render(
         request,
@@ -89,7 +89,7 @@ async def overview(request: Request) -> Response:
             "window": window,
             "windows": list(WINDOWS),
             "stats": by_provider,
-            "models": by_model["groups"],
+            "models": by_model,
             "requests_chart": charts.request_bars(buckets, series),
             "latency_chart": charts.latency_bars(buckets, series),
             "providers": await live_providers(request),

@@ -60,6 +60,18 @@ def _is_number(value: str) -> bool:
     return value.isascii() and value.isdigit() and len(value) <= 16
 
 
+def parse_time(params: Mapping[str, str], key: str, default: int) -> int:
+    """Query parameter ``key`` as a Unix time in milliseconds, or ``default`` when absent."""
+    value = params.get(key)
+    if value is None:
+        return default
+    if not _is_number(value) or int(value) > MAX_TIME_MS:
+        raise InvalidRequest(
+            f"Parameter {key!r} must be a Unix time in milliseconds, got {value!r}.", param=key
+        )
+    return int(value)
+
+
 def parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIMIT

@@ -21,7 +21,7 @@ from typing import Any
 
 from router.errors import InvalidRequest
 from router.store.db import Database
-from router.store.history import MAX_TIME_MS
+from router.store.history import parse_time
 
 GROUPS = {"provider": "provider_id", "model": "model"}
 BINS_PER_DOUBLING = 16
@@ -41,21 +41,6 @@ GROUP BY {groups}
 """
 _BUCKET = "(created_at - :since) / :bucket AS b"
 _BIN = f"CAST(log2(latency_ms + 1) * {BINS_PER_DOUBLING} AS INTEGER) AS bin"
-
-
-def _is_number(value: str) -> bool:
-    return value.isascii() and value.isdigit() and len(value) <= 16
-
-
-def _time(params: Mapping[str, str], key: str, default: int) -> int:
-    value = params.get(key)
-    if value is None:
-        return default
-    if not _is_number(value) or int(value) > MAX_TIME_MS:
-        raise InvalidRequest(
-            f"Parameter {key!r} must be a Unix time in milliseconds, got {value!r}.", param=key
-        )
-    return int(value)
 
 
 def bin_latency(index: int) -> float:
@@ -112,15 +97,15 @@ class _Totals:
 def parse_window(params: Mapping[str, str], now_ms: int | None = None) -> tuple[int, int, int]:
     """``(since, until, bucket_ms)`` from the query; defaults: the last 24 hours in 60 buckets."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    until = _time(params, "until", now)
-    since = _time(params, "since", max(until - DEFAULT_RANGE_MS, 0))
+    until = parse_time(params, "until", now)
+    since = parse_time(params, "since", max(until - DEFAULT_RANGE_MS, 0))
     if until <= since:
         raise InvalidRequest("Parameter 'until' must be after 'since'.", param="until")
     span = until - since
     raw = params.get("bucket_ms")
     if raw is None:
         bucket = max(math.ceil(span / DEFAULT_BUCKETS), 1000)
-    elif not _is_number(raw) or int(raw) < 1000:
+    elif not (raw.isascii() and raw.isdigit() and len(raw) <= 16) or int(raw) < 1000:
         raise InvalidRequest(
             f"Parameter 'bucket_ms' must be an integer of at least 1000, got {raw!r}.",
             param="bucket_ms",

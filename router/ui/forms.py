@@ -8,6 +8,7 @@ usual sentence. A failed action re-renders the page with that sentence and chang
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -203,26 +204,26 @@ async def _models_error(request: Request, exc: RouterError) -> Response:
     return render(request, "models.html", context, status_code=exc.status_code)
 
 
-@action
-async def unlink_model(request: Request, form: dict[str, str]) -> Response:
+async def _link_change(
+    request: Request, form: dict[str, str], change: Callable[..., Awaitable[Any]], done: str
+) -> Response:
     app = services(request)
     try:
-        await links.unlink_model(app.db, form.get("provider_id", ""), form.get("model_id", ""))
+        await change(app.db, form.get("provider_id", ""), form.get("model_id", ""))
         await app.snapshots.rebuild()
     except RouterError as exc:
         return await _models_error(request, exc)
-    return redirect("/ui/models", done="unlinked")
+    return redirect("/ui/models", done=done)
+
+
+@action
+async def unlink_model(request: Request, form: dict[str, str]) -> Response:
+    return await _link_change(request, form, links.unlink_model, "unlinked")
 
 
 @action
 async def set_default_model(request: Request, form: dict[str, str]) -> Response:
-    app = services(request)
-    try:
-        await links.set_default(app.db, form.get("provider_id", ""), form.get("model_id", ""))
-        await app.snapshots.rebuild()
-    except RouterError as exc:
-        return await _models_error(request, exc)
-    return redirect("/ui/models", done="default")
+    return await _link_change(request, form, links.set_default, "default")
 
 
 @action

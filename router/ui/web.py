@@ -129,15 +129,21 @@ Handler = Callable[[Request], Awaitable[Response]]
 FormHandler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
 
+def _signed_in(request: Request) -> Session | None:
+    """The request's valid session, kept in its scope for rendering; None without one."""
+    session = current_session(request)
+    if session is not None:
+        request.scope["ui_session"] = session
+    return session
+
+
 def page(handler: Handler) -> Handler:
     """A page behind the sign-in: no valid session sends the browser to the sign-in page."""
 
     @wraps(handler)
     async def guarded(request: Request) -> Response:
-        session = current_session(request)
-        if session is None:
+        if _signed_in(request) is None:
             return redirect("/ui/sign-in")
-        request.scope["ui_session"] = session
         return await handler(request)
 
     return guarded
@@ -148,10 +154,9 @@ def action(handler: FormHandler) -> Handler:
 
     @wraps(handler)
     async def guarded(request: Request) -> Response:
-        session = current_session(request)
+        session = _signed_in(request)
         if session is None:
             return redirect("/ui/sign-in")
-        request.scope["ui_session"] = session
         form = await read_form(request)
         if not ui_of(request).sessions.check_csrf(session, form.get("csrf")):
             return render(

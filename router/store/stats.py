@@ -43,9 +43,9 @@ def nearest_rank(count: int, percent: int) -> int:
     return max((count * percent + 99) // 100 - 1, 0)
 
 
-async def usage_stats(db: Database, params: Mapping[str, str]) -> dict[str, Any]:
-    """``{"group_by", "since", "until", "data": [...]}``; one entry per provider or model."""
-    unknown = sorted(set(params) - {"since", "until", "group_by"})
+def group_by_param(params: Mapping[str, str], allowed: tuple[str, ...]) -> str:
+    """Refuse a query parameter not in ``allowed``; ``group_by`` ('provider' by default)."""
+    unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise InvalidRequest(f"Unknown query parameter {unknown[0]!r}.", param=unknown[0])
     group_by = params.get("group_by", "provider")
@@ -54,6 +54,12 @@ async def usage_stats(db: Database, params: Mapping[str, str]) -> dict[str, Any]
             f"Parameter 'group_by' must be 'provider' or 'model', got {group_by!r}.",
             param="group_by",
         )
+    return group_by
+
+
+async def usage_stats(db: Database, params: Mapping[str, str]) -> dict[str, Any]:
+    """``{"group_by", "since", "until", "data": [...]}``; one entry per provider or model."""
+    group_by = group_by_param(params, ("since", "until", "group_by"))
     since = parse_time(params, "since", 0)
     until = parse_time(params, "until", MAX_TIME_MS)
     if until < since:

@@ -22,8 +22,8 @@ from typing import Any
 from router.errors import InvalidRequest
 from router.store.db import Database
 from router.store.history import parse_time
+from router.store.stats import GROUPS, group_by_param
 
-GROUPS = {"provider": "provider_id", "model": "model"}
 BINS_PER_DOUBLING = 16
 MAX_BUCKETS = 1000
 DEFAULT_BUCKETS = 60
@@ -144,16 +144,7 @@ async def group_totals(
 
 
 def _check(params: Mapping[str, str]) -> str:
-    unknown = sorted(set(params) - {"since", "until", "bucket_ms", "group_by"})
-    if unknown:
-        raise InvalidRequest(f"Unknown query parameter {unknown[0]!r}.", param=unknown[0])
-    group_by = params.get("group_by", "provider")
-    if group_by not in GROUPS:
-        raise InvalidRequest(
-            f"Parameter 'group_by' must be 'provider' or 'model', got {group_by!r}.",
-            param="group_by",
-        )
-    return group_by
+    return group_by_param(params, ("since", "until", "bucket_ms", "group_by"))
 
 
 async def totals(

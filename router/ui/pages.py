@@ -337,7 +337,8 @@ async def settings_page(request: Request) -> Response:
     for setting, name in file_settings():
         value = getattr(settings, name)
         if name in SECRET_SETTINGS:
-            value = catalog.mask(value) if value else "(generated)"
+            # Not even the last characters: these are the keys to everything else.
+            value = "(set, hidden)" if value else "(generated into a file beside the database)"
         rows.append(
             {
                 "name": setting,

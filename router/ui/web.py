@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router.errors import PayloadTooLarge
+from router.errors import PayloadTooLarge, RouterError
 from router.ui.formatting import FILTERS
 from router.ui.session import COOKIE, Session, Sessions
 
@@ -144,7 +144,11 @@ def page(handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
         if _signed_in(request) is None:
             return redirect("/ui/sign-in")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except RouterError as exc:  # an unknown id in the address, say: a page, not JSON
+            context = {"title": "Not shown", "message": exc.message}
+            return render(request, "message.html", context, status_code=exc.status_code)
 
     return guarded
 

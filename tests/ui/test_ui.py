@@ -238,3 +238,20 @@ async def test_overview_log_and_trace_after_a_fallback(tmp_path: Path) -> None:
                                                   ["1", "broken", "error", "2"]]  # fmt: skip
         assert text[3][:5] == ["2", "spare", "success", "(answered)", "3"]
         assert text[4][:3] == ["-", "off", "skipped"] and text[4][-1] == "disabled"
+
+
+async def test_pages_explain_an_unknown_id_and_the_ui_can_be_turned_off(tmp_path: Path) -> None:
+    async with app_client(make_settings(tmp_path)) as (_, client):
+        await sign_in(client)
+        for path in ("/ui/providers/nope", "/ui/requests/req_nope"):
+            response = await client.get(path)
+            assert response.status_code == 404
+            assert response.headers["content-type"].startswith("text/html")
+            assert (
+                "No provider with id &#39;nope&#39;." in response.text
+                or "req_nope" in response.text
+            )
+        settings_page = (await client.get("/ui/settings")).text
+        assert "(set, hidden)" in settings_page and ADMIN_TOKEN[-4:] + "<" not in settings_page
+    async with app_client(make_settings(tmp_path, ui_enabled=False)) as (_, client):
+        assert (await client.get("/ui/sign-in")).status_code == 404

@@ -7,6 +7,7 @@ Every figure comes from the same store functions the management API answers with
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -86,6 +87,7 @@ async def overview(request: Request) -> Response:
         "overview.html",
         {
             "title": "Overview",
+            "refresh": 30,  # seconds; ui.js reloads the page (the numbers are live)
             "window": window,
             "windows": list(WINDOWS),
             "stats": by_provider,
@@ -231,6 +233,16 @@ async def keys_page(request: Request) -> Response:
 FILTERS = ("status", "provider_id", "model", "client_key_id", "endpoint")
 
 
+def to_ms(text: str) -> str:
+    """A ``datetime-local`` field's UTC time as Unix ms; other text goes on as it is, for the
+    service to accept (digits) or refuse with its own sentence."""
+    try:
+        moment = datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError:
+        return text
+    return str(int(moment.timestamp() * 1000))
+
+
 @page
 async def requests_page(request: Request) -> Response:
     app = services(request)
@@ -239,7 +251,7 @@ async def requests_page(request: Request) -> Response:
     for key in ("since", "until"):
         text = request.query_params.get(key, "")
         if text:
-            query[key] = text
+            query[key] = to_ms(text)
     try:
         found = await history.list_requests(app.db, query)
     except RouterError as exc:

@@ -19,3 +19,15 @@ document.addEventListener("focusin", function (event) {
     event.target.select();
   }
 });
+// The overview asks to be reloaded now and then, unless the operator is typing in a form.
+(function () {
+  var seconds = Number(document.body.getAttribute("data-refresh"));
+  if (seconds > 0) {
+    window.setInterval(function () {
+      var active = document.activeElement;
+      if (!active || !active.form) {
+        window.location.reload();
+      }
+    }, seconds * 1000);
+  }
+})();

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -76,6 +77,17 @@ def chat(gateway: Gateway, n: int) -> list[str]:
         answer = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
         assert answer.status_code == 200, answer.text
         ids.append(answer.headers["x-request-id"])
+    # The server records a request just after its last byte went out: wait for the rows, so a
+    # page opened next shows them.
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    for request_id in ids:
+        for _ in range(500):
+            found = httpx.get(f"{gateway.url}/v1/requests/{request_id}", headers=admin)
+            if found.status_code == 200:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"request {request_id} was never recorded")
     return ids
 
 

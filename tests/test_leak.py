@@ -27,8 +27,7 @@ import httpx
 import pytest
 
 from router.secrets import generate_key
-from tests.helpers import free_port
-from tests.test_serve import mock_upstream_process, wait_until_up
+from tests.helpers import free_port, mock_upstream_process, wait_until_up
 
 ADMIN_TOKEN = "pr-admin-LEAKTEST-token-7f3a9c2e5b1d"
 GOOD_KEY = "sk-LEAKTEST-openai-good-4f2a8c1e9b7d"  # the fake upstream accepts only this one

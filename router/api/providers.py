@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from providers.base import Adapter
 from providers.registry import get_adapter_class
-from router.api import common
+from router.api import actions, common
 from router.api.common import admin, changed, json_body, json_response, services
 from router.api.health import live_state
 from router.errors import InvalidRequest
@@ -57,11 +57,8 @@ async def update_provider(request: Request) -> Response:
 @admin
 async def delete_provider(request: Request) -> Response:
     app = services(request)
-    provider_id = request.path_params["provider_id"]
-    await catalog.get_provider(app.db, provider_id)
-    pending = () if await common.recorder_drained(app) else (provider_id,)
-    result = await lifecycle.delete_provider(app.db, provider_id, pending=pending)
-    return await changed(app, result)
+    result = await actions.delete_or_archive_provider(app, request.path_params["provider_id"])
+    return json_response(result)
 
 
 @admin

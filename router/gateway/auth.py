@@ -177,6 +177,11 @@ class Authenticator:
             except Exception:
                 log.exception("Could not refresh the client keys; retrying")
 
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A key derived from the admin token for ``purpose`` (the UI signs sessions with it),
+        so that changing the admin token invalidates whatever was signed with the old one."""
+        return hmac.new(self._admin, b"provider-router:" + purpose, hashlib.sha256).digest()
+
     def is_admin(self, token: str | None) -> bool:
         # Compare in constant time, and do the same work when the token is missing.
         given = (token or "").encode()

@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from router.errors import InvalidRequest, NotFound
 from router.store.db import Database
 
@@ -58,6 +60,18 @@ def _is_number(value: str) -> bool:
     return value.isascii() and value.isdigit() and len(value) <= 16
 
 
+def parse_time(params: Mapping[str, str], key: str, default: int) -> int:
+    """Query parameter ``key`` as a Unix time in milliseconds, or ``default`` when absent."""
+    value = params.get(key)
+    if value is None:
+        return default
+    if not _is_number(value) or int(value) > MAX_TIME_MS:
+        raise InvalidRequest(
+            f"Parameter {key!r} must be a Unix time in milliseconds, got {value!r}.", param=key
+        )
+    return int(value)
+
+
 def parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIMIT
@@ -79,8 +93,12 @@ STATUSES = ("success", "error", "client_disconnected")  # RequestRecord.status
 
 
 async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, Any]:
-    """``{"data": [...], "next_cursor": ...}`` filtered by model, provider_id, status, since."""
-    allowed = {"limit", "cursor", "model", "provider_id", "status", "since"}
+    """``{"data": [...], "next_cursor": ...}`` filtered by model, provider_id, status,
+    client_key_id, endpoint, and a time range (``since`` inclusive, ``until`` exclusive)."""
+    allowed = {
+        "limit", "cursor", "model", "provider_id", "status", "since", "until", "client_key_id",
+        "endpoint",
+    }  # fmt: skip
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise InvalidRequest(f"Unknown query parameter {unknown[0]!r}.", param=unknown[0])
@@ -92,17 +110,18 @@ async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, An
             f"Parameter 'status' must be one of {', '.join(STATUSES)}, got {params['status']!r}.",
             param="status",
         )
-    for key in ("model", "provider_id", "status"):
+    for key in ("model", "provider_id", "status", "client_key_id", "endpoint"):
         if key in params:
             where.append(f"{key} = ?")
             args.append(params[key])
-    if "since" in params:
-        if not _is_number(params["since"]) or int(params["since"]) > MAX_TIME_MS:
-            raise InvalidRequest(
-                "Parameter 'since' must be a Unix time in milliseconds.", param="since"
-            )
-        where.append("created_at >= ?")
-        args.append(int(params["since"]))
+    for key, operator in (("since", ">="), ("until", "<")):
+        if key in params:
+            if not _is_number(params[key]) or int(params[key]) > MAX_TIME_MS:
+                raise InvalidRequest(
+                    f"Parameter {key!r} must be a Unix time in milliseconds.", param=key
+                )
+            where.append(f"created_at {operator} ?")
+            args.append(int(params[key]))
     if "cursor" in params:
         created_at, request_id = decode_cursor(params["cursor"])
         where.append("(created_at, id) < (?, ?)")
@@ -134,4 +153,6 @@ async def get_request(db: Database, request_id: str) -> dict[str, Any]:
         (request_id,),
     )
     data["attempt_details"] = [dict(a) for a in attempts]
+    trace = await db.execute_one("SELECT trace FROM requests WHERE id = ?", (request_id,))
+    data["trace"] = orjson.loads(trace["trace"]) if trace and trace["trace"] else None
     return data

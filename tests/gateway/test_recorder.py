@@ -133,13 +133,14 @@ async def test_records_become_request_and_attempt_rows_in_one_batch(
     assert query(db, "SELECT * FROM requests ORDER BY id") == [
         # id, created_at, endpoint, client_key_id, model, provider_id, upstream_model, stream,
         # status, status_code, latency_ms, ttft_ms, prompt/completion/total tokens, cost,
-        # currency, attempts, error
+        # currency, attempts, error, trace (none: these records carry no routing order)
         ("req-1", 1_000, "/v1/chat/completions", None, "gpt-test", "p1", None, 0,
-         "success", 200, 12.346, None, None, None, None, None, None, 1, None),
+         "success", 200, 12.346, None, None, None, None, None, None, 1, None, None),
         ("req-2", 2_000, "/v1/chat/completions", None, "gpt-test", "p2", "gpt-up", 1,
-         "success", 200, 50.0, 7.123, 3, 2, 5, 0.25, "USD", 2, None),
+         "success", 200, 50.0, 7.123, 3, 2, 5, 0.25, "USD", 2, None, None),
         ("req-3", 3_000, "/v1/embeddings", None, None, None, None, 0,
-         "error", 502, 5.0, None, None, None, None, None, None, 0, "all providers failed"),
+         "error", 502, 5.0, None, None, None, None, None, None, 0, "all providers failed",
+         None),
     ]  # fmt: skip
     assert query(db, "SELECT * FROM attempts ORDER BY request_id, n") == [
         ("req-1", 1, "p1", 1_000, "success", 200, 11.0, None),

@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from router.cli.main import main
-from tests.helpers import ADMIN_TOKEN, free_port
-from tests.test_serve import start, wait_until_up
+from tests.helpers import ADMIN_TOKEN, free_port, start, wait_until_up
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from router.api.common import admin, json_response, services
-from router.store import catalog
+from router.store import providers
 
 
 def live_state(request: Request, provider_id: str) -> dict[str, Any]:
@@ -49,7 +49,7 @@ async def list_health(request: Request) -> Response:
 async def reset_provider(request: Request) -> Response:
     app = services(request)
     provider_id = request.path_params["provider_id"]
-    await catalog.get_provider(app.db, provider_id)  # 404 for an unknown id
+    await providers.get_provider(app.db, provider_id)  # 404 for an unknown id
     app.proxy.resilience.reset(provider_id)
     return json_response({"id": provider_id, **app.proxy.resilience.state(provider_id)})
 

@@ -14,7 +14,7 @@ from router.api.common import (
     recorder_drained,
     services,
 )
-from router.store import catalog, lifecycle, links
+from router.store import lifecycle, models
 
 
 async def list_models(request: Request) -> Response:
@@ -43,14 +43,14 @@ async def list_models(request: Request) -> Response:
 @admin
 async def create_model(request: Request) -> Response:
     app = services(request)
-    model = await catalog.create_model(app.db, await json_body(request))
+    model = await models.create_model(app.db, await json_body(request))
     return await changed(app, model, 201)
 
 
 @admin
 async def get_model(request: Request) -> Response:
     return json_response(
-        await catalog.get_model(services(request).db, request.path_params["model_id"])
+        await models.get_model(services(request).db, request.path_params["model_id"])
     )
 
 
@@ -58,7 +58,7 @@ async def get_model(request: Request) -> Response:
 async def update_model(request: Request) -> Response:
     app = services(request)
     model_id = request.path_params["model_id"]
-    model = await links.update_model(app.db, model_id, await json_body(request))
+    model = await models.update_model(app.db, model_id, await json_body(request))
     return await changed(app, model)
 
 
@@ -66,7 +66,7 @@ async def update_model(request: Request) -> Response:
 async def delete_model(request: Request) -> Response:
     app = services(request)
     model_id = request.path_params["model_id"]
-    await catalog.get_model(app.db, model_id)
+    await models.get_model(app.db, model_id)
     pending = () if await recorder_drained(app) else (model_id,)
     result = await lifecycle.delete_model(app.db, model_id, pending=pending)
     return await changed(app, result)

@@ -19,7 +19,7 @@ from router.cli.output import (
 )
 from router.cli.providers import LINK_COLUMNS
 from router.settings import Settings
-from router.store import catalog, history, lifecycle, links, stats
+from router.store import history, lifecycle, links, models, stats
 from router.store.db import Database
 
 MODEL_COLUMNS: list[Column] = [
@@ -56,7 +56,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     archived = None if args.archived else False
     return _run(
         args,
-        lambda db: links.list_models(db, archived=archived),
+        lambda db: models.list_models(db, archived=archived),
         lambda found: print_table(found, MODEL_COLUMNS),
     )
 
@@ -71,7 +71,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         body["capabilities"] = args.capability
     return _run(
         args,
-        lambda db: catalog.create_model(db, body),
+        lambda db: models.create_model(db, body),
         lambda model: print(f"Created model {model['id']!r}."),
     )
 
@@ -100,7 +100,7 @@ def cmd_link(args: argparse.Namespace) -> int:
         body["is_default"] = True
     return _run(
         args,
-        lambda db: catalog.link_model(db, args.provider, body),
+        lambda db: links.link_model(db, args.provider, body),
         lambda link: print(f"Linked {link['model_id']!r} to {link['provider_id']!r}."),
     )
 

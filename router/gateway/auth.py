@@ -28,8 +28,8 @@ from router.errors import AuthenticationError, PermissionDenied
 from router.secrets import create_file_once
 from router.settings import Settings, SettingsError
 from router.store import client_keys
-from router.store.catalog import config_version, now_ms
 from router.store.db import Database, database_for
+from router.store.version import config_version, now_ms
 
 log = logging.getLogger("provider_router.auth")
 TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret

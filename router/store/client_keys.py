@@ -17,8 +17,8 @@ import orjson
 
 from router.errors import InvalidRequest, NotFound
 from router.store import validation as check
-from router.store.catalog import bump_config_version, now_ms
 from router.store.db import Database
+from router.store.version import bump_config_version, now_ms
 
 KEY_PREFIX = "pr-"
 PREFIX_CHARS = 10

@@ -13,7 +13,7 @@ import respx
 from router.api import common
 from router.app import create_app
 from router.settings import Settings
-from router.store import catalog
+from router.store import configs
 from router.store.db import Database
 from tests.helpers import ADMIN_TOKEN, add_provider, app_client, make_settings, serve_asgi
 
@@ -279,7 +279,7 @@ async def config_round_trip(client: httpx.AsyncClient, db: Database) -> None:
     assert put.json()["config"] == {
         "apiKey": "****1234", "baseURL": "http://new.test/v1", "timeout": 500,
     }  # fmt: skip
-    assert (await catalog.provider_config(db, "up"))["apiKey"] == SECRET
+    assert (await configs.provider_config(db, "up"))["apiKey"] == SECRET
 
     patched = await client.patch(
         "/v1/providers/up/config/timeout", json={"value": 900}, headers=ADMIN
@@ -289,7 +289,7 @@ async def config_round_trip(client: httpx.AsyncClient, db: Database) -> None:
         "/v1/providers/up/config/apiKey", json={"value": "****1234"}, headers=ADMIN
     )
     assert masked.status_code == 200
-    assert (await catalog.provider_config(db, "up"))["apiKey"] == SECRET
+    assert (await configs.provider_config(db, "up"))["apiKey"] == SECRET
 
     removed = await client.delete("/v1/providers/up/config/timeout", headers=ADMIN)
     assert "timeout" not in removed.json()["config"]

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
-from router.store import catalog
+from router.store import providers
 from router.store.db import Database
 
 
 async def add_provider(db: Database, provider_id: str) -> None:
-    await catalog.create_provider(
+    await providers.create_provider(
         db,
         {
             "id": provider_id,
@@ -182,7 +182,7 @@ async def test_provider_counters_are_updated_per_batch(
         ("p1", 2, 1, 3_000, 2_000, "connect failed"),
         ("p2", 1, 0, 2_005, None, None),
     ]
-    provider = await catalog.get_provider(db, "p1")
+    provider = await providers.get_provider(db, "p1")
     assert provider["state"]["success_count"] == 2
     assert provider["state"]["last_error"] == "connect failed"
 

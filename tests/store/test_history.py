@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from router.errors import InvalidRequest, NotFound
-from router.store import catalog, history
+from router.store import history, providers
 from router.store.db import Database
 
 
 async def add_provider(db: Database, provider_id: str) -> None:
-    await catalog.create_provider(
+    await providers.create_provider(
         db,
         {
             "id": provider_id,

@@ -16,7 +16,8 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolPara
 from providers.base import AdapterOptions
 from providers.gemini.adapter import GeminiAdapter
 from router.app import create_app
-from router.mock.upstream import MockOptions, MockUpstream, _embed
+from router.mock.answers import embed
+from router.mock.upstream import MockOptions, MockUpstream
 from tests.helpers import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -192,10 +193,10 @@ async def test_embeddings_one_and_many(tmp_path: Path) -> None:
         one = await s.client.embeddings.create(model="gem-embed", input="alpha")
         many = await s.client.embeddings.create(model="gem-embed", input=["alpha", "beta gamma"])
 
-    assert one.data[0].embedding == pytest.approx(_embed("alpha"))
+    assert one.data[0].embedding == pytest.approx(embed("alpha"))
     assert [d.embedding for d in many.data] == [
-        pytest.approx(_embed("alpha")),
-        pytest.approx(_embed("beta gamma")),
+        pytest.approx(embed("alpha")),
+        pytest.approx(embed("beta gamma")),
     ]
     assert many.model == "gem-embed" and many.usage.prompt_tokens == 0
     paths = [r.path for r in s.upstream.requests]

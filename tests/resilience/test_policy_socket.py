@@ -256,10 +256,10 @@ async def test_client_leaving_before_the_first_byte_cancels_the_upstream(tmp_pat
         with pytest.raises(httpx.ReadTimeout):
             await client.post("/v1/chat/completions", json=CHAT, timeout=0.5)
         for _ in range(300):  # the upstream sees the proxy hang up
-            if fake.requests and not fake._hangs:
+            if fake.requests and not fake.faults.hanging:
                 break
             await asyncio.sleep(0.01)
-        assert fake.requests and not fake._hangs
+        assert fake.requests and not fake.faults.hanging
         row = await last_request(client, app)
         state = await circuit(client, "slow")
 

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from providers.registry import get_adapter_class
-from router.cli.output import CommandFailed, add_json_flag, guarded, print_json, run_with_db
+from router.cli.output import (
+    CommandFailed,
+    Subcommands,
+    add_json_flag,
+    guarded,
+    print_json,
+    run_with_db,
+)
 from router.cli.tomlwriter import dumps
 from router.errors import NotFound
 from router.settings import Settings
@@ -312,7 +319,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def register(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: Subcommands,
     with_config: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 from router.cli.output import (
     Column,
+    Subcommands,
     add_json_flag,
     guarded,
     parse_since,
@@ -155,7 +156,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def register(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: Subcommands,
     with_config: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     model = commands.add_parser("model", help="list, add and remove models; link them")

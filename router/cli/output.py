@@ -12,13 +12,17 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
 from router.errors import RouterError
 from router.settings import Settings, load_settings
 from router.store.db import Database, database_for
+
+# What ``ArgumentParser.add_subparsers()`` returns; argparse gives the class no public name, so the
+# command modules' ``register`` functions name it through this one alias.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 Command = Callable[[argparse.Namespace], int]
 Column = tuple[str, Callable[[dict[str, Any]], Any]]

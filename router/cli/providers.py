@@ -13,6 +13,7 @@ from providers.registry import adapter_types, get_adapter_class
 from router.cli.output import (
     Column,
     CommandFailed,
+    Subcommands,
     add_json_flag,
     guarded,
     parse_pairs,
@@ -295,7 +296,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def register(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: Subcommands,
     with_config: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     provider = commands.add_parser("provider", help="list, add, change, test and remove providers")

@@ -22,7 +22,7 @@ import aiosqlite
 from router.store.db import Database
 
 if TYPE_CHECKING:
-    from router.gateway.auth import ClientKey
+    from router.store.client_keys import ClientKey
 
 log = logging.getLogger("provider_router.recorder")
 

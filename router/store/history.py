@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.errors import InvalidRequest, NotFound
+from router.store import validation as check
 from router.store.db import Database
 
 MAX_LIMIT = 1000
@@ -32,7 +33,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, _, request_id = raw.partition(":")
-        if not _is_number(created_at) or int(created_at) > MAX_TIME_MS or not request_id:
+        if not check.is_digits(created_at) or int(created_at) > MAX_TIME_MS or not request_id:
             raise ValueError(cursor)
         return int(created_at), request_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -53,15 +54,10 @@ def decode_text_cursor(cursor: str) -> str:
 MAX_TIME_MS = 2**53  # beyond any real timestamp, and within what SQLite and JSON hold exactly
 
 
-def _is_number(value: str) -> bool:
-    # str.isdigit() also accepts digits such as "²" that int() refuses.
-    return value.isascii() and value.isdigit() and len(value) <= 16
-
-
 def parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIMIT
-    if not _is_number(value) or not 1 <= int(value) <= MAX_LIMIT:
+    if not check.is_digits(value) or not 1 <= int(value) <= MAX_LIMIT:
         raise InvalidRequest(
             f"Parameter 'limit' must be an integer from 1 to {MAX_LIMIT}, got {value!r}.",
             param="limit",
@@ -97,7 +93,7 @@ async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, An
             where.append(f"{key} = ?")
             args.append(params[key])
     if "since" in params:
-        if not _is_number(params["since"]) or int(params["since"]) > MAX_TIME_MS:
+        if not check.is_digits(params["since"]) or int(params["since"]) > MAX_TIME_MS:
             raise InvalidRequest(
                 "Parameter 'since' must be a Unix time in milliseconds.", param="since"
             )

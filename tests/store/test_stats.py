@@ -95,9 +95,9 @@ async def test_bad_parameters_are_named(db: Database, params: dict[str, str], pa
 
 @pytest.mark.parametrize("group_by", ["provider", "model"])
 async def test_the_queries_read_only_the_covering_index(db: Database, group_by: str) -> None:
-    column, index = stats.GROUPS[group_by], stats._INDEX[group_by]
+    column, index = stats.GROUPS[group_by], stats.INDEXES[group_by]
     window = {"since": 0, "until": 10, "grp": "x", "offset": 0}
-    for sql in (stats._SUMS, stats._NTH_LATENCY):
+    for sql in (stats.SUMS_SQL, stats.NTH_LATENCY_SQL):
         plan = await db.execute(
             "EXPLAIN QUERY PLAN " + sql.format(column=column, index=index), window
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
 from router.store import providers
 from router.store.db import Database
+from tests.helpers import eventually, query
 
 
 async def add_provider(db: Database, provider_id: str) -> None:
@@ -25,14 +25,6 @@ async def add_provider(db: Database, provider_id: str) -> None:
             "config": {"baseURL": "http://127.0.0.1:9/v1"},
         },
     )
-
-
-def query(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db.path)
-    try:
-        return [tuple(row) for row in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 def count(db: Database, table: str) -> int:
@@ -275,10 +267,8 @@ async def test_a_blocked_caller_stays_blocked_while_the_writer_is_stuck(
     rec = make_recorder(queue_size=2, batch_size=1)
     async with db.transaction():
         await rec.record(ok("r1"))
-        for _ in range(100):  # let the writer take r1 and get stuck on the write
-            if rec.queue.qsize() == 0:
-                break
-            await asyncio.sleep(0.005)
+        # Let the writer take r1 and get stuck on the write.
+        await eventually(lambda: rec.queue.qsize() == 0, "the writer took r1")
         await rec.record(ok("r2"))
         await rec.record(ok("r3"))
         fourth = asyncio.create_task(rec.record(ok("r4")))

@@ -20,6 +20,7 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamUnsupported,
 )
+from tests.helpers import sse_chunks
 
 URL = "https://api.anthropic.com/v1/messages"
 KEY = "sk-ant-secret-1234"
@@ -551,12 +552,6 @@ class Pieces(httpx.AsyncByteStream):
         self.closed = True
 
 
-def chunks_of(blocks: list[bytes]) -> list[dict[str, Any]]:
-    events = [e for e in b"".join(blocks).split(b"\n\n") if e]
-    assert all(e.startswith(b"data: ") for e in events)
-    return [orjson.loads(e[6:]) for e in events]
-
-
 async def run_stream(
     pieces: Pieces, *, include_usage: bool = False, body: dict[str, Any] | None = None
 ) -> tuple[list[bytes], ChatStream, httpx.Request]:
@@ -574,7 +569,7 @@ async def run_stream(
 async def test_text_stream_becomes_openai_chunks_with_usage() -> None:
     blocks, stream, request = await run_stream(Pieces(TEXT_STREAM), include_usage=True)
     assert orjson.loads(request.content)["stream"] is True
-    chunks = chunks_of(blocks)
+    chunks = sse_chunks(b"".join(blocks), done=False)
     assert [c["choices"][0]["delta"] for c in chunks[:-1]] == [
         {"role": "assistant", "content": ""},
         {"content": "Hel"},
@@ -591,7 +586,7 @@ async def test_text_stream_becomes_openai_chunks_with_usage() -> None:
 
 async def test_usage_is_kept_but_not_sent_unless_asked() -> None:
     blocks, stream, _ = await run_stream(Pieces(TEXT_STREAM), include_usage=False)
-    assert all(c["choices"] for c in chunks_of(blocks))
+    assert all(c["choices"] for c in sse_chunks(b"".join(blocks), done=False))
     assert b'"usage"' not in b"".join(blocks)
     assert stream.usage == Usage(12, 3, 15)
 
@@ -613,7 +608,7 @@ async def test_tool_use_stream_becomes_tool_call_deltas_with_index() -> None:
         end("tool_use", 20),
     ]
     blocks, _, _ = await run_stream(Pieces(pieces))
-    deltas = [c["choices"][0]["delta"] for c in chunks_of(blocks)]
+    deltas = [c["choices"][0]["delta"] for c in sse_chunks(b"".join(blocks), done=False)]
     assert deltas == [
         {"role": "assistant", "content": ""},
         {"content": "Checking."},
@@ -626,7 +621,9 @@ async def test_tool_use_stream_becomes_tool_call_deltas_with_index() -> None:
         {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]},
         {},
     ]  # fmt: skip
-    assert chunks_of(blocks)[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert (
+        sse_chunks(b"".join(blocks), done=False)[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    )
 
 
 @pytest.mark.parametrize(
@@ -642,7 +639,7 @@ async def test_stream_finish_reasons(stop_reason: str, finish: str) -> None:
         end(stop_reason),
     ]
     blocks, _, _ = await run_stream(Pieces(pieces))
-    assert chunks_of(blocks)[-1]["choices"][0]["finish_reason"] == finish
+    assert sse_chunks(b"".join(blocks), done=False)[-1]["choices"][0]["finish_reason"] == finish
 
 
 async def test_stream_events_are_forwarded_as_they_arrive() -> None:

@@ -25,9 +25,8 @@ from providers.anthropic.adapter import AnthropicAdapter
 from providers.base import AdapterOptions
 from router.app import create_app
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.helpers import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
+from tests.helpers import ADMIN, ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
 
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 MOCK_KEY = "sk-ant-mock-key-9876"
 FIVE_WORDS = "mock reply alpha bravo charlie"
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]

@@ -18,6 +18,7 @@ from providers.gemini.adapter import GeminiAdapter
 from providers.gemini.convert import SKIP_SIGNATURE, gemini_schema
 from providers.registry import get_adapter_class
 from router.errors import UpstreamProtocolError, UpstreamStatusError
+from tests.helpers import sse_chunks
 
 BASE = "https://gemini.test/v1beta"
 KEY = "AIza-test-secret-key"
@@ -514,12 +515,6 @@ def piece(*parts: dict[str, Any], finish: str | None = None, done: int = 1) -> d
     return {"candidates": [candidate], "usageMetadata": usage, "responseId": "resp9"}
 
 
-def events(blocks: list[bytes]) -> list[dict[str, Any]]:
-    joined = b"".join(blocks)
-    assert joined.endswith(b"\n\n") and b"[DONE]" not in joined
-    return [orjson.loads(e.removeprefix(b"data: ")) for e in joined.split(b"\n\n") if e]
-
-
 async def collect(stream: Any) -> list[bytes]:
     return [block async for block in stream]
 
@@ -532,7 +527,7 @@ async def test_text_stream_role_deltas_finish_and_usage(
     route = mock.post(STREAM).mock(return_value=httpx.Response(200, stream=Pieces(*wire)))
     body = chat(user("hi"), stream=True)
     stream = await adapter.chat_stream(body, "gemini-x", include_usage=include_usage)
-    chunks = events(await collect(stream))
+    chunks = sse_chunks(b"".join(await collect(stream)), done=False)
 
     assert route.calls.last.request.url.params["alt"] == "sse"
     assert "key" not in route.calls.last.request.url.params
@@ -564,7 +559,7 @@ async def test_tool_call_stream_has_indexed_deltas_with_the_ids_of_the_json_answ
     wire = sse(piece({"text": "Checking."}), piece(*calls, finish="STOP", done=3))
     mock.post(STREAM).mock(return_value=httpx.Response(200, stream=Pieces(*wire)))
     stream = await adapter.chat_stream(chat(user("w")), "gemini-x", include_usage=False)
-    chunks = events(await collect(stream))
+    chunks = sse_chunks(b"".join(await collect(stream)), done=False)
     deltas = [c["choices"][0]["delta"] for c in chunks]
     streamed = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
     assert [(t["index"], t["function"]["name"], t["function"]["arguments"]) for t in streamed] == [
@@ -591,7 +586,7 @@ async def test_stream_blocks_are_forwarded_before_the_upstream_ends(
     first = await asyncio.wait_for(anext(aiter(stream)), timeout=5)
     assert b'"content":"first"' in first  # while the upstream still holds the rest
     gate.set()
-    rest = events(await collect(stream))
+    rest = sse_chunks(b"".join(await collect(stream)), done=False)
     assert rest[-1]["choices"][0]["finish_reason"] == "stop"
 
 
@@ -624,7 +619,7 @@ async def test_a_blocked_prompt_ends_a_stream_with_content_filter(
     wire = sse({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}})
     mock.post(STREAM).mock(return_value=httpx.Response(200, stream=Pieces(*wire)))
     stream = await adapter.chat_stream(chat(user("x")), "gemini-x", include_usage=False)
-    chunks = events(await collect(stream))
+    chunks = sse_chunks(b"".join(await collect(stream)), done=False)
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
 
 

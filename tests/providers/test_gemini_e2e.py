@@ -18,9 +18,8 @@ from providers.gemini.adapter import GeminiAdapter
 from router.app import create_app
 from router.mock.answers import embed
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.helpers import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
+from tests.helpers import ADMIN, ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
 
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 GEMINI_KEY = "AIza-e2e-upstream-key"
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
 WEATHER: ChatCompletionToolParam = {

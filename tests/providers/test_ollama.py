@@ -26,6 +26,7 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamUnsupported,
 )
+from tests.helpers import sse_chunks
 
 BASE = "http://ollama.test"
 PNG = base64.b64encode(b"\x89PNG fake image bytes").decode()
@@ -123,9 +124,7 @@ async def streamed(
                 include_usage=include_usage,
             )
             blocks = [block async for block in stream]
-    events = b"".join(blocks).split(b"\n\n")
-    chunks = [orjson.loads(e.removeprefix(b"data: ")) for e in events if e]
-    return chunks, stream
+    return sse_chunks(b"".join(blocks), done=False), stream
 
 
 USER = {"role": "user", "content": "hello"}

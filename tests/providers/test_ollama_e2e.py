@@ -21,9 +21,8 @@ from providers.base import AdapterOptions
 from providers.ollama.adapter import OllamaAdapter
 from router.app import create_app
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.helpers import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
+from tests.helpers import ADMIN, ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
 
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 WEATHER_TOOL: ChatCompletionToolParam = {
     "type": "function",

@@ -6,7 +6,6 @@ read back from the SQLite file with plain ``sqlite3``.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from router.errors import Conflict, InvalidRequest, NotFound
 from router.store import catalog, configs, links, models, providers, version
 from router.store.db import Database
+from tests.helpers import query
 
 SECRET = "sk-abcdefghijklmnop"
 TABLES = ("providers", "provider_configs", "models", "provider_models")
@@ -27,14 +27,6 @@ def openai_body(**fields: Any) -> dict[str, Any]:
     }
     body.update(fields)
     return body
-
-
-def query(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db.path)
-    try:
-        return [tuple(row) for row in conn.execute(sql, params)]
-    finally:
-        conn.close()
 
 
 def stored_config(db: Database, provider_id: str) -> dict[str, tuple[str, int]]:

@@ -12,6 +12,7 @@ from router.settings import SettingsError, load_settings
 from router.store import configs, models, providers
 from router.store.db import Database
 from router.store.seed import seed_from_config
+from tests.helpers import query
 
 SOURCE = "/etc/provider-router/config.toml"
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
@@ -42,14 +43,6 @@ def example_providers() -> list[dict[str, Any]]:
         },
         {"name": "LM Studio", "type": "lm-studio", "models": ["local-llama"]},
     ]
-
-
-def query(db: Database, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db.path)
-    try:
-        return [tuple(row) for row in conn.execute(sql)]
-    finally:
-        conn.close()
 
 
 def catalog_counts(db: Database) -> dict[str, int]:

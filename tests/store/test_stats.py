@@ -11,7 +11,7 @@ import pytest
 from router.errors import InvalidRequest
 from router.store import stats
 from router.store.db import Database
-from tests.helpers import ADMIN_TOKEN, add_provider
+from tests.helpers import ADMIN, add_provider
 
 
 def insert(db: Database, *requests: tuple[Any, ...]) -> None:
@@ -107,7 +107,7 @@ async def test_the_queries_read_only_the_covering_index(db: Database, group_by: 
 
 
 async def test_stats_over_http(client: httpx.AsyncClient) -> None:
-    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    headers = ADMIN
     await add_provider(client, "up", "http://up.test/v1", ["m"])
     empty = await client.get("/v1/stats?group_by=model", headers=headers)
     assert empty.status_code == 200

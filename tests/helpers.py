@@ -20,7 +20,10 @@ import orjson
 import pytest
 import uvicorn
 
+from providers.base import Adapter, AdapterOptions
+from providers.registry import get_adapter_class
 from router.app import ProviderRouterApp, create_app
+from router.mock.upstream import MockOptions, MockUpstream
 from router.settings import Settings
 from router.store.db import Database
 
@@ -213,3 +216,22 @@ def query(where: Database | Path, sql: str, params: tuple[Any, ...] = ()) -> lis
         return [tuple(row) for row in conn.execute(sql, params)]
     finally:
         conn.close()
+
+
+@contextlib.asynccontextmanager
+async def adapter_on_fake(
+    type_name: str, config: Callable[[str], dict[str, Any]], options: MockOptions | None = None
+) -> AsyncIterator[tuple[Adapter, MockUpstream]]:
+    """An adapter of ``type_name`` talking to a fake upstream on a loopback socket.
+
+    ``config(url)`` is the provider config for the fake's root URL. Yields the adapter and the
+    fake (its ``requests`` are what the upstream received); closes both on the way out.
+    """
+    upstream = MockUpstream(options)
+    async with serve_asgi(upstream.app()) as url:
+        adapter = get_adapter_class(type_name)("p", config(url), AdapterOptions())
+        try:
+            yield adapter, upstream
+        finally:
+            await adapter.aclose()
+            upstream.release_hangs()

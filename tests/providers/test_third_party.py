@@ -53,7 +53,8 @@ def echo_installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def test_the_docs_show_the_example_files_as_they_are() -> None:
     docs = DOCS.read_text()
-    for path, language in (("pyproject.toml", "toml"), ("echo_adapter.py", "python")):
+    examples = ("pyproject.toml", "toml"), ("echo_adapter.py", "python")
+    for path, language in (*examples, ("test_echo_adapter.py", "python")):
         source = (EXAMPLE / path).read_text()
         assert f"```{language}\n{source}```" in docs, f"docs/adapters.md differs from {path}"
 

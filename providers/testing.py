@@ -39,11 +39,12 @@ from router.errors import (
     UpstreamUnsupported,
 )
 
-__all__ = ["AdapterContract", "ContractBroken", "OpenAdapter", "opened"]
+__all__ = ["TOOL", "AdapterContract", "ContractBroken", "OpenAdapter", "opened"]
 
 OpenAdapter = Callable[[str | None], contextlib.AbstractAsyncContextManager[Adapter]]
 Check = Callable[[], Awaitable[None]]
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+# The tool the tool check offers (an OpenAI function tool).
 TOOL = {
     "type": "function",
     "function": {

@@ -17,7 +17,7 @@ import base64
 import binascii
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,6 +43,8 @@ __all__ = [
     "ndjson_lines",
     "parse_data_url",
     "sse_events",
+    "stop_list",
+    "token_limit",
     "tool_call_id",
     "translating",
 ]
@@ -104,6 +106,21 @@ def translating(adapter: Adapter) -> Iterator[None]:
         yield
     except TranslationError as exc:
         raise exc.for_provider(adapter.provider_id, adapter.type) from None
+
+
+def token_limit(body: Mapping[str, Any]) -> Any:
+    """The answer's token limit: ``max_completion_tokens``, else the older ``max_tokens``."""
+    limit = body.get("max_completion_tokens")
+    return body.get("max_tokens") if limit is None else limit
+
+
+def stop_list(stop: Any) -> list[Any] | None:
+    """OpenAI's ``stop`` (a string or a list) as a list; None when absent, empty or malformed."""
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and stop:
+        return stop
+    return None
 
 
 def completion_id() -> str:

@@ -25,6 +25,7 @@ from providers.registry import get_adapter_class
 from router.app import ProviderRouterApp, create_app
 from router.mock.upstream import MockOptions, MockUpstream
 from router.settings import Settings
+from router.store import providers
 from router.store.db import Database
 
 T = TypeVar("T")
@@ -119,6 +120,12 @@ async def add_provider(
         assert linked.status_code == 201, linked.text
     created: dict[str, Any] = response.json()
     return created
+
+
+async def store_provider(db: Database, provider_id: str) -> None:
+    """Create an ``openai`` provider straight in the store (no app), for store-level tests."""
+    body = {"id": provider_id, "name": provider_id, "type": "openai"}
+    await providers.create_provider(db, {**body, "config": {"baseURL": "http://127.0.0.1:9/v1"}})
 
 
 async def last_request(client: httpx.AsyncClient, app: ProviderRouterApp) -> dict[str, Any]:

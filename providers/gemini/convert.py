@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from providers.base import Usage
-from providers.translate import TranslationError, parse_data_url
+from providers.translate import TranslationError, parse_data_url, stop_list, token_limit
 
 __all__ = [
     "SKIP_SIGNATURE",
@@ -369,18 +369,14 @@ def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
     if n not in (None, 1):
         raise TranslationError("This Gemini provider answers with one choice only (n=1).", "n")
     config: dict[str, Any] = {}
-    limit = body.get("max_completion_tokens")
-    if limit is None:
-        limit = body.get("max_tokens")
+    limit = token_limit(body)
     if limit is not None:
         config["maxOutputTokens"] = limit
     for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed")):
         if body.get(ours) is not None:
             config[theirs] = body[ours]
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        config["stopSequences"] = [stop]
-    elif isinstance(stop, list) and stop:
+    stop = stop_list(body.get("stop"))
+    if stop:
         config["stopSequences"] = stop
     response_format = body.get("response_format")
     if isinstance(response_format, dict):

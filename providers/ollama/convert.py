@@ -23,7 +23,13 @@ from typing import Any
 import orjson
 
 from providers.base import Usage
-from providers.translate import TranslationError, parse_data_url, tool_call_id
+from providers.translate import (
+    TranslationError,
+    parse_data_url,
+    stop_list,
+    token_limit,
+    tool_call_id,
+)
 from router.errors import (
     UpstreamProtocolError,
 )
@@ -74,18 +80,14 @@ def chat_request(
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    limit = body.get("max_completion_tokens")
-    if limit is None:
-        limit = body.get("max_tokens")
+    limit = token_limit(body)
     if limit is not None:
         options["num_predict"] = limit
     for key in _SAME_OPTIONS:
         if body.get(key) is not None:
             options[key] = body[key]
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        options["stop"] = [stop]
-    elif isinstance(stop, list) and stop:
+    stop = stop_list(body.get("stop"))
+    if stop:
         options["stop"] = stop
     return options
 

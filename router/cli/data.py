@@ -17,10 +17,10 @@ from typing import Any
 
 from providers.registry import get_adapter_class
 from router.cli.output import (
+    Command,
     CommandFailed,
     Subcommands,
-    add_json_flag,
-    guarded,
+    add_command,
     print_json,
     run_with_db,
 )
@@ -322,22 +322,21 @@ def register(
     commands: Subcommands,
     with_config: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
-        parser = commands.add_parser(name, help=text, description=text)
-        with_config(parser)
-        parser.set_defaults(func=guarded(func))
-        return parser
+    def add(name: str, func: Command, text: str, *, json_flag: bool = True) -> Any:
+        return add_command(commands, name, func, text, with_config, json_flag=json_flag)
 
     migrate = add("migrate", cmd_migrate, "create providers from OPENAI_API_KEY and friends")
     migrate.add_argument("--dry-run", action="store_true", help="print what it would create")
     migrate.add_argument("--env-file", help="also read variables from this .env file")
-    add_json_flag(migrate)
-    export = add("export", cmd_export, "print every provider, config, model and link as TOML")
+    export = add(
+        "export",
+        cmd_export,
+        "print every provider, config, model and link as TOML",
+        json_flag=False,
+    )
     export.add_argument("--include-secrets", action="store_true", help="include API keys")
     importing = add("import", cmd_import, "create or update providers and models from TOML")
     importing.add_argument("file")
     importing.add_argument("--dry-run", action="store_true", help="print what it would change")
-    add_json_flag(importing)
     backup = add("backup", cmd_backup, "copy the database with SQLite's online backup API")
     backup.add_argument("path")
-    add_json_flag(backup)

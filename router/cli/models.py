@@ -9,9 +9,9 @@ from typing import Any
 
 from router.cli.output import (
     Column,
+    Command,
     Subcommands,
-    add_json_flag,
-    guarded,
+    add_command,
     parse_since,
     print_json,
     print_table,
@@ -162,14 +162,8 @@ def register(
     model = commands.add_parser("model", help="list, add and remove models; link them")
     sub = model.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
 
-    def add(
-        parent: Any, name: str, func: Callable[[argparse.Namespace], int], text: str
-    ) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
-        with_config(parser)
-        add_json_flag(parser)
-        parser.set_defaults(func=guarded(func))
-        return parser
+    def add(parent: Subcommands, name: str, func: Command, text: str) -> argparse.ArgumentParser:
+        return add_command(parent, name, func, text, with_config)
 
     listing = add(sub, "list", cmd_list, "list models with their providers")
     listing.add_argument("--archived", action="store_true", help="include archived models")

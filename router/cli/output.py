@@ -81,6 +81,25 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
+def add_command(
+    parent: Subcommands,
+    name: str,
+    command: Command,
+    text: str,
+    with_config: Callable[[argparse.ArgumentParser], None],
+    *,
+    json_flag: bool = True,
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` to ``parent``: it takes ``--config``/``--database`` (and ``--json``
+    unless ``json_flag`` is false) and runs ``command`` through :func:`guarded`."""
+    parser: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
+    with_config(parser)
+    if json_flag:
+        add_json_flag(parser)
+    parser.set_defaults(func=guarded(command))
+    return parser
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
 

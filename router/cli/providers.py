@@ -12,10 +12,10 @@ from providers.base import Adapter, AdapterOptions
 from providers.registry import adapter_types, get_adapter_class
 from router.cli.output import (
     Column,
+    Command,
     CommandFailed,
     Subcommands,
-    add_json_flag,
-    guarded,
+    add_command,
     parse_pairs,
     print_fields,
     print_json,
@@ -302,14 +302,10 @@ def register(
     provider = commands.add_parser("provider", help="list, add, change, test and remove providers")
     sub = provider.add_subparsers(dest="provider_command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], text: str, *, id_arg: bool = True
-            ) -> argparse.ArgumentParser:  # fmt: skip
-        parser: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
-        with_config(parser)
-        add_json_flag(parser)
+    def add(name: str, func: Command, text: str, *, id_arg: bool = True) -> argparse.ArgumentParser:
+        parser = add_command(sub, name, func, text, with_config)
         if id_arg:
             parser.add_argument("id", help="provider id")
-        parser.set_defaults(func=guarded(func))
         return parser
 
     listing = add("list", cmd_list, "list providers, highest priority first", id_arg=False)

@@ -21,7 +21,7 @@ from router.store.db import Database
 from router.store.lookups import require_provider
 from router.store.models import get_model
 from router.store.providers import get_provider
-from router.store.version import bump_config_version, now_ms
+from router.store.version import bump_config_version, now_ms, write_one
 
 
 async def set_enabled(db: Database, provider_id: str, enabled: bool) -> dict[str, Any]:
@@ -33,12 +33,11 @@ async def set_enabled(db: Database, provider_id: str, enabled: bool) -> dict[str
             f"POST /v1/providers/{provider_id}/restore first.",
             param="id",
         )
-    async with db.transaction() as conn:
-        await conn.execute(
-            "UPDATE providers SET enabled = ?, updated_at = ? WHERE id = ?",
-            (int(enabled), now_ms(), provider_id),
-        )
-        await bump_config_version(conn)
+    await write_one(
+        db,
+        "UPDATE providers SET enabled = ?, updated_at = ? WHERE id = ?",
+        (int(enabled), now_ms(), provider_id),
+    )
     return await get_provider(db, provider_id)
 
 
@@ -101,12 +100,11 @@ async def restore_provider(db: Database, provider_id: str) -> dict[str, Any]:
     state = await require_provider(db, provider_id)
     if state["archived_at"] is None:
         raise Conflict(f"Provider {provider_id!r} is not archived.", param="id")
-    async with db.transaction() as conn:
-        await conn.execute(
-            "UPDATE providers SET archived_at = NULL, enabled = 1, updated_at = ? WHERE id = ?",
-            (now_ms(), provider_id),
-        )
-        await bump_config_version(conn)
+    await write_one(
+        db,
+        "UPDATE providers SET archived_at = NULL, enabled = 1, updated_at = ? WHERE id = ?",
+        (now_ms(), provider_id),
+    )
     return await get_provider(db, provider_id)
 
 
@@ -136,10 +134,9 @@ async def restore_model(db: Database, model_id: str) -> dict[str, Any]:
     model = await get_model(db, model_id)
     if model["archived_at"] is None:
         raise Conflict(f"Model {model_id!r} is not archived.", param="id")
-    async with db.transaction() as conn:
-        await conn.execute(
-            "UPDATE models SET archived_at = NULL, updated_at = ? WHERE id = ?",
-            (now_ms(), model_id),
-        )
-        await bump_config_version(conn)
+    await write_one(
+        db,
+        "UPDATE models SET archived_at = NULL, updated_at = ? WHERE id = ?",
+        (now_ms(), model_id),
+    )
     return await get_model(db, model_id)

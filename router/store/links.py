@@ -13,7 +13,7 @@ from router.store import validation as check
 from router.store.db import Database
 from router.store.lookups import require_link, require_provider
 from router.store.models import insert_model
-from router.store.version import bump_config_version, now_ms
+from router.store.version import bump_config_version, now_ms, write_one
 
 LINK_FIELDS = (
     "model_id",
@@ -94,21 +94,19 @@ async def link_model(db: Database, provider_id: str, data: Any) -> dict[str, Any
 async def unlink_model(db: Database, provider_id: str, model_id: str) -> None:
     """Remove one link; the model itself stays (history may name it)."""
     await require_link(db, provider_id, model_id)
-    async with db.transaction() as conn:
-        await conn.execute(
-            "DELETE FROM provider_models WHERE provider_id = ? AND model_id = ?",
-            (provider_id, model_id),
-        )
-        await bump_config_version(conn)
+    await write_one(
+        db,
+        "DELETE FROM provider_models WHERE provider_id = ? AND model_id = ?",
+        (provider_id, model_id),
+    )
 
 
 async def set_default(db: Database, provider_id: str, model_id: str) -> list[dict[str, Any]]:
     """Make ``model_id`` the provider's default model (one per provider); return its links."""
     await require_link(db, provider_id, model_id)
-    async with db.transaction() as conn:
-        await conn.execute(
-            "UPDATE provider_models SET is_default = (model_id = ?) WHERE provider_id = ?",
-            (model_id, provider_id),
-        )
-        await bump_config_version(conn)
+    await write_one(
+        db,
+        "UPDATE provider_models SET is_default = (model_id = ?) WHERE provider_id = ?",
+        (model_id, provider_id),
+    )
     return await list_links(db, provider_id)

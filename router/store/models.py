@@ -14,7 +14,7 @@ from router.errors import Conflict, InvalidRequest
 from router.store import validation as check
 from router.store.db import Database
 from router.store.lookups import require_model
-from router.store.version import bump_config_version, now_ms
+from router.store.version import bump_config_version, now_ms, set_fields
 
 
 def model_dict(row: sqlite3.Row) -> dict[str, Any]:
@@ -111,11 +111,6 @@ async def update_model(db: Database, model_id: str, body: Any) -> dict[str, Any]
             orjson.dumps(capabilities).decode() if capabilities is not None else None
         )
     async with db.transaction() as conn:
-        if changes:
-            assignments = ", ".join(f"{key} = ?" for key in changes)
-            await conn.execute(
-                f"UPDATE models SET {assignments}, updated_at = ? WHERE id = ?",
-                (*changes.values(), now_ms(), model_id),
-            )
+        await set_fields(conn, "models", model_id, changes)
         await bump_config_version(conn)
     return await get_model(db, model_id)

@@ -27,7 +27,7 @@ from router.store.configs import (
 from router.store.db import Database
 from router.store.links import list_links
 from router.store.lookups import require_provider
-from router.store.version import bump_config_version, now_ms
+from router.store.version import bump_config_version, now_ms, set_fields
 
 PROVIDER_FIELDS = ("id", "name", "type", "enabled", "priority", "weight", "description", "limits")
 
@@ -122,12 +122,7 @@ async def update_provider(db: Database, provider_id: str, data: Any) -> dict[str
         validate_config(current["type"], merged, partial=False)
     try:
         async with db.transaction() as conn:
-            if changes:
-                assignments = ", ".join(f"{key} = ?" for key in changes)
-                await conn.execute(
-                    f"UPDATE providers SET {assignments}, updated_at = ? WHERE id = ?",
-                    (*changes.values(), now_ms(), provider_id),
-                )
+            await set_fields(conn, "providers", provider_id, changes)
             if config:
                 await write_config(conn, provider_id, current["type"], config, db)
             await bump_config_version(conn)

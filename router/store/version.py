@@ -8,10 +8,12 @@ transaction, so that every running proxy sees the change and rebuilds its routin
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import aiosqlite
 
-from router.store.db import Database
+from router.store.db import Database, Params
 
 
 def now_ms() -> int:
@@ -30,3 +32,23 @@ async def config_version(db: Database) -> int:
     """The current ``config_version`` (0 before the first migration has stored one)."""
     row = await db.execute_one("SELECT value FROM settings WHERE key = 'config_version'")
     return int(row["value"]) if row else 0
+
+
+async def write_one(db: Database, sql: str, params: Params) -> None:
+    """One catalog write: ``sql`` and the ``config_version`` bump, in one transaction."""
+    async with db.transaction() as conn:
+        await conn.execute(sql, params)
+        await bump_config_version(conn)
+
+
+async def set_fields(
+    conn: aiosqlite.Connection, table: str, row_id: str, changes: Mapping[str, Any]
+) -> None:
+    """Set ``changes`` (column -> value) and ``updated_at`` on row ``row_id`` of ``table``, in
+    the caller's transaction; nothing when there are no changes. Column names come from code."""
+    if changes:
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        await conn.execute(
+            f"UPDATE {table} SET {assignments}, updated_at = ? WHERE id = ?",
+            (*changes.values(), now_ms(), row_id),
+        )

@@ -46,6 +46,14 @@ def add_openai(cli: Any, provider_id: str = "main", base: str = "http://127.0.0.
     assert code == 0, err
 
 
+def without_provider_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clear the variables `migrate` reads, so only what a test sets is seen."""
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+                 "OLLAMA_HOST", "OLLAMA_BASE_URL", "LM_STUDIO_BASE_URL", "DEFAULT_PROVIDER",
+                 "LM_STUDIO_DEFAULT_MODEL", "OPENAI_BASE_URL"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_provider_add_list_show_edit(cli: Any, tmp_path: Path) -> None:
     add_openai(cli)
     assert query(tmp_path / "cli.db", "SELECT key FROM provider_configs ORDER BY key") == [
@@ -201,10 +209,7 @@ def test_provider_types_lists_the_builtins(cli: Any) -> None:
 def test_migrate_from_an_env_file_is_idempotent_and_never_prints_keys(
     cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
-                 "OLLAMA_HOST", "OLLAMA_BASE_URL", "LM_STUDIO_BASE_URL", "DEFAULT_PROVIDER",
-                 "LM_STUDIO_DEFAULT_MODEL", "OPENAI_BASE_URL"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
+    without_provider_environment(monkeypatch)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-environment-0001")
     env = tmp_path / ".env"
     env.write_text(
@@ -363,10 +368,7 @@ def test_the_toml_writer_round_trips_any_text(text: str) -> None:
 def test_migrate_backup_and_db_status_speak_json(
     cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
-                 "OLLAMA_HOST", "OLLAMA_BASE_URL", "LM_STUDIO_BASE_URL", "DEFAULT_PROVIDER",
-                 "LM_STUDIO_DEFAULT_MODEL", "OPENAI_BASE_URL"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
+    without_provider_environment(monkeypatch)
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("OPENAI_DEFAULT_MODEL", "gpt-test")
     code, out, _ = cli("migrate", "--dry-run", "--json")

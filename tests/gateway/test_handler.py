@@ -76,6 +76,12 @@ async def request_detail(client: httpx.AsyncClient, request_id: str) -> dict[str
     return detail
 
 
+async def first_and_second(client: httpx.AsyncClient) -> None:
+    """Providers "first" (tried first) and "second", both serving gpt-test."""
+    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
+    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+
+
 async def test_chat_passes_the_upstream_answer_through_with_our_headers(
     upstreams: respx.MockRouter,
     client: httpx.AsyncClient,
@@ -145,8 +151,7 @@ async def test_highest_priority_first_and_pinning_picks_one(
 async def test_retryable_failures_fall_back_to_the_next_provider(
     upstreams: respx.MockRouter, client: httpx.AsyncClient, failure: httpx.Response | Exception
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     route = upstreams.post("http://first.test/v1/chat/completions")
     if isinstance(failure, Exception):
         route.mock(side_effect=failure)
@@ -187,8 +192,7 @@ async def test_a_client_error_upstream_is_passed_back_without_fallback(
     upstreams: respx.MockRouter,
     client: httpx.AsyncClient,
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     error = {"error": {"message": "context too long", "type": "invalid_request_error"}}
     upstreams.post("http://first.test/v1/chat/completions").respond(400, json=error)
     second = upstreams.post("http://second.test/v1/chat/completions").respond(json=completion())
@@ -206,8 +210,7 @@ async def test_a_client_error_upstream_is_passed_back_without_fallback(
 async def test_all_failed_is_a_502_naming_the_last_reason(
     upstreams: respx.MockRouter, client: httpx.AsyncClient
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     upstreams.post("http://first.test/v1/chat/completions").respond(500)
     upstreams.post("http://second.test/v1/chat/completions").respond(
         503, json={"error": {"message": "model is loading"}}
@@ -332,8 +335,7 @@ async def test_stream_keeps_the_usage_chunk_when_the_client_asked(
 async def test_stream_falls_back_while_nothing_was_sent(
     upstreams: respx.MockRouter, client: httpx.AsyncClient
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     upstreams.post("http://first.test/v1/chat/completions").respond(502, text="bad gateway")
     upstreams.post("http://second.test/v1/chat/completions").respond(
         content=sse(chunk("ok"), chunk(finish="stop")),
@@ -351,8 +353,7 @@ async def test_a_stream_that_dies_before_its_first_event_falls_back(
     upstreams: respx.MockRouter,
     client: httpx.AsyncClient,
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     upstreams.post("http://first.test/v1/chat/completions").respond(
         content=b"", headers={"content-type": "text/event-stream"}
     )
@@ -372,8 +373,7 @@ async def test_a_stream_cut_after_the_first_event_ends_with_an_error_event(
     upstreams: respx.MockRouter,
     client: httpx.AsyncClient,
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     upstreams.post("http://first.test/v1/chat/completions").respond(
         content=sse(chunk("partial"), done=False), headers={"content-type": "text/event-stream"}
     )
@@ -436,8 +436,7 @@ async def test_cost_is_recorded_from_the_link_prices(
 async def test_management_changes_apply_to_the_next_request(
     upstreams: respx.MockRouter, client: httpx.AsyncClient
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     upstreams.post("http://first.test/v1/chat/completions").respond(json=completion("first"))
     upstreams.post("http://second.test/v1/chat/completions").respond(json=completion("second"))
     headers = ADMIN

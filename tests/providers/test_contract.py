@@ -29,7 +29,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from providers.base import Adapter, AdapterOptions, ChatStream, Reply, Usage
 from providers.registry import BUILTIN, get_adapter_class
-from providers.testing import AdapterContract, ContractBroken, opened
+from providers.testing import TOOL, AdapterContract, ContractBroken, opened
 from providers.translate import ChunkWriter, completion_body
 from router.app import create_app
 from router.errors import UpstreamUnsupported
@@ -48,14 +48,6 @@ KEY = "sk-upstream-contract-4242"
 FIVE_WORDS = "mock reply alpha bravo charlie"
 HELLO = [{"role": "user", "content": "Hello there"}]
 TOOL_ASK = [{"role": "user", "content": "Use the get_weather tool for Paris"}]
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -369,7 +361,7 @@ async def test_a_stream_broken_mid_way_reaches_the_client_as_an_error(
 async def test_a_tool_call_round_trip_through_the_proxy(tmp_path: Path, kind: Kind) -> None:
     async with proxy(tmp_path, fake()) as (stack, [url]):
         await stack.add(kind, "up", url)
-        answer = await stack.complete(messages=TOOL_ASK, tools=[WEATHER], tool_choice="required")
+        answer = await stack.complete(messages=TOOL_ASK, tools=[TOOL], tool_choice="required")
         message = answer.choices[0].message
         assert message.tool_calls
         call = cast(Any, message.tool_calls[0])
@@ -380,7 +372,7 @@ async def test_a_tool_call_round_trip_through_the_proxy(tmp_path: Path, kind: Ki
         ]
         # The fakes refuse a call without its result in the next turn, as the real APIs do:
         # a text answer means the follow-up was translated right.
-        final = await stack.complete(messages=follow_up, tools=[WEATHER])
+        final = await stack.complete(messages=follow_up, tools=[TOOL])
 
     assert answer.choices[0].finish_reason == "tool_calls"
     assert call.type == "function" and call.function.name == "get_weather"

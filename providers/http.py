@@ -2,15 +2,16 @@
 
 ``UpstreamClient`` keeps httpx's request and response types (so adapters read ``httpx.Response``
 and tests mock upstreams with respx) but skips the work ``httpx.AsyncClient`` does per request
-that a proxy has no use for. Profiling the proxy at 64 clients showed ``AsyncClient.request`` to
-be about a fifth of the main thread's samples: merging the base URL, default headers and cookies
-into every request (``build_request``), extracting ``Set-Cookie`` into a client-wide cookie jar,
-the auth and redirect loops. Here the URL of each path, the headers and the timeouts are built
-once per provider, and a request goes straight to the transport. Not keeping cookies is also a
-correctness point: one upstream's cookie must not follow the next client's request.
+that a proxy has no use for: merging the base URL, default headers and cookies into every
+request, a client-wide cookie jar, the auth and redirect loops. Here the URL of each path, the
+headers and the timeouts are built once per provider, and a request goes straight to the
+transport. Not keeping cookies is also a correctness point: one upstream's cookie must not
+follow the next client's request.
 
 The transport is found through ``AsyncClient._transport_for_url``, the method respx patches, so
 a test's respx routes still see every request. httpx is pinned, and the tests cover this path.
+Which transport a provider gets (the own HTTP/1.1 one, or httpx's own for HTTP/2 and proxies)
+is decided by :mod:`router.transport.egress` from the keys in ``HTTP_CONFIG_KEYS``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import math
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,22 +28,38 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import orjson
 
-from providers.base import AdapterOptions
+from providers.base import AdapterOptions, ConfigKey
 from router.errors import (
+    InvalidRequest,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from router.transport.pool import UpstreamTransport
+from router.transport.egress import Egress, TransportKind, open_transport, tls_context
 
 _MAX_CACHED_URLS = 64
 
+# How every HTTP adapter reaches its upstream (router/transport/egress.py); each adapter's
+# config_keys include these.
+HTTP_CONFIG_KEYS: Mapping[str, ConfigKey] = {
+    "proxy": ConfigKey(
+        (str, bool),
+        sensitive=True,
+        description='HTTP CONNECT proxy URL; "" or false: none, whatever HTTPS_PROXY says',
+    ),
+    "caBundle": ConfigKey(str, description="PEM file of the CAs to trust instead of the system's"),
+    "clientCert": ConfigKey(str, description="PEM file holding a client certificate and its key"),
+    "http2": ConfigKey(bool, description="offer HTTP/2 (runs on httpx's transport)"),
+}
+
 __all__ = [
+    "HTTP_CONFIG_KEYS",
     "UpstreamClient",
     "call_json",
     "client_from_config",
+    "egress_from_config",
     "http_config_problems",
     "open_stream",
     "retry_after_seconds",
@@ -51,7 +69,12 @@ __all__ = [
 
 
 class UpstreamClient:
-    """One provider's HTTP client: a base URL, fixed headers, timeouts and a connection pool."""
+    """One provider's HTTP client: a base URL, fixed headers, timeouts and a connection pool.
+
+    ``transport_kind`` says which transport serves it: ``"own"`` or ``"httpx"``.
+    """
+
+    transport_kind: TransportKind
 
     def __init__(
         self,
@@ -60,12 +83,14 @@ class UpstreamClient:
         timeout: httpx.Timeout,
         *,
         max_connections: int = 256,
+        egress: Egress | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        transport, self.transport_kind = open_transport(
+            self.base_url, egress or Egress(), max_connections=max_connections
+        )
         self._client = httpx.AsyncClient(
-            timeout=timeout,
-            follow_redirects=False,
-            transport=UpstreamTransport(max_connections=max_connections),
+            timeout=timeout, follow_redirects=False, transport=transport
         )
         host = httpx.URL(self.base_url).netloc
         self._headers = [(b"host", host)] + [
@@ -209,11 +234,31 @@ def client_from_config(
     merged = {"content-type": "application/json"}
     merged.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
     merged.update(headers)
-    return UpstreamClient(
-        base_url.rstrip("/"),
-        merged,
-        httpx.Timeout(timeout_ms / 1000, connect=connect_ms / 1000),
-        max_connections=options.max_connections,
+    try:
+        return UpstreamClient(
+            base_url.rstrip("/"),
+            merged,
+            httpx.Timeout(timeout_ms / 1000, connect=connect_ms / 1000),
+            max_connections=options.max_connections,
+            egress=egress_from_config(config),
+        )
+    except (OSError, ValueError, ImportError) as exc:
+        # Checked when written, but a file can go away later, and the environment's proxy is
+        # not checked at all (a socks:// one needs a package we do not ship).
+        problems = _egress_problems(config) or [str(exc)]
+        raise InvalidRequest(
+            "The provider's config cannot be used: " + " ".join(problems), param="config"
+        ) from exc
+
+
+def egress_from_config(config: Mapping[str, Any]) -> Egress:
+    """The ``proxy``, ``caBundle``, ``clientCert`` and ``http2`` keys of a provider's config."""
+    proxy = config.get("proxy")
+    return Egress(
+        proxy="" if proxy is False else (proxy if isinstance(proxy, str) else None),
+        ca_bundle=config.get("caBundle") or None,
+        client_cert=config.get("clientCert") or None,
+        http2=config.get("http2") is True,
     )
 
 
@@ -255,6 +300,46 @@ def http_config_problems(config: Mapping[str, Any], *, allow_query: bool = True)
     headers = config.get("headers")
     if isinstance(headers, dict) and not all(isinstance(v, str) for v in headers.values()):
         problems.append("Config key 'headers' must map header names to strings.")
+    return problems + _egress_problems(config)
+
+
+def _egress_problems(config: Mapping[str, Any]) -> list[str]:
+    """What is wrong with ``proxy``, ``caBundle`` and ``clientCert``: a bad URL, a file that is
+    missing or is not what it should be (checked at write time, not at the first request)."""
+    problems = []
+    proxy = config.get("proxy")
+    if proxy is True:
+        problems.append("Config key 'proxy' must be a proxy URL, \"\" or false, got true.")
+    elif isinstance(proxy, str) and proxy:
+        parts = urlsplit(proxy)
+        try:
+            port_ok = parts.port is not None or parts.scheme in ("http", "https")
+        except ValueError:
+            port_ok = False
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+            # The URL may hold a proxy password: name its scheme, not the value.
+            problems.append(
+                "Config key 'proxy' must be an http:// or https:// proxy URL such as "
+                f"http://proxy.internal:3128, got one with scheme {parts.scheme or 'none'!r}."
+            )
+        elif parts.path not in ("", "/") or parts.query:
+            problems.append("Config key 'proxy' must be a proxy's address, without a path.")
+    for key, label in (("caBundle", "a PEM file of CA certificates"),
+                       ("clientCert", "a PEM file with a certificate and its key")):  # fmt: skip
+        path = config.get(key)
+        if not isinstance(path, str) or not path:
+            continue
+        try:
+            if key == "caBundle":
+                tls_context(path, None)
+            else:
+                tls_context(None, path)
+        except FileNotFoundError:
+            problems.append(f"Config key {key!r} names {path!r}, which does not exist.")
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(
+                f"Config key {key!r} names {path!r}, which is not {label} ({exc.strerror or exc})."
+            )
     return problems
 
 

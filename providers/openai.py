@@ -16,6 +16,7 @@ import orjson
 
 from providers.base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply, Usage
 from providers.http import (
+    HTTP_CONFIG_KEYS,
     client_from_config,
     http_config_problems,
     open_stream,
@@ -37,6 +38,7 @@ class OpenAIAdapter(Adapter):
         "apiKey": ConfigKey(str, sensitive=True, description="sent as 'Authorization: Bearer'"),
         "timeout": ConfigKey(int, description="read timeout in milliseconds"),
         "headers": ConfigKey(dict, sensitive=True, description="extra headers for every call"),
+        **HTTP_CONFIG_KEYS,
     }
 
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):

@@ -17,6 +17,7 @@ from router.settings import Settings
 from router.store.db import Database
 from router.store.migrations import migrate
 from tests.helpers import TEST_SECRET_KEY, app_client, make_settings
+from tests.transport.servers import Certificates
 
 
 @pytest.fixture
@@ -52,3 +53,18 @@ def upstreams() -> Iterator[respx.MockRouter]:
     with respx.mock(assert_all_mocked=True, assert_all_called=False, using="httpx") as router:
         router.route(host="router").pass_through()
         yield router
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upstreams are on loopback: a proxy set on the machine must not carry the tests' calls.
+    A test that wants one sets it."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A test CA, with a server certificate for 127.0.0.1 and a client certificate."""
+    return Certificates(tmp_path_factory.mktemp("tls"))

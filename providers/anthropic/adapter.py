@@ -30,6 +30,7 @@ from providers.anthropic.convert import (
 )
 from providers.base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply
 from providers.http import (
+    HTTP_CONFIG_KEYS,
     client_from_config,
     http_config_problems,
     retry_after_seconds,
@@ -129,6 +130,7 @@ class AnthropicAdapter(Adapter):
         ),
         "timeout": ConfigKey(int, description="read timeout in milliseconds"),
         "headers": ConfigKey(dict, sensitive=True, description="extra headers for every call"),
+        **HTTP_CONFIG_KEYS,
     }
 
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):

@@ -33,6 +33,7 @@ from providers.gemini.convert import (
     usage_from,
 )
 from providers.http import (
+    HTTP_CONFIG_KEYS,
     call_json,
     client_from_config,
     http_config_problems,
@@ -74,6 +75,7 @@ class GeminiAdapter(Adapter):
         "apiKey": ConfigKey(str, sensitive=True, description="sent as 'x-goog-api-key'"),
         "timeout": ConfigKey(int, description="read timeout in milliseconds"),
         "headers": ConfigKey(dict, sensitive=True, description="extra headers for every call"),
+        **HTTP_CONFIG_KEYS,
     }
 
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):

@@ -19,6 +19,7 @@ import orjson
 
 from providers.base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply
 from providers.http import (
+    HTTP_CONFIG_KEYS,
     call_json,
     client_from_config,
     http_config_problems,
@@ -47,6 +48,7 @@ class OllamaAdapter(Adapter):
         "headers": ConfigKey(
             dict, sensitive=True, description="extra headers, e.g. for an auth proxy"
         ),
+        **HTTP_CONFIG_KEYS,
         "keepAlive": ConfigKey(
             int,
             description="ms the model stays loaded after a request (Ollama keep_alive); "

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from providers.base import Adapter, AdapterOptions
+from providers.http import HTTP_CONFIG_KEYS
 from providers.registry import adapter_types, get_adapter_class
 from router.cli.output import (
     Column,
@@ -118,7 +119,7 @@ def interactive_body() -> dict[str, Any]:
     name = _ask("Name", type_name)
     config: dict[str, Any] = {}
     for key, spec in adapter_class.config_keys.items():
-        if spec.kind is not str:
+        if spec.kind is not str or key in HTTP_CONFIG_KEYS:  # proxy and TLS files: rarely set
             continue
         hint = " (required)" if spec.required else " (enter to skip)"
         value = _ask(f"{key}{hint}", spec.default, secret=spec.sensitive)

@@ -20,7 +20,7 @@ from providers.http import (
 )
 from router.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from tests.helpers import free_port, serve_asgi
-from tests.transport.test_pool import Receive, Send, echo_app, lifespan, read_body
+from tests.transport.servers import Receive, Send, echo_app, lifespan, read_body
 
 TIMEOUT = httpx.Timeout(5.0)
 

@@ -1,161 +1,54 @@
 """UpstreamTransport over real sockets: uvicorn for proper upstreams, raw servers for the rest.
 
-The tests run on asyncio's own event loop (pytest-asyncio's); ``test_on_uvloop`` runs them again
-on uvloop, which the proxy runs on.
+Every async test runs once on asyncio's own event loop and once on uvloop (conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gzip
-import shutil
+import select
 import socket
 import ssl
 import struct
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import uvloop
 
-from router.transport import connection as _h1
-from router.transport.pool import UpstreamTransport
+from router.transport import UpstreamTransport
+from router.transport.connection import Connection
+from router.transport.pool import OriginPool
 from tests.helpers import free_port, serve_asgi
-
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+from tests.transport.servers import (
+    Certificates,
+    RawServer,
+    Receive,
+    Send,
+    closed_by_peer,
+    echo_app,
+    keep_alive,
+    lifespan,
+    read_body,
+    read_request,
+    response,
+)
 
 SECRET = "sk-secret-never-in-messages"
 
 
-# -- servers -----------------------------------------------------------------------------------
+class BlindPoll:
+    """A ``select.poll`` that never reports anything: a close the kernel has not signalled."""
 
-
-async def lifespan(scope: dict[str, Any], receive: Receive, send: Send) -> bool:
-    """Answer uvicorn's lifespan protocol; True when ``scope`` was a lifespan scope."""
-    if scope["type"] != "lifespan":
-        return False
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        else:
-            await send({"type": "lifespan.shutdown.complete"})
-            return True
-
-
-async def read_body(receive: Receive) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        body += bytes(message.get("body", b""))
-        if not message.get("more_body"):
-            return body
-
-
-async def echo_app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    """Answer with the request's body, headers, target and the client's port, as JSON."""
-    if await lifespan(scope, receive, send):
-        return
-    body = await read_body(receive)
-    answer = orjson.dumps(
-        {
-            "body": body.decode(),
-            "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
-            "path": scope["path"],
-            "query": scope["query_string"].decode(),
-            "client_port": scope["client"][1],
-        }
-    )
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": answer})
-
-
-class RawServer:
-    """``asyncio.start_server`` on loopback running ``handler`` per connection; counts them."""
-
-    def __init__(self, handler: Handler, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.handler = handler
-        self.ssl_context = ssl_context
-        self.connections = 0
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.server: asyncio.Server | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> RawServer:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
-        port = self.server.sockets[0].getsockname()[1]
-        scheme = "https" if self.ssl_context else "http"
-        self.url = f"{scheme}://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
-        try:
-            await self.handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            self.tasks.discard(task)
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes | None:
-    """One request (head and Content-Length body); None when the client closed instead."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return head + (await reader.readexactly(length) if length else b"")
-
-
-def response(body: bytes = b"ok", *extra: bytes, status: bytes = b"200 OK") -> bytes:
-    headers = b"".join(h + b"\r\n" for h in extra)
-    length = b"Content-Length: %d\r\n" % len(body)
-    return b"HTTP/1.1 " + status + b"\r\n" + length + headers + b"\r\n" + body
-
-
-async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Answer every request on the connection with 'ok', keeping it open."""
-    while await read_request(reader) is not None:
-        writer.write(response())
-
-
-async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
-    """Wait until the other side closes: EOF, or a reset."""
-    try:
-        while await reader.read(65536):
-            pass
-    except ConnectionError:
+    def register(self, fd: int, mask: int) -> None:
         pass
-    return True
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        return []
 
 
 @contextlib.asynccontextmanager
@@ -167,8 +60,8 @@ async def client_for(
         yield client
 
 
-def pool_of(transport: UpstreamTransport) -> Any:
-    (pool,) = transport._pools.values()
+def pool_of(transport: UpstreamTransport) -> OriginPool:
+    (pool,) = transport.pools()
     return pool
 
 
@@ -364,12 +257,23 @@ async def test_idle_connection_closed_by_server_is_not_used() -> None:
 async def test_write_to_a_reused_connection_found_closed_is_retried(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Simulate the race in which the pool hands out a connection whose close is not seen yet.
-    monkeypatch.setattr(_h1._Connection, "usable", lambda self: True)
-    async with RawServer(keep_alive) as server, client_for(server.url) as client:
+    # The race in which the pool hands out a connection whose close it has not noticed yet:
+    # the pool neither drops it when the peer closes it nor checks it before reuse.
+    dropped = asyncio.Event()
+    monkeypatch.setattr(Connection, "usable", lambda self: True)
+    monkeypatch.setattr(OriginPool, "drop_idle", lambda self, conn: dropped.set())
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if server.connections == 1:
+            await read_request(reader)
+            writer.write(response())  # then closes, the connection idle in the client's pool
+        else:
+            await keep_alive(reader, writer)
+
+    async with RawServer(handler) as server, client_for(server.url) as client:
         assert (await client.post("/", content=b"one")).content == b"ok"
-        (idle,) = pool_of(client._transport).idle  # type: ignore[arg-type]
-        idle.transport.close()  # closing from now on; the request is not written to it
+        await asyncio.wait_for(dropped.wait(), 5)
+        assert pool_of(client._transport).idle_count == 1  # type: ignore[arg-type]
         assert (await client.post("/", content=b"two")).content == b"ok"
     assert server.connections == 2
 
@@ -379,7 +283,7 @@ async def test_reused_connection_dropped_after_the_write_retries_only_idempotent
 ) -> None:
     # The server answers once then hangs up; the next request, written before the client saw
     # the close, gets no answer at all. A GET is sent again; a POST is not (it may have run).
-    monkeypatch.setattr(_h1._Connection, "usable", lambda self: self.reusable and not self.lost)
+    monkeypatch.setattr(select, "poll", BlindPoll)  # the check before reuse sees nothing
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -425,10 +329,10 @@ async def test_aclose_closes_idle_connections() -> None:
     async with RawServer(handler) as server:
         async with client_for(server.url, transport) as client:
             assert (await client.get("/")).content == b"ok"
-            assert len(pool_of(transport).idle) == 1
+            assert pool_of(transport).idle_count == 1
             assert not server_saw_close.is_set()
         await asyncio.wait_for(server_saw_close.wait(), 5)  # the client's exit closed it
-    assert transport._pools == {}
+    assert transport.pools() == []
 
 
 # -- failures -----------------------------------------------------------------------------------
@@ -669,97 +573,15 @@ async def test_unread_body_pauses_reading_from_the_socket() -> None:
 # -- TLS ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
-         "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    yield cert, key
-
-
-async def test_https_with_a_trusted_certificate(certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(cert, key)
-    client_context = ssl.create_default_context(cafile=str(cert))
+async def test_https_with_a_trusted_certificate(certificates: Certificates) -> None:
+    client_context = ssl.create_default_context(cafile=str(certificates.ca))
     transport = UpstreamTransport(ssl_context=client_context)
-    async with RawServer(keep_alive, server_context) as server:
+    async with RawServer(keep_alive, certificates.server_context()) as server:
         async with client_for(server.url, transport) as client:
             answers = [await client.post("/", content=b"secret") for _ in range(3)]
         assert [a.content for a in answers] == [b"ok"] * 3
         assert server.connections == 1
-        # The default context does not trust a self-signed certificate.
+        # The default context does not trust the test CA.
         async with client_for(server.url) as client:
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 await client.get("/")
-
-
-# -- the same on uvloop -------------------------------------------------------------------------
-
-
-def patched(
-    test: Callable[[pytest.MonkeyPatch], Coroutine[Any, Any, None]],
-) -> Callable[[], Coroutine[Any, Any, None]]:
-    async def run() -> None:
-        with pytest.MonkeyPatch.context() as monkeypatch:
-            await test(monkeypatch)
-
-    return run
-
-
-UVLOOP_SCENARIOS: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
-    test.__name__.removeprefix("test_"): test
-    for test in (
-        test_json_post_is_echoed_with_content_length,
-        test_streaming_request_body_is_sent_chunked,
-        test_chunked_body_chunks_arrive_as_sent,
-        test_close_delimited_body_ends_at_eof_and_is_not_reused,
-        test_gzip_body_is_decoded_by_httpx,
-        test_head_answer_has_no_body_and_the_connection_is_reused,
-        test_interim_100_continue_is_skipped,
-        test_sequential_requests_share_one_keep_alive_connection,
-        test_closing_a_response_mid_stream_closes_its_socket,
-        test_idle_connection_closed_by_server_is_not_used,
-        test_connection_idle_past_keepalive_expiry_is_closed_not_reused,
-        test_aclose_closes_idle_connections,
-        test_connection_refused_is_a_connect_error,
-        test_connect_that_hangs_is_a_connect_timeout,
-        test_server_that_does_not_read_is_a_write_timeout,
-        test_connection_reset_mid_body_is_a_read_error,
-        test_cancelled_request_closes_its_connection_and_frees_its_slot,
-        test_server_that_never_answers_is_a_read_timeout,
-        test_body_that_stalls_is_a_read_timeout,
-        test_server_closing_without_answer_is_a_protocol_error,
-        test_garbage_answer_is_a_protocol_error,
-        test_pool_timeout_while_the_only_slot_is_held,
-        test_waiting_request_gets_the_slot_when_it_frees,
-        test_fifty_concurrent_requests_all_get_their_own_answer,
-        test_unread_body_pauses_reading_from_the_socket,
-    )
-}
-UVLOOP_SCENARIOS["write_to_a_reused_connection_found_closed_is_retried"] = patched(
-    test_write_to_a_reused_connection_found_closed_is_retried
-)
-UVLOOP_SCENARIOS["reused_connection_dropped_after_the_write_retries_only_idempotent"] = patched(
-    test_reused_connection_dropped_after_the_write_retries_only_idempotent
-)
-for index, answer in enumerate(MID_BODY):
-    UVLOOP_SCENARIOS[f"server_closing_mid_body_{index}"] = functools.partial(
-        test_server_closing_mid_body_is_a_protocol_error, answer
-    )
-
-
-@pytest.mark.parametrize("name", list(UVLOOP_SCENARIOS))
-def test_on_uvloop(name: str) -> None:
-    uvloop.run(UVLOOP_SCENARIOS[name]())
-
-
-def test_https_on_uvloop(certificate: tuple[Path, Path]) -> None:
-    uvloop.run(test_https_with_a_trusted_certificate(certificate))

@@ -288,3 +288,8 @@ def load_settings(
             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
         )
     return settings
+
+
+def file_keys() -> dict[tuple[str, str], str]:
+    """Every ``(section, key)`` the config file accepts, with the Settings field it sets."""
+    return {place: spec[0] for place, spec in _FILE_KEYS.items()}

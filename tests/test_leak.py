@@ -128,7 +128,7 @@ def run_scenario(tmp_path: Path, upstream: str, evidence: Evidence) -> dict[str,
         '[server]\nlog_level = "debug"\n[logging]\nlog_bodies = true\n'
         "[recorder]\nflush_interval_ms = 1\n[routing]\nreload_interval_ms = 100\n"
     )
-    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}  # this test's own token, not helpers'
     server = Server(tmp_path, config, database_url, evidence)
     made: dict[str, str] = {}
     try:

@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from router.api.common import Services, recorder_drained
-from router.store import catalog, client_keys, lifecycle
+from router.store import client_keys, lifecycle
+from router.store import providers as provider_store
 
 
 async def delete_or_archive_provider(app: Services, provider_id: str) -> dict[str, Any]:
     """Delete a provider, or archive it when it has history or rows about it are still queued."""
-    await catalog.get_provider(app.db, provider_id)
+    await provider_store.get_provider(app.db, provider_id)
     pending = () if await recorder_drained(app) else (provider_id,)
     result = await lifecycle.delete_provider(app.db, provider_id, pending=pending)
     await app.snapshots.rebuild()
@@ -23,7 +24,7 @@ async def delete_or_archive_provider(app: Services, provider_id: str) -> dict[st
 
 async def reset_circuit(app: Services, provider_id: str) -> dict[str, Any]:
     """Close the provider's circuit in this process; returns its live state."""
-    await catalog.get_provider(app.db, provider_id)  # 404 for an unknown id
+    await provider_store.get_provider(app.db, provider_id)  # 404 for an unknown id
     app.proxy.resilience.reset(provider_id)
     return {"id": provider_id, **app.proxy.resilience.state(provider_id)}
 

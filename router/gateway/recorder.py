@@ -23,8 +23,8 @@ import orjson
 from router.store.db import Database
 
 if TYPE_CHECKING:
-    from router.gateway.auth import ClientKey
     from router.gateway.routing import Candidate, Snapshot
+    from router.store.client_keys import ClientKey
 
 log = logging.getLogger("provider_router.recorder")
 

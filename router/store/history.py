@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from router.errors import InvalidRequest, NotFound
+from router.store import validation as check
 from router.store.db import Database
 
 MAX_LIMIT = 1000
@@ -34,7 +35,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, _, request_id = raw.partition(":")
-        if not _is_number(created_at) or int(created_at) > MAX_TIME_MS or not request_id:
+        if not check.is_digits(created_at) or int(created_at) > MAX_TIME_MS or not request_id:
             raise ValueError(cursor)
         return int(created_at), request_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -55,17 +56,12 @@ def decode_text_cursor(cursor: str) -> str:
 MAX_TIME_MS = 2**53  # beyond any real timestamp, and within what SQLite and JSON hold exactly
 
 
-def _is_number(value: str) -> bool:
-    # str.isdigit() also accepts digits such as "²" that int() refuses.
-    return value.isascii() and value.isdigit() and len(value) <= 16
-
-
 def parse_time(params: Mapping[str, str], key: str, default: int) -> int:
     """Query parameter ``key`` as a Unix time in milliseconds, or ``default`` when absent."""
     value = params.get(key)
     if value is None:
         return default
-    if not _is_number(value) or int(value) > MAX_TIME_MS:
+    if not check.is_digits(value) or int(value) > MAX_TIME_MS:
         raise InvalidRequest(
             f"Parameter {key!r} must be a Unix time in milliseconds, got {value!r}.", param=key
         )
@@ -75,7 +71,7 @@ def parse_time(params: Mapping[str, str], key: str, default: int) -> int:
 def parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIMIT
-    if not _is_number(value) or not 1 <= int(value) <= MAX_LIMIT:
+    if not check.is_digits(value) or not 1 <= int(value) <= MAX_LIMIT:
         raise InvalidRequest(
             f"Parameter 'limit' must be an integer from 1 to {MAX_LIMIT}, got {value!r}.",
             param="limit",
@@ -116,12 +112,8 @@ async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, An
             args.append(params[key])
     for key, operator in (("since", ">="), ("until", "<")):
         if key in params:
-            if not _is_number(params[key]) or int(params[key]) > MAX_TIME_MS:
-                raise InvalidRequest(
-                    f"Parameter {key!r} must be a Unix time in milliseconds.", param=key
-                )
             where.append(f"created_at {operator} ?")
-            args.append(int(params[key]))
+            args.append(parse_time(params, key, 0))
     if "cursor" in params:
         created_at, request_id = decode_cursor(params["cursor"])
         where.append("(created_at, id) < (?, ?)")

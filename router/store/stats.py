@@ -17,9 +17,9 @@ from router.store.history import MAX_TIME_MS, parse_time
 GROUPS = {"provider": "provider_id", "model": "model"}
 # Covering indexes from schema/0002: ordered by group, then latency, so the sums are one index
 # scan and each percentile is one ordered walk of its group (no sort of the whole history).
-_INDEX = {"provider": "requests_stats_provider", "model": "requests_stats_model"}
+INDEXES = {"provider": "requests_stats_provider", "model": "requests_stats_model"}
 
-_SUMS = """
+SUMS_SQL = """
 SELECT {column} AS grp,
        COUNT(*) AS requests,
        SUM(status != 'success') AS errors,
@@ -31,7 +31,7 @@ FROM requests INDEXED BY {index}
 WHERE created_at >= :since AND created_at < :until
 GROUP BY {column}
 """
-_NTH_LATENCY = """
+NTH_LATENCY_SQL = """
 SELECT latency_ms FROM requests INDEXED BY {index}
 WHERE {column} IS :grp AND created_at >= :since AND created_at < :until
 ORDER BY latency_ms LIMIT 1 OFFSET :offset
@@ -64,10 +64,10 @@ async def usage_stats(db: Database, params: Mapping[str, str]) -> dict[str, Any]
     until = parse_time(params, "until", MAX_TIME_MS)
     if until < since:
         raise InvalidRequest("Parameter 'until' must not be before 'since'.", param="until")
-    column, index = GROUPS[group_by], _INDEX[group_by]
+    column, index = GROUPS[group_by], INDEXES[group_by]
     window = {"since": since, "until": until}
-    rows = await db.execute(_SUMS.format(column=column, index=index), window)
-    nth = _NTH_LATENCY.format(column=column, index=index)
+    rows = await db.execute(SUMS_SQL.format(column=column, index=index), window)
+    nth = NTH_LATENCY_SQL.format(column=column, index=index)
     data = []
     for row in rows:
         entry = {

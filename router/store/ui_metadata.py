@@ -13,8 +13,9 @@ import orjson
 
 from router.errors import InvalidRequest
 from router.store import validation as check
-from router.store.catalog import get_provider, now_ms
 from router.store.db import Database
+from router.store.providers import get_provider
+from router.store.version import now_ms
 
 EMPTY: Mapping[str, Any] = {"display_name": None, "preferences": {}}
 

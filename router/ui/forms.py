@@ -19,7 +19,8 @@ from router.api import actions
 from router.api.common import services
 from router.api.providers import probe_provider
 from router.errors import RouterError
-from router.store import catalog, client_keys, lifecycle, links, ui_metadata
+from router.store import client_keys, lifecycle, links, ui_metadata
+from router.store import providers as provider_store
 from router.ui import pages
 from router.ui.session import COOKIE
 from router.ui.web import action, redirect, render, secure, ui_of
@@ -97,7 +98,7 @@ async def create_provider(request: Request, form: dict[str, str]) -> Response:
     try:
         body = _provider_body(form, type_name, creating=True)
         metadata = _metadata_body(form)
-        provider = await catalog.create_provider(app.db, body)
+        provider = await provider_store.create_provider(app.db, body)
         await app.snapshots.rebuild()
     except RouterError as exc:
         context = {
@@ -129,10 +130,10 @@ async def update_provider(request: Request, form: dict[str, str]) -> Response:
     app = services(request)
     provider_id = request.path_params["provider_id"]
     try:
-        current = await catalog.get_provider(app.db, provider_id)
+        current = await provider_store.get_provider(app.db, provider_id)
         body = _provider_body(form, current["type"], creating=False)
         metadata = _metadata_body(form)
-        await catalog.update_provider(app.db, provider_id, body)
+        await provider_store.update_provider(app.db, provider_id, body)
         await app.snapshots.rebuild()
         await ui_metadata.set_metadata(app.db, provider_id, metadata)
     except RouterError as exc:
@@ -192,7 +193,7 @@ async def link_model(request: Request, form: dict[str, str]) -> Response:
     if form.get("currency", "").strip():
         body["currency"] = form["currency"].strip()
     try:
-        await catalog.link_model(app.db, provider_id, body)
+        await links.link_model(app.db, provider_id, body)
         await app.snapshots.rebuild()
     except RouterError as exc:
         return await _models_error(request, exc)

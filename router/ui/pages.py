@@ -18,7 +18,9 @@ from providers.registry import adapter_types, get_adapter_class
 from router.api.common import services
 from router.errors import RouterError
 from router.settings import file_settings
-from router.store import catalog, client_keys, history, links, timeseries, ui_metadata
+from router.store import client_keys, history, links, timeseries, ui_metadata
+from router.store import models as model_store
+from router.store import providers as provider_store
 from router.ui import charts
 from router.ui.web import page, render
 
@@ -47,7 +49,7 @@ def notice(request: Request) -> str | None:
 async def live_providers(request: Request, archived: bool | None = False) -> list[dict[str, Any]]:
     """Providers with their live circuit and rate-limit state, and their UI metadata."""
     app = services(request)
-    found = await catalog.list_providers(app.db, archived=archived)
+    found = await provider_store.list_providers(app.db, archived=archived)
     metadata = await ui_metadata.all_metadata(app.db)
     for provider in found:
         provider["state"].update(app.proxy.resilience.state(provider["id"]))
@@ -167,7 +169,7 @@ async def new_provider(request: Request) -> Response:
 
 async def provider_context(request: Request, provider_id: str) -> dict[str, Any]:
     app = services(request)
-    provider = await catalog.get_provider(app.db, provider_id)
+    provider = await provider_store.get_provider(app.db, provider_id)
     provider["state"].update(app.proxy.resilience.state(provider_id))
     provider["ui"] = await ui_metadata.get_metadata(app.db, provider_id)
     provider["headroom"] = headroom(provider)
@@ -191,11 +193,11 @@ async def provider_page(request: Request) -> Response:
 
 async def models_context(request: Request) -> dict[str, Any]:
     app = services(request)
-    models = await links.list_models(app.db)
-    providers = await catalog.list_providers(app.db)
+    models = await model_store.list_models(app.db)
+    providers = await provider_store.list_providers(app.db)
     rows = []
     for provider in providers:
-        for link in await catalog.list_links(app.db, provider["id"]):
+        for link in await links.list_links(app.db, provider["id"]):
             rows.append(
                 {
                     **link,

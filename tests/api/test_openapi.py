@@ -24,7 +24,7 @@ from starlette.routing import Mount, Route
 
 from router.api.openapi import document
 from router.app import create_app
-from tests.helpers import ADMIN_TOKEN, free_port, make_settings
+from tests.helpers import ADMIN, free_port, make_settings
 
 CLIENT_PATHS = {"/health", "/openapi.json", "/v1/chat/completions", "/v1/embeddings"}
 
@@ -72,7 +72,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert server.started
     url = f"http://127.0.0.1:{port}"
     # Something to find: a provider with a link, so fuzzed ids sometimes hit a real one.
-    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    headers = ADMIN
     body = {"id": "p", "name": "p", "type": "openai", "config": {"baseURL": "http://127.0.0.1:9"}}
     assert httpx.post(f"{url}/v1/providers", json=body, headers=headers).status_code == 201
     link = {"model_id": "m"}
@@ -102,7 +102,7 @@ CHECKS = [
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: op.label)
 def test_fuzzing_finds_no_server_error(live_server: str, operation: object) -> None:
-    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    headers = ADMIN
 
     @given(case=operation.as_strategy())  # type: ignore[attr-defined]
     @settings(

@@ -5,21 +5,22 @@ from __future__ import annotations
 import pytest
 
 from router.errors import InvalidRequest, NotFound
-from router.store import catalog, ui_metadata
+from router.store import providers as provider_store
+from router.store import ui_metadata, version
 from router.store.db import Database
 
 PROVIDER = {"id": "p", "name": "p", "type": "openai", "config": {"baseURL": "http://x/v1"}}
 
 
 async def test_set_and_read_back(db: Database) -> None:
-    await catalog.create_provider(db, PROVIDER)
+    await provider_store.create_provider(db, PROVIDER)
     assert await ui_metadata.get_metadata(db, "p") == {"display_name": None, "preferences": {}}
-    version = await catalog.config_version(db)
+    before = await version.config_version(db)
     found = await ui_metadata.set_metadata(
         db, "p", {"display_name": "Primary", "preferences": {"pinned": True}}
     )
     assert found == {"display_name": "Primary", "preferences": {"pinned": True}}
-    assert await catalog.config_version(db) == version  # routing does not read it
+    assert await version.config_version(db) == before  # routing does not read it
     assert await ui_metadata.set_metadata(db, "p", {"preferences": {}}) == {
         "display_name": "Primary", "preferences": {}
     }  # fmt: skip
@@ -35,7 +36,7 @@ async def test_set_and_read_back(db: Database) -> None:
     ],
 )
 async def test_bad_metadata_is_refused(db: Database, body: dict[str, object], message: str) -> None:
-    await catalog.create_provider(db, PROVIDER)
+    await provider_store.create_provider(db, PROVIDER)
     with pytest.raises(InvalidRequest) as caught:
         await ui_metadata.set_metadata(db, "p", body)
     assert message in caught.value.message

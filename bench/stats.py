@@ -1,8 +1,12 @@
-"""How long ``GET /v1/stats`` takes on a large history: fills a database, times the query.
+"""How long the statistics take on a large history: fills a database, times the queries.
 
     python -m bench.stats --rows 1000000 [--db /tmp/stats.db]
+    python -m bench.stats --overview --rows 1000000 [--db data/bench-overview.db]
 
-Prints the milliseconds per call for each grouping, over all time and over the last tenth.
+The first prints the milliseconds per ``GET /v1/stats`` call for each grouping, over all time and
+over the last tenth. ``--overview`` spreads the rows evenly over the last 30 days (as a million
+requests a month would be), then renders the admin UI's overview (``GET /ui/?window=...``) in
+process, signed in, for each window, and ``GET /v1/stats/timeseries`` alone (median ms).
 """
 
 from __future__ import annotations
@@ -11,26 +15,32 @@ import argparse
 import asyncio
 import random
 import sqlite3
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+
+from router.app import create_app
+from router.settings import Settings
 from router.store.db import Database
 from router.store.migrations import migrate
 from router.store.stats import usage_stats
+from router.ui.session import COOKIE
 
 PROVIDERS = [f"p{i}" for i in range(8)]
 MODELS = [f"model-{i}" for i in range(20)]
 
 
-def fill(path: Path, rows: int) -> None:
+def fill(path: Path, rows: int, *, stamp: int = 1_700_000_000_000, step_ms: int = 10) -> None:
+    """Fill ``path`` with ``rows`` requests, one every ``step_ms`` from ``stamp`` (once)."""
     migrate(path)
     conn = sqlite3.connect(path)
     if conn.execute("SELECT count(*) FROM requests").fetchone()[0] >= rows:
         conn.close()
         return
     rng = random.Random(7)
-    stamp = 1_700_000_000_000
     conn.executemany(
         "INSERT OR IGNORE INTO providers (id, name, type, created_at, updated_at)"
         " VALUES (?, ?, 'openai', 0, 0)",
@@ -41,7 +51,7 @@ def fill(path: Path, rows: int) -> None:
         for i in range(rows):
             ok = rng.random() > 0.05
             yield (
-                f"req_{i:012d}", stamp + i * 10, "/v1/chat/completions", rng.choice(MODELS),
+                f"req_{i:012d}", stamp + i * step_ms, "chat.completions", rng.choice(MODELS),
                 rng.choice(PROVIDERS), "success" if ok else "error", 200 if ok else 502,
                 rng.lognormvariate(5, 0.6), 20, 30, 50, 0.0001,
             )  # fmt: skip
@@ -73,12 +83,55 @@ async def measure(path: Path, rows: int, repeat: int) -> None:
         await db.close()
 
 
+TOKEN = "bench-admin-token-0123456789"  # noqa: S105 - a throwaway token for this run
+MONTH_MS = 30 * 86400 * 1000
+
+
+def prepare_recent(path: Path, rows: int) -> None:
+    if path.exists():
+        with sqlite3.connect(path) as conn:
+            newest = conn.execute("SELECT max(created_at) FROM requests").fetchone()[0] or 0
+        if newest < time.time() * 1000 - 3600_000:  # stale: the windows would be empty
+            path.unlink()
+    now = int(time.time() * 1000)
+    fill(path, rows, stamp=now - MONTH_MS, step_ms=max(MONTH_MS // rows, 1))
+
+
+async def measure_overview(path: Path, repeat: int) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{path}", admin_token=TOKEN, health_check_interval_ms=0
+    )
+    app = create_app(settings)
+    async with app.starlette.router.lifespan_context(app.starlette):
+        cookie, _ = app.starlette.state.ui.sessions.issue()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", cookies={COOKIE: cookie}
+        ) as client:
+            targets = [f"/ui/?window={w}" for w in ("hour", "day", "week", "month")]
+            targets.append("/v1/stats/timeseries?group_by=provider")
+            for target in targets:
+                times = []
+                for _ in range(repeat):
+                    start = time.perf_counter()
+                    headers = {"authorization": f"Bearer {TOKEN}"}
+                    response = await client.get(target, headers=headers)
+                    times.append((time.perf_counter() - start) * 1000)
+                    assert response.status_code == 200, response.text[:200]
+                print(f"{target:45} {statistics.median(times):8.1f} ms (median of {repeat})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--db", default="data/bench-stats.db")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--overview", action="store_true", help="time the UI overview instead")
     args = parser.parse_args()
+    if args.overview:
+        prepare_recent(Path(args.db), args.rows)
+        asyncio.run(measure_overview(Path(args.db), args.repeat))
+        return
     fill(Path(args.db), args.rows)
     asyncio.run(measure(Path(args.db), args.rows, args.repeat))
 

@@ -20,7 +20,8 @@ def moved_to(new: str, *, old: str) -> Callable[[str], Any]:
     """A module ``__getattr__`` that serves ``old``'s names from module ``new``, with a warning."""
 
     def __getattr__(name: str) -> Any:
-        if name.startswith("__"):
+        # Only the public names moved as API; a private one was never part of it.
+        if name.startswith("_"):
             raise AttributeError(name)
         value = getattr(importlib.import_module(new), name)
         warnings.warn(

@@ -5,6 +5,10 @@ turn a streamed ``httpx.Response`` into parsed events as they arrive. Writing th
 :class:`ChunkWriter` builds OpenAI ``chat.completion.chunk`` SSE events, and
 :func:`completion_body` a whole ``chat.completion``. Also the small helpers every translation
 needs: data URLs, message content as text, tool-call ids.
+
+One convention for a request that cannot be translated: a ``convert.py`` raises
+:class:`TranslationError` (it knows no provider id), and its adapter calls the converter inside
+``with translating(self):``, which raises the router's error built by :func:`cannot_translate`.
 """
 
 from __future__ import annotations
@@ -13,26 +17,110 @@ import base64
 import binascii
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import orjson
 
-from providers.base import Usage
+from providers.base import Adapter, Usage
 from providers.http import translate_httpx_error
-from router.errors import UpstreamProtocolError
+from router.errors import (
+    InvalidRequest,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamUnsupported,
+)
 
 __all__ = [
     "ChunkWriter",
+    "TranslationError",
+    "cannot_translate",
     "completion_body",
     "completion_id",
     "content_text",
     "ndjson_lines",
     "parse_data_url",
     "sse_events",
+    "stop_list",
+    "token_limit",
     "tool_call_id",
+    "translating",
 ]
+
+
+def cannot_translate(
+    provider_id: str,
+    type_name: str,
+    message: str,
+    param: str | None = None,
+    *,
+    unsupported: bool = False,
+) -> UpstreamUnsupported | UpstreamStatusError:
+    """The router's error for a request that provider ``provider_id`` cannot take.
+
+    ``unsupported``: the request is valid OpenAI but this provider type cannot do it, so
+    :class:`~router.errors.UpstreamUnsupported` (the router tries another provider). Otherwise the
+    request itself is malformed: a 400 in OpenAI's shape for the client, never retried elsewhere.
+    """
+    text = f"Provider {provider_id!r} (type {type_name!r}) cannot take this request: {message}"
+    if unsupported:
+        return UpstreamUnsupported(text)
+    body = InvalidRequest(message, param=param).body()
+    return UpstreamStatusError(text, status_code=400, body=body)
+
+
+class TranslationError(Exception):
+    """A request that cannot be translated to the upstream's format; every ``convert.py`` raises it.
+
+    ``param`` names the OpenAI field at fault; ``unsupported`` is True when the request is valid
+    OpenAI that this provider type cannot serve (another may), False when it is malformed.
+
+    Example, in an adapter::
+
+        with translating(self):
+            payload = convert.chat_request(body, upstream_model)
+    """
+
+    def __init__(self, message: str, param: str | None = None, *, unsupported: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.unsupported = unsupported
+
+    def for_provider(
+        self, provider_id: str, type_name: str
+    ) -> UpstreamUnsupported | UpstreamStatusError:
+        """This error as the router raises it for provider ``provider_id`` (see
+        :func:`cannot_translate`)."""
+        return cannot_translate(
+            provider_id, type_name, self.message, self.param, unsupported=self.unsupported
+        )
+
+
+@contextmanager
+def translating(adapter: Adapter) -> Iterator[None]:
+    """Turn a :class:`TranslationError` raised inside into ``adapter``'s router error."""
+    try:
+        yield
+    except TranslationError as exc:
+        raise exc.for_provider(adapter.provider_id, adapter.type) from None
+
+
+def token_limit(body: Mapping[str, Any]) -> Any:
+    """The answer's token limit: ``max_completion_tokens``, else the older ``max_tokens``."""
+    limit = body.get("max_completion_tokens")
+    return body.get("max_tokens") if limit is None else limit
+
+
+def stop_list(stop: Any) -> list[Any] | None:
+    """OpenAI's ``stop`` (a string or a list) as a list; None when absent, empty or malformed."""
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and stop:
+        return stop
+    return None
 
 
 def completion_id() -> str:

@@ -46,6 +46,9 @@ from router.store import migrations
 from router.store.credentials import prepare_credentials
 from router.store.db import database_for
 from router.store.seed import seed_from_config
+from router.ui import UI
+from router.ui import mount as ui_mount
+from router.ui.session import Sessions
 
 log = logging.getLogger("provider_router.app")
 
@@ -141,6 +144,7 @@ class ProviderRouterApp:
                 *requests_api.routes,
                 *health_api.routes,
                 *keys_api.routes,
+                *([ui_mount()] if settings.ui_enabled else []),
             ],
             # RouterError by name: handlers for Exception run in ServerErrorMiddleware, which
             # answers and then re-raises (a traceback in the log for a plain 400).
@@ -223,6 +227,9 @@ class ProviderRouterApp:
         )
         self.services = Services(settings, db, snapshots, recorder, auth, proxy)
         app.state.services = self.services
+        app.state.ui = UI.build(
+            Sessions(auth, settings.ui_session_ttl_ms, settings.ui_sign_in_delay_ms / 1000)
+        )
         for prefix in ("/v1", ""):
             self._fast[f"{prefix}/chat/completions"] = proxy.chat_completions
             self._fast[f"{prefix}/embeddings"] = proxy.embeddings

@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/provider-router.db"
@@ -71,8 +72,17 @@ class Settings:
     max_json_depth: int = 64
     log_bodies: bool = False
     log_body_max_bytes: int = 4096
+    # the admin web UI (issue 14)
+    ui_enabled: bool = True
+    ui_session_ttl_ms: int = 8 * 3600 * 1000
+    ui_sign_in_delay_ms: int = 1000
     seed_providers: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
     config_path: str | None = None
+    # Where each value that is not a default came from: field name -> "file", "environment" or
+    # "flag" (shown by the UI's settings page; a missing name means the default).
+    sources: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
 
     @property
     def database_path(self) -> Path:
@@ -116,7 +126,18 @@ _FILE_KEYS: dict[tuple[str, str], tuple[str, type, int | None]] = {
     ("limits", "max_json_depth"): ("max_json_depth", int, 2),
     ("logging", "log_bodies"): ("log_bodies", bool, None),
     ("logging", "body_max_bytes"): ("log_body_max_bytes", int, 0),
+    # the admin web UI
+    ("ui", "enabled"): ("ui_enabled", bool, None),
+    ("ui", "session_ttl_ms"): ("ui_session_ttl_ms", int, 60_000),
+    ("ui", "sign_in_delay_ms"): ("ui_sign_in_delay_ms", int, 0),
 }
+
+
+def file_settings() -> list[tuple[str, str]]:
+    """Every setting of the config file as ``("section.key", Settings field name)``."""
+    return [(f"{section}.{key}", spec[0]) for (section, key), spec in _FILE_KEYS.items()]
+
+
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -221,8 +242,9 @@ def load_settings(
     seed: tuple[Mapping[str, Any], ...] = ()
     if config_path:
         values, seed = _read_file(config_path)
-    # Where each value came from, for error messages.
+    # Where each value came from, for error messages; ``origin`` says the kind, for the UI.
     source = dict.fromkeys(values, config_path or "")
+    origin = dict.fromkeys(values, "file")
     for variable, name in (
         (ENV_DATABASE_URL, "database_url"),
         (ENV_ADMIN_TOKEN, "admin_token"),
@@ -232,6 +254,7 @@ def load_settings(
     ):
         if env.get(variable):
             values[name], source[name] = env[variable], f"the environment ({variable})"
+            origin[name] = "environment"
     for name, setting in (
         ("require_client_keys", "auth.require_client_keys"),
         ("allow_open_proxy", ENV_ALLOW_OPEN_PROXY),
@@ -240,13 +263,19 @@ def load_settings(
             values[name] = _check(setting, values[name], bool, None, source[name])
     known = {f.name for f in fields(Settings)}
     for name, value in (overrides or {}).items():
-        if name not in known:
+        if name not in known or name == "sources":
             raise SettingsError(f"Unknown setting {name!r}.")
         if value is not None:
             values[name], source[name] = value, "the command line"
+            origin[name] = "flag"
     if "port" in values:
         values["port"] = _check("server.port", values["port"], int, 1, source["port"])
-    settings = Settings(**values, seed_providers=seed, config_path=config_path)
+    settings = Settings(
+        **values,
+        seed_providers=seed,
+        config_path=config_path,
+        sources=MappingProxyType(origin),
+    )
     try:
         settings.database_path  # noqa: B018 - validates the URL now, not at first use
     except SettingsError as exc:
@@ -259,3 +288,8 @@ def load_settings(
             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
         )
     return settings
+
+
+def file_keys() -> dict[tuple[str, str], str]:
+    """Every ``(section, key)`` the config file accepts, with the Settings field it sets."""
+    return {place: spec[0] for place, spec in _FILE_KEYS.items()}

@@ -16,7 +16,7 @@ from router.secrets import Cipher
 from router.settings import Settings
 from router.store.db import Database
 from router.store.migrations import migrate
-from tests.helpers import ADMIN, TEST_SECRET_KEY, app_client, make_settings
+from tests.helpers import TEST_SECRET_KEY, app_client, make_settings
 from tests.transport.servers import Certificates
 
 
@@ -53,11 +53,6 @@ def upstreams() -> Iterator[respx.MockRouter]:
     with respx.mock(assert_all_mocked=True, assert_all_called=False, using="httpx") as router:
         router.route(host="router").pass_through()
         yield router
-
-
-@pytest.fixture
-def admin() -> dict[str, str]:
-    return dict(ADMIN)
 
 
 @pytest.fixture(autouse=True)

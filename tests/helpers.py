@@ -7,18 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import httpx
+import orjson
 import pytest
 import uvicorn
 
+from providers.base import Adapter, AdapterOptions
+from providers.registry import get_adapter_class
 from router.app import ProviderRouterApp, create_app
+from router.mock.upstream import MockOptions, MockUpstream
 from router.settings import Settings
+from router.store import providers
+from router.store.db import Database
+
+T = TypeVar("T")
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 TEST_SECRET_KEY = "dGVzdC1zZWNyZXQta2V5LTAxMjM0NTY3ODlhYmNkZWY="
@@ -63,30 +76,32 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve_asgi(app: Any, port: int | None = None) -> AsyncIterator[str]:
-    """Run ``app`` under a real uvicorn server on loopback; yield its base URL."""
-    port = port or free_port()
+async def serve_asgi(
+    app: Any,
+    port: int | None = None,
+    *,
+    server_factory: Callable[[uvicorn.Config], uvicorn.Server] = uvicorn.Server,
+) -> AsyncIterator[str]:
+    """Run ``app`` under a real uvicorn server on loopback; yield its base URL.
+
+    Without ``port`` the server binds port 0 and reports the one it got (no race for a free
+    port). ``log_config=None`` leaves logging alone, so uvicorn's records reach pytest's caplog.
+    """
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-        timeout_graceful_shutdown=2,
+        app, host="127.0.0.1", port=port or 0, log_level="warning", log_config=None,
+        lifespan="on", timeout_graceful_shutdown=2,
     )  # fmt: skip
-    server = uvicorn.Server(config)
+    server = server_factory(config)
     task = asyncio.get_running_loop().create_task(server.serve())
-    for _ in range(500):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: server.started or task.done(), "uvicorn started")
     if task.done():
         task.result()
         raise RuntimeError("uvicorn did not start")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
-
-
-ProviderFactory = Callable[..., Any]
 
 
 async def add_provider(
@@ -97,36 +112,40 @@ async def add_provider(
     **fields: Any,
 ) -> dict[str, Any]:
     """Create an ``openai`` provider through the management API and link ``models`` to it."""
-    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     config = {"baseURL": base_url, "apiKey": f"sk-upstream-{provider_id}"}
     config.update(fields.pop("config", {}))
     body = {"id": provider_id, "name": provider_id, "type": "openai", "config": config, **fields}
-    response = await client.post("/v1/providers", json=body, headers=headers)
+    response = await client.post("/v1/providers", json=body, headers=ADMIN)
     assert response.status_code == 201, response.text
     for model in models or []:
         link = {"model_id": model}
-        linked = await client.post(
-            f"/v1/providers/{provider_id}/models", json=link, headers=headers
-        )
+        linked = await client.post(f"/v1/providers/{provider_id}/models", json=link, headers=ADMIN)
         assert linked.status_code == 201, linked.text
     created: dict[str, Any] = response.json()
     return created
 
 
+async def store_provider(db: Database, provider_id: str) -> None:
+    """Create an ``openai`` provider straight in the store (no app), for store-level tests."""
+    body = {"id": provider_id, "name": provider_id, "type": "openai"}
+    await providers.create_provider(db, {**body, "config": {"baseURL": "http://127.0.0.1:9/v1"}})
+
+
 async def last_request(client: httpx.AsyncClient, app: ProviderRouterApp) -> dict[str, Any]:
     """The newest history row, with its attempts. A server records a request just after its
     last byte went out, so this waits for the row rather than read too early."""
-    assert app.services is not None
-    rows: list[dict[str, Any]] = []
-    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-    for _ in range(200):
-        await app.services.recorder.flush()
-        rows = (await client.get("/v1/requests", headers=admin)).json()["data"]
-        if rows:
-            break
-        await asyncio.sleep(0.01)
-    assert rows, "no request was recorded"
-    detail = await client.get(f"/v1/requests/{rows[0]['id']}", headers=admin)
+    services = app.services
+    assert services is not None
+
+    async def newest() -> list[dict[str, Any]]:
+        await services.recorder.flush()
+        found: list[dict[str, Any]] = (await client.get("/v1/requests", headers=ADMIN)).json()[
+            "data"
+        ]
+        return found
+
+    rows = await eventually(newest, "a request was recorded")
+    detail = await client.get(f"/v1/requests/{rows[0]['id']}", headers=ADMIN)
     found: dict[str, Any] = detail.json()
     return found
 
@@ -142,3 +161,126 @@ def require(available: bool, what: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{what} is missing under CI=true; .ci/run should have installed it.")
     pytest.skip(f"{what} is not installed here (.ci/run installs it).")
+
+
+def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "router", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError(f"exited with {process.returncode}:\n{output}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never answered")
+
+
+@contextlib.contextmanager
+def mock_upstream_process(cwd: Path, *options: str) -> Iterator[str]:
+    """A real ``provider-router mock-upstream`` process; yields its root URL."""
+    port = free_port()
+    process = start("mock-upstream", "--port", str(port), *options, cwd=cwd)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout:
+            process.stdout.close()
+
+
+@overload
+async def eventually(
+    check: Callable[[], Awaitable[T]], what: str, *, timeout_s: float = 10.0
+) -> T: ...
+@overload
+async def eventually(check: Callable[[], T], what: str, *, timeout_s: float = 10.0) -> T: ...
+async def eventually(check: Callable[[], Any], what: str, *, timeout_s: float = 10.0) -> Any:
+    """Call ``check`` (sync or async) until it returns something truthy, and return that.
+
+    For what another task or server does in its own time (a reload, a recorder flush, a request
+    reaching a fake). The bound only keeps a broken test from hanging: a passing one returns as
+    soon as the condition holds. Fails with ``what`` (the condition, as a sentence) when it never
+    does.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"never happened within {timeout_s:g} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def sse_data(body: bytes | str) -> list[str]:
+    """The ``data`` of each event of a complete server-sent-events body, in order.
+
+    Checks the framing on the way: events are separated by a blank line (LF or CRLF) and the body
+    ends with one; ``event:`` lines and comments are allowed, and every event has data.
+    """
+    text = body.decode() if isinstance(body, bytes) else body
+    text = text.replace("\r\n", "\n")
+    frames = text.split("\n\n")
+    assert frames[-1] == "", f"an SSE body must end with a blank line: {text[-80:]!r}"
+    data = []
+    for frame in frames[:-1]:
+        lines = [line for line in frame.split("\n") if not line.startswith((":", "event:"))]
+        assert lines and all(line.startswith("data:") for line in lines), frame
+        data.append("\n".join(line.removeprefix("data:").removeprefix(" ") for line in lines))
+    return data
+
+
+def sse_chunks(body: bytes | str, *, done: bool) -> list[dict[str, Any]]:
+    """The JSON events of a complete SSE body. ``done``: whether it must end with OpenAI's
+    ``data: [DONE]`` (which is not returned); without it, no event may be ``[DONE]``."""
+    data = sse_data(body)
+    if done:
+        assert data and data[-1] == "[DONE]", data[-1:]
+        data = data[:-1]
+    assert "[DONE]" not in data
+    return [orjson.loads(event) for event in data]
+
+
+def query(where: Database | Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` read straight from the SQLite file (a :class:`Database`'s, or a path),
+    on a connection of its own, as tuples."""
+    conn = sqlite3.connect(where.path if isinstance(where, Database) else where)
+    try:
+        return [tuple(row) for row in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+@contextlib.asynccontextmanager
+async def adapter_on_fake(
+    type_name: str, config: Callable[[str], dict[str, Any]], options: MockOptions | None = None
+) -> AsyncIterator[tuple[Adapter, MockUpstream]]:
+    """An adapter of ``type_name`` talking to a fake upstream on a loopback socket.
+
+    ``config(url)`` is the provider config for the fake's root URL. Yields the adapter and the
+    fake (its ``requests`` are what the upstream received); closes both on the way out.
+    """
+    upstream = MockUpstream(options)
+    async with serve_asgi(upstream.app()) as url:
+        adapter = get_adapter_class(type_name)("p", config(url), AdapterOptions())
+        try:
+            yield adapter, upstream
+        finally:
+            await adapter.aclose()
+            upstream.release_hangs()

@@ -24,7 +24,7 @@ def test_every_file_setting_is_in_the_example_config_and_the_readme() -> None:
     # The commented-out admin token is still shown, as a comment.
     example.setdefault("auth", {})["admin_token"] = "shown as a comment"
     example["auth"]["secret_key"] = "shown as a comment"
-    for section, key in settings_module._FILE_KEYS:
+    for section, key in settings_module.file_keys():
         assert key in example.get(section, {}), f"{section}.{key} missing from {EXAMPLE.name}"
         assert f"`{section}.{key}`" in README, f"{section}.{key} missing from README.md"
     assert "# admin_token =" in EXAMPLE.read_text()
@@ -34,7 +34,7 @@ def test_every_file_setting_is_in_the_example_config_and_the_readme() -> None:
 def test_the_example_config_loads_and_its_defaults_are_the_real_ones() -> None:
     loaded = settings_module.load_settings(str(EXAMPLE), environ={})
     defaults = Settings()
-    for field_name, _kind, _minimum in settings_module._FILE_KEYS.values():
+    for field_name in settings_module.file_keys().values():
         if field_name not in ("admin_token", "secret_key"):
             assert getattr(loaded, field_name) == getattr(defaults, field_name), field_name
     assert loaded.seed_providers
@@ -73,3 +73,10 @@ def test_every_endpoint_is_in_the_readme() -> None:
     documented = re.sub(r"\{\w+\}", "{id}", README)
     for path in sorted(paths):
         assert path in documented, path
+
+
+def test_ci_runs_exactly_the_readmes_test_command() -> None:
+    command = next(line for line in README.splitlines() if ".venv/bin/pytest" in line)
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert command in ci
+    assert ".venv/bin/lint-imports" in command

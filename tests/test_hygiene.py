@@ -22,9 +22,8 @@ from router.store import client_keys
 from router.store.credentials import decode_value, encode_value
 from router.store.db import database_for
 from router.store.migrations import migrate
-from tests.helpers import ADMIN_TOKEN, add_provider, app_client, make_settings
+from tests.helpers import ADMIN, add_provider, app_client, make_settings
 
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 FAKE = "sk-hygiene-0123456789abcdef"
 
 

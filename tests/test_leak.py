@@ -27,8 +27,7 @@ import httpx
 import pytest
 
 from router.secrets import generate_key
-from tests.helpers import free_port
-from tests.test_serve import mock_upstream_process, wait_until_up
+from tests.helpers import free_port, mock_upstream_process, wait_until_up
 
 ADMIN_TOKEN = "pr-admin-LEAKTEST-token-7f3a9c2e5b1d"
 GOOD_KEY = "sk-LEAKTEST-openai-good-4f2a8c1e9b7d"  # the fake upstream accepts only this one
@@ -129,7 +128,7 @@ def run_scenario(tmp_path: Path, upstream: str, evidence: Evidence) -> dict[str,
         '[server]\nlog_level = "debug"\n[logging]\nlog_bodies = true\n'
         "[recorder]\nflush_interval_ms = 1\n[routing]\nreload_interval_ms = 100\n"
     )
-    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}  # this test's own token, not helpers'
     server = Server(tmp_path, config, database_url, evidence)
     made: dict[str, str] = {}
     try:

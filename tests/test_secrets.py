@@ -30,7 +30,7 @@ from router.secrets import (
     row_context,
 )
 from router.settings import Settings, load_settings
-from router.store import catalog, migrations
+from router.store import configs, migrations, providers
 from router.store.credentials import StaleKeyError, rotate_key
 from router.store.db import Database, database_for
 from router.store.migrations import migrate
@@ -59,7 +59,7 @@ async def create_provider(settings: Settings) -> None:
     db = database_for(settings)
     await db.open()
     try:
-        await catalog.create_provider(db, PROVIDER)
+        await providers.create_provider(db, PROVIDER)
     finally:
         await db.close()
 
@@ -68,7 +68,7 @@ async def stored_key(settings: Settings) -> str:
     db = database_for(settings)
     await db.open()
     try:
-        value: str = (await catalog.provider_config(db, "p1"))["apiKey"]
+        value: str = (await configs.provider_config(db, "p1"))["apiKey"]
         return value
     finally:
         await db.close()
@@ -162,7 +162,7 @@ async def test_a_database_without_a_cipher_refuses_to_store_a_secret(tmp_path: P
     await db.open()
     try:
         with pytest.raises(SecretKeyError, match="no credential cipher"):
-            await catalog.create_provider(db, PROVIDER)
+            await providers.create_provider(db, PROVIDER)
     finally:
         await db.close()
     assert SECRET.encode() not in file_bytes(path)
@@ -312,7 +312,7 @@ async def test_a_masked_value_cannot_create_a_provider(tmp_path: Path) -> None:
         config = {"baseURL": "http://127.0.0.1:9/v1", "apiKey": "****cdef"}
         body = {**PROVIDER, "config": config}
         with pytest.raises(InvalidRequest, match="masked"):
-            await catalog.create_provider(db, body)
+            await providers.create_provider(db, body)
     finally:
         await db.close()
 
@@ -419,15 +419,15 @@ async def test_a_process_still_holding_the_old_key_cannot_write_a_credential(
         # A new provider is the write that decrypts nothing first (updates fail on the merge).
         second = {**PROVIDER, "id": "p2", "name": "p2"}
         with pytest.raises(StaleKeyError) as caught:
-            await catalog.create_provider(server, second)
+            await providers.create_provider(server, second)
         assert new.key_id in caught.value.message and "restart" in caught.value.message.lower()
     finally:
         await server.close()
     restarted = Database(settings.database_path, cipher=new)
     await restarted.open()
     try:
-        assert (await catalog.provider_config(restarted, "p1"))["apiKey"] == SECRET
-        assert [p["id"] for p in await catalog.list_providers(restarted)] == ["p1"]
+        assert (await configs.provider_config(restarted, "p1"))["apiKey"] == SECRET
+        assert [p["id"] for p in await providers.list_providers(restarted)] == ["p1"]
     finally:
         await restarted.close()
 

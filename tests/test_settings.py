@@ -418,3 +418,23 @@ type = "lm-studio"
     assert isinstance(settings.seed_providers, tuple)
     # They are kept out of the repr (they may hold API keys).
     assert "seed_providers" not in repr(settings)
+
+
+def test_each_value_remembers_where_it_came_from(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\nport = 9000\nlog_level = "debug"\n[ui]\nsession_ttl_ms = 600000\n')
+    settings = load_settings(
+        str(config),
+        environ={"PROVIDER_ROUTER_ADMIN_TOKEN": "env-admin-token-1"},
+        overrides={"port": 9100, "host": None},
+    )
+    assert settings.sources == {
+        "port": "flag",
+        "log_level": "file",
+        "ui_session_ttl_ms": "file",
+        "admin_token": "environment",
+    }
+    assert (settings.port, settings.ui_session_ttl_ms) == (9100, 600000)
+    assert "host" not in settings.sources  # the default
+    with pytest.raises(SettingsError, match="Unknown setting 'sources'"):
+        load_settings(None, environ={}, overrides={"sources": {}})

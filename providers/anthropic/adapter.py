@@ -21,7 +21,6 @@ import httpx
 import orjson
 
 from providers.anthropic.convert import (
-    TranslationError,
     completion_from_message,
     finish_reason,
     make_usage,
@@ -37,11 +36,10 @@ from providers.http import (
     retry_after_seconds,
     translate_httpx_error,
 )
-from providers.translate import ChunkWriter, sse_events
+from providers.translate import ChunkWriter, sse_events, translating
 from router.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
-    UpstreamUnsupported,
 )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -160,16 +158,8 @@ class AnthropicAdapter(Adapter):
         return problems
 
     def _payload(self, body: dict[str, Any], upstream_model: str, **extra: Any) -> bytes:
-        try:
+        with translating(self):
             request = messages_request(body, upstream_model, self.default_max_tokens)
-        except TranslationError as exc:
-            message = f"Provider {self.provider_id!r} (type 'anthropic'): {exc.message}"
-            if exc.unsupported:  # another provider type may serve it
-                raise UpstreamUnsupported(message) from exc
-            error = {"message": exc.message, "type": "invalid_request_error", "param": exc.param}
-            raise UpstreamStatusError(
-                message, status_code=400, body=orjson.dumps({"error": {**error, "code": None}})
-            ) from exc
         request.update(extra)
         return orjson.dumps(request)
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from providers.base import Usage
-from providers.translate import completion_body, parse_data_url
+from providers.translate import TranslationError, completion_body, parse_data_url
 
 # Anthropic's stop_reason -> OpenAI's finish_reason. "pause_turn" (a server tool paused a long
 # turn) ends this answer as it is; a context-window stop is a length stop.
@@ -28,20 +28,6 @@ FINISH_REASONS = {
 }
 
 _EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
-
-
-class TranslationError(Exception):
-    """The request cannot be sent to an Anthropic upstream.
-
-    ``unsupported`` is True when the request is valid OpenAI but asks for something Anthropic
-    cannot do (another provider type may serve it); False when the request itself is malformed.
-    """
-
-    def __init__(self, message: str, param: str | None = None, *, unsupported: bool = False):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.unsupported = unsupported
 
 
 def finish_reason(stop_reason: Any) -> str:

@@ -27,7 +27,6 @@ import orjson
 from providers.base import Adapter, AdapterOptions, ChatStream, ConfigKey, Reply, Usage
 from providers.gemini.convert import (
     CallMemo,
-    GeminiRequestError,
     call_id,
     finish_reason,
     gemini_request,
@@ -41,7 +40,14 @@ from providers.http import (
     open_stream,
     retry_after_seconds,
 )
-from providers.translate import ChunkWriter, completion_body, completion_id, sse_events
+from providers.translate import (
+    ChunkWriter,
+    cannot_translate,
+    completion_body,
+    completion_id,
+    sse_events,
+    translating,
+)
 from router.errors import UpstreamProtocolError, UpstreamStatusError
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -95,20 +101,8 @@ class GeminiAdapter(Adapter):
         return "/" + quote(name, safe="/-._~") + ":" + action
 
     def _translate(self, body: dict[str, Any]) -> bytes:
-        try:
+        with translating(self):
             return orjson.dumps(gemini_request(body, self._memos))
-        except GeminiRequestError as exc:
-            raise self._refusal(exc.message, exc.param) from None
-
-    def _refusal(self, message: str, param: str | None) -> UpstreamStatusError:
-        """A request Gemini cannot take: a 400 for the client, not worth trying elsewhere."""
-        error = {"message": message, "type": "invalid_request_error", "param": param}
-        error["code"] = None
-        return UpstreamStatusError(
-            f"Provider {self.provider_id!r} (gemini) cannot take this request: {message}",
-            status_code=400,
-            body=orjson.dumps({"error": error}),
-        )
 
     async def _call(self, method: str, path: str, payload: bytes | None = None) -> Any:
         body = None if method == "GET" else payload or b""
@@ -303,7 +297,9 @@ class GeminiAdapter(Adapter):
         given = body.get("input")
         texts = [given] if isinstance(given, str) else given
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise self._refusal(
+            raise cannot_translate(
+                self.provider_id,
+                self.type,
                 "Gemini embeds text only: 'input' must be a string or a non-empty array of "
                 "strings (token arrays are not supported).",
                 "input",
@@ -360,10 +356,8 @@ class GeminiAdapter(Adapter):
 
     async def count_tokens(self, body: dict[str, Any], upstream_model: str) -> int:
         """``countTokens`` over the whole translated request (system and tools included)."""
-        try:
+        with translating(self):
             request = gemini_request(body, self._memos)
-        except GeminiRequestError as exc:
-            raise self._refusal(exc.message, exc.param) from None
         path = self._path(upstream_model, "countTokens")
         request["model"] = path[1:].rpartition(":")[0]
         payload = orjson.dumps({"generateContentRequest": request})

@@ -15,7 +15,7 @@ HTTP. The formats (Gemini API ``v1beta``):
   the call's position, so a stream's deltas and a retried read of the same answer agree.
 
 A request Gemini cannot take (a tool result for an unknown call, an unsupported content part)
-raises :class:`GeminiRequestError`, which the adapter answers as a 400 in OpenAI's shape.
+raises :class:`TranslationError`, which the adapter answers as a 400 in OpenAI's shape.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from urllib.parse import urlsplit
 import orjson
 
 from providers.base import Usage
-from providers.translate import parse_data_url
+from providers.translate import TranslationError, parse_data_url, stop_list, token_limit
 
 __all__ = [
     "SKIP_SIGNATURE",
     "CallMemo",
-    "GeminiRequestError",
+    "TranslationError",
     "call_id",
     "finish_reason",
     "gemini_request",
@@ -59,15 +59,6 @@ _SCHEMA_KEYS = frozenset(
 _FORMATS = {"STRING": {"enum", "date-time"}, "NUMBER": {"float", "double"}}
 _FORMATS["INTEGER"] = {"int32", "int64"}
 _MAX_REF_DEPTH = 8
-
-
-class GeminiRequestError(ValueError):
-    """The client's request cannot be expressed for Gemini; ``param`` names the field."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 @dataclass(frozen=True)
@@ -126,10 +117,10 @@ def gemini_request(body: Mapping[str, Any], memos: Mapping[str, CallMemo]) -> di
     """
     messages = body.get("messages")
     if not isinstance(messages, list):
-        raise GeminiRequestError("Field 'messages' must be an array.", "messages")
+        raise TranslationError("Field 'messages' must be an array.", "messages")
     system, contents = _contents(messages, memos)
     if not contents:
-        raise GeminiRequestError(
+        raise TranslationError(
             "Gemini needs at least one user or assistant message besides system messages.",
             "messages",
         )
@@ -156,7 +147,7 @@ def _contents(
     call_names: dict[str, str] = {}
     for n, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise GeminiRequestError(f"Message {n} must be an object.", "messages")
+            raise TranslationError(f"Message {n} must be an object.", "messages")
         role = message.get("role")
         where = f"messages[{n}]"
         if role in ("system", "developer"):
@@ -169,7 +160,7 @@ def _contents(
         elif role in ("tool", "function"):
             turn, parts = "user", [_tool_result(message, where, call_names, memos)]
         else:
-            raise GeminiRequestError(f"Message {n} has an unknown role {role!r}.", where)
+            raise TranslationError(f"Message {n} has an unknown role {role!r}.", where)
         if not parts:
             continue
         if contents and contents[-1]["role"] == turn:
@@ -185,11 +176,11 @@ def _text_parts(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}]
     if not isinstance(content, list):
-        raise GeminiRequestError(f"{where}.content must be a string or an array.", where)
+        raise TranslationError(f"{where}.content must be a string or an array.", where)
     parts = []
     for part in content:
         if not isinstance(part, dict) or part.get("type") != "text":
-            raise GeminiRequestError(
+            raise TranslationError(
                 f"{where}: Gemini takes only text here, not {_part_type(part)!r} parts.", where
             )
         if part.get("text"):
@@ -216,26 +207,26 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "input_audio":
             audio = part.get("input_audio") or {}
             if not isinstance(audio.get("data"), str) or not isinstance(audio.get("format"), str):
-                raise GeminiRequestError(f"{where}: input_audio needs 'data' and 'format'.", where)
+                raise TranslationError(f"{where}: input_audio needs 'data' and 'format'.", where)
             mime = "audio/" + audio["format"]
             parts.append({"inlineData": {"mimeType": mime, "data": audio["data"]}})
         elif kind == "file":
             file = part.get("file") or {}
             if not isinstance(file.get("file_data"), str):
-                raise GeminiRequestError(
+                raise TranslationError(
                     f"{where}: Gemini needs a file's content as 'file_data' (a data URL); "
                     "file ids of another provider mean nothing to it.",
                     where,
                 )
             parts.append(_media_part(file["file_data"], where, "file"))
         else:
-            raise GeminiRequestError(f"{where}: unsupported content part type {kind!r}.", where)
+            raise TranslationError(f"{where}: unsupported content part type {kind!r}.", where)
     return parts
 
 
 def _media_part(url: Any, where: str, what: str) -> dict[str, Any]:
     if not isinstance(url, str):
-        raise GeminiRequestError(f"{where}: the {what} needs a URL.", where)
+        raise TranslationError(f"{where}: the {what} needs a URL.", where)
     data = parse_data_url(url)
     if data is not None:
         return {"inlineData": {"mimeType": data[0], "data": data[1]}}
@@ -246,7 +237,7 @@ def _media_part(url: Any, where: str, what: str) -> dict[str, Any]:
         if guessed:
             file_data["mimeType"] = guessed
         return {"fileData": file_data}
-    raise GeminiRequestError(
+    raise TranslationError(
         f"{where}: the {what} must be a base64 data URL or an http(s) URL.", where
     )
 
@@ -263,11 +254,11 @@ def _assistant_parts(
     parts = _text_parts(content, where)
     tool_calls = message.get("tool_calls") or []
     if not isinstance(tool_calls, list):
-        raise GeminiRequestError(f"{where}.tool_calls must be an array.", where)
+        raise TranslationError(f"{where}.tool_calls must be an array.", where)
     for i, call in enumerate(tool_calls):
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise GeminiRequestError(f"{where}.tool_calls[{i}] needs a function name.", where)
+            raise TranslationError(f"{where}.tool_calls[{i}] needs a function name.", where)
         args = _arguments(function.get("arguments"), f"{where}.tool_calls[{i}]")
         name, cid = function["name"], call.get("id")
         gemini_call: dict[str, Any] = {"name": name, "args": args}
@@ -295,7 +286,7 @@ def _arguments(raw: Any, where: str) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         args = None
     if not isinstance(args, dict):
-        raise GeminiRequestError(
+        raise TranslationError(
             f"{where}.function.arguments must be a JSON object (as a string).", where
         )
     return args
@@ -312,7 +303,7 @@ def _tool_result(
     if name is None and isinstance(message.get("name"), str):
         name = message["name"]
     if name is None:
-        raise GeminiRequestError(
+        raise TranslationError(
             f"{where} answers tool_call_id {cid!r}, which no earlier assistant tool call has; "
             "Gemini needs the function's name.",
             where,
@@ -337,16 +328,16 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     if not tools:
         return []
     if not isinstance(tools, list):
-        raise GeminiRequestError("Field 'tools' must be an array.", "tools")
+        raise TranslationError("Field 'tools' must be an array.", "tools")
     declarations = []
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if tool.get("type", "function") != "function" or not isinstance(function, dict):
-            raise GeminiRequestError(
+            raise TranslationError(
                 f"tools[{i}]: Gemini takes only tools of type 'function'.", "tools"
             )
         if not isinstance(function.get("name"), str) or not function["name"]:
-            raise GeminiRequestError(f"tools[{i}].function needs a name.", "tools")
+            raise TranslationError(f"tools[{i}].function needs a name.", "tools")
         declaration: dict[str, Any] = {"name": function["name"]}
         if isinstance(function.get("description"), str):
             declaration["description"] = function["description"]
@@ -367,7 +358,7 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     if isinstance(function, dict) and isinstance(function.get("name"), str):
         config = {"mode": "ANY", "allowedFunctionNames": [function["name"]]}
         return {"functionCallingConfig": config}
-    raise GeminiRequestError(
+    raise TranslationError(
         "Field 'tool_choice' must be 'auto', 'none', 'required' or a named function.",
         "tool_choice",
     )
@@ -376,20 +367,16 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
 def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
     n = body.get("n")
     if n not in (None, 1):
-        raise GeminiRequestError("This Gemini provider answers with one choice only (n=1).", "n")
+        raise TranslationError("This Gemini provider answers with one choice only (n=1).", "n")
     config: dict[str, Any] = {}
-    limit = body.get("max_completion_tokens")
-    if limit is None:
-        limit = body.get("max_tokens")
+    limit = token_limit(body)
     if limit is not None:
         config["maxOutputTokens"] = limit
     for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed")):
         if body.get(ours) is not None:
             config[theirs] = body[ours]
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        config["stopSequences"] = [stop]
-    elif isinstance(stop, list) and stop:
+    stop = stop_list(body.get("stop"))
+    if stop:
         config["stopSequences"] = stop
     response_format = body.get("response_format")
     if isinstance(response_format, dict):

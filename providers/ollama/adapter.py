@@ -27,7 +27,7 @@ from providers.http import (
     retry_after_seconds,
 )
 from providers.ollama import convert as fmt
-from providers.translate import ChunkWriter, completion_body, ndjson_lines
+from providers.translate import ChunkWriter, completion_body, ndjson_lines, translating
 from router.errors import UpstreamProtocolError, UpstreamStatusError
 
 DEFAULT_BASE_URL = "http://localhost:11434"
@@ -93,9 +93,10 @@ class OllamaAdapter(Adapter):
     # -- the adapter interface ---------------------------------------------------------------
 
     async def chat(self, body: dict[str, Any], upstream_model: str) -> Reply:
-        request = fmt.chat_request(
-            self.provider_id, body, upstream_model, stream=False, keep_alive=self._keep_alive
-        )
+        with translating(self):
+            request = fmt.chat_request(
+                body, upstream_model, stream=False, keep_alive=self._keep_alive
+            )
         data = await self._call("POST", "/api/chat", orjson.dumps(request))
         message = data.get("message")
         if not isinstance(message, dict):
@@ -118,9 +119,10 @@ class OllamaAdapter(Adapter):
     async def chat_stream(
         self, body: dict[str, Any], upstream_model: str, *, include_usage: bool
     ) -> ChatStream:
-        request = fmt.chat_request(
-            self.provider_id, body, upstream_model, stream=True, keep_alive=self._keep_alive
-        )
+        with translating(self):
+            request = fmt.chat_request(
+                body, upstream_model, stream=True, keep_alive=self._keep_alive
+            )
         response = await open_stream(
             self._client, self.provider_id, "/api/chat", orjson.dumps(request), self._status_error
         )
@@ -187,9 +189,8 @@ class OllamaAdapter(Adapter):
         )
 
     async def embeddings(self, body: dict[str, Any], upstream_model: str) -> Reply:
-        request, encoding = fmt.embed_request(
-            self.provider_id, body, upstream_model, keep_alive=self._keep_alive
-        )
+        with translating(self):
+            request, encoding = fmt.embed_request(body, upstream_model, keep_alive=self._keep_alive)
         data = await self._call("POST", "/api/embed", orjson.dumps(request))
         answer, usage = fmt.embeddings_answer(self.provider_id, body, request, data, encoding)
         return Reply(answer, usage)

@@ -1,12 +1,12 @@
 """Translation between OpenAI's request/answer shapes and Ollama's native API, both ways.
 
-Pure functions (no I/O), so the golden tests can pin every field. What Ollama cannot take is
-either refused or raised as ``UpstreamUnsupported``, never dropped silently when it carries the
-client's data:
+Pure functions (no I/O), so the golden tests can pin every field. What Ollama cannot take raises
+:class:`~providers.translate.TranslationError` (the adapter makes it the router's error), never
+dropped silently when it carries the client's data:
 
 - image URLs that are not ``data:`` URLs (Ollama takes inline base64 only, and the router does
-  not fetch URLs on a client's behalf), audio and file parts, ``n`` > 1: ``UpstreamUnsupported``,
-  so the router tries the next provider (one that can) and otherwise names the reason;
+  not fetch URLs on a client's behalf), audio and file parts, ``n`` > 1: ``unsupported``, so
+  the router tries the next provider (one that can) and otherwise names the reason;
 - malformed input (a data URL that is not base64, tool-call arguments that are not a JSON
   object, an unknown role): a 400 in OpenAI's shape, as an OpenAI upstream would answer.
 
@@ -23,30 +23,19 @@ from typing import Any
 import orjson
 
 from providers.base import Usage
-from providers.translate import parse_data_url, tool_call_id
+from providers.translate import (
+    TranslationError,
+    parse_data_url,
+    stop_list,
+    token_limit,
+    tool_call_id,
+)
 from router.errors import (
-    InvalidRequest,
     UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamUnsupported,
 )
 
 # OpenAI sampling parameters with the same name and meaning in Ollama's ``options``.
 _SAME_OPTIONS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
-
-
-def refuse(provider_id: str, message: str, param: str | None = None) -> UpstreamStatusError:
-    """A 400 for input no upstream could take: passed to the client, not retried elsewhere."""
-    error = InvalidRequest(message, param=param)
-    return UpstreamStatusError(
-        f"Provider {provider_id!r} refused the request before sending it: {message}",
-        status_code=400,
-        body=error.body(),
-    )
-
-
-def unsupported(provider_id: str, what: str) -> UpstreamUnsupported:
-    return UpstreamUnsupported(f"Provider {provider_id!r} (type 'ollama') cannot take {what}.")
 
 
 def keep_alive(value: Any) -> str | int | None:
@@ -60,7 +49,6 @@ def keep_alive(value: Any) -> str | int | None:
 
 
 def chat_request(
-    provider_id: str,
     body: dict[str, Any],
     upstream_model: str,
     *,
@@ -70,19 +58,19 @@ def chat_request(
     """The ``/api/chat`` request for an OpenAI chat-completions request ``body``."""
     n = body.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > 1:
-        raise unsupported(provider_id, f"n={n} (Ollama answers with one choice)")
+        raise TranslationError(f"n={n} (Ollama answers with one choice)", unsupported=True)
     request: dict[str, Any] = {
         "model": upstream_model,
-        "messages": messages(provider_id, body["messages"]),
+        "messages": messages(body["messages"]),
         "stream": stream,
     }
-    tools = _tools(provider_id, body.get("tools"), body.get("tool_choice"))
+    tools = _tools(body.get("tools"), body.get("tool_choice"))
     if tools:
         request["tools"] = tools
     options = _options(body)
     if options:
         request["options"] = options
-    response_format = _format(provider_id, body.get("response_format"))
+    response_format = _format(body.get("response_format"))
     if response_format is not None:
         request["format"] = response_format
     if keep_alive is not None:
@@ -92,23 +80,19 @@ def chat_request(
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    limit = body.get("max_completion_tokens")
-    if limit is None:
-        limit = body.get("max_tokens")
+    limit = token_limit(body)
     if limit is not None:
         options["num_predict"] = limit
     for key in _SAME_OPTIONS:
         if body.get(key) is not None:
             options[key] = body[key]
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        options["stop"] = [stop]
-    elif isinstance(stop, list) and stop:
+    stop = stop_list(body.get("stop"))
+    if stop:
         options["stop"] = stop
     return options
 
 
-def _format(provider_id: str, response_format: Any) -> Any:
+def _format(response_format: Any) -> Any:
     if not isinstance(response_format, dict):
         return None
     kind = response_format.get("type")
@@ -117,8 +101,7 @@ def _format(provider_id: str, response_format: Any) -> Any:
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
-            raise refuse(
-                provider_id,
+            raise TranslationError(
                 "response_format.json_schema.schema must be a JSON schema object.",
                 "response_format",
             )
@@ -126,7 +109,7 @@ def _format(provider_id: str, response_format: Any) -> Any:
     return None
 
 
-def _tools(provider_id: str, tools: Any, tool_choice: Any) -> list[dict[str, Any]]:
+def _tools(tools: Any, tool_choice: Any) -> list[dict[str, Any]]:
     """OpenAI ``tools`` are already in Ollama's form; ``tool_choice`` narrows what is sent.
 
     Ollama has no ``tool_choice``: ``"none"`` sends no tools and a named function sends only
@@ -135,51 +118,51 @@ def _tools(provider_id: str, tools: Any, tool_choice: Any) -> list[dict[str, Any
     if not tools or tool_choice == "none":
         return []
     if not isinstance(tools, list):
-        raise refuse(provider_id, "Field 'tools' must be an array.", "tools")
+        raise TranslationError("Field 'tools' must be an array.", "tools")
     sent: list[dict[str, Any]] = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or tool.get("type") != "function":
-            raise unsupported(provider_id, f"tools[{i}] (only function tools)")
+            raise TranslationError(f"tools[{i}] (only function tools)", unsupported=True)
         function = tool.get("function")
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise refuse(provider_id, f"tools[{i}].function needs a name.", "tools")
+            raise TranslationError(f"tools[{i}].function needs a name.", "tools")
         sent.append({"type": "function", "function": function})
     if isinstance(tool_choice, dict):
         wanted = (tool_choice.get("function") or {}).get("name")
         sent = [t for t in sent if t["function"]["name"] == wanted]
         if not sent:
             message = f"tool_choice names a tool that is not in 'tools': {wanted!r}."
-            raise refuse(provider_id, message, "tool_choice")
+            raise TranslationError(message, "tool_choice")
     return sent
 
 
-def messages(provider_id: str, given: list[Any]) -> list[dict[str, Any]]:
+def messages(given: list[Any]) -> list[dict[str, Any]]:
     """OpenAI messages as Ollama messages (``tool_name`` found from the assistant's calls)."""
     tool_names: dict[str, str] = {}
     sent: list[dict[str, Any]] = []
     for i, message in enumerate(given):
         if not isinstance(message, dict):
-            raise refuse(provider_id, f"messages[{i}] must be an object.", "messages")
+            raise TranslationError(f"messages[{i}] must be an object.", "messages")
         role = message.get("role")
         content = message.get("content")
         if role in ("system", "developer"):
-            text, _ = _content(provider_id, content, i, images=False)
+            text, _ = _content(content, i, images=False)
             sent.append({"role": "system", "content": text})
         elif role == "user":
-            text, images = _content(provider_id, content, i, images=True)
+            text, images = _content(content, i, images=True)
             out: dict[str, Any] = {"role": "user", "content": text}
             if images:
                 out["images"] = images
             sent.append(out)
         elif role == "assistant":
-            text, _ = _content(provider_id, content, i, images=False)
+            text, _ = _content(content, i, images=False)
             out = {"role": "assistant", "content": text}
-            calls = _ollama_tool_calls(provider_id, message.get("tool_calls"), i, tool_names)
+            calls = _ollama_tool_calls(message.get("tool_calls"), i, tool_names)
             if calls:
                 out["tool_calls"] = calls
             sent.append(out)
         elif role in ("tool", "function"):
-            text, _ = _content(provider_id, content, i, images=False)
+            text, _ = _content(content, i, images=False)
             out = {"role": "tool", "content": text}
             name = (
                 tool_names.get(str(message.get("tool_call_id")))
@@ -190,20 +173,18 @@ def messages(provider_id: str, given: list[Any]) -> list[dict[str, Any]]:
                 out["tool_name"] = name
             sent.append(out)
         else:
-            raise refuse(provider_id, f"messages[{i}] has an unknown role {role!r}.", "messages")
+            raise TranslationError(f"messages[{i}] has an unknown role {role!r}.", "messages")
     return sent
 
 
-def _content(provider_id: str, content: Any, i: int, *, images: bool) -> tuple[str, list[str]]:
+def _content(content: Any, i: int, *, images: bool) -> tuple[str, list[str]]:
     """Message content as (text, base64 images); text parts are joined with newlines."""
     if content is None:
         return "", []
     if isinstance(content, str):
         return content, []
     if not isinstance(content, list):
-        raise refuse(
-            provider_id, f"messages[{i}].content must be a string or an array.", "messages"
-        )
+        raise TranslationError(f"messages[{i}].content must be a string or an array.", "messages")
     texts: list[str] = []
     found: list[str] = []
     for j, part in enumerate(content):
@@ -216,38 +197,34 @@ def _content(provider_id: str, content: Any, i: int, *, images: bool) -> tuple[s
         elif kind == "image_url" and images:
             url = (part.get("image_url") or {}).get("url")
             if not isinstance(url, str) or not url.startswith("data:"):
-                raise unsupported(
-                    provider_id,
+                raise TranslationError(
                     f"the image URL in {where}: Ollama needs images inline, send a data: URL",
+                    unsupported=True,
                 )
             parsed = parse_data_url(url)
             if parsed is None:
-                raise refuse(provider_id, f"{where} has a data URL that is not base64.", "messages")
+                raise TranslationError(f"{where} has a data URL that is not base64.", "messages")
             found.append(parsed[1])
         else:
-            raise unsupported(provider_id, f"{where} (a {kind!r} part)")
+            raise TranslationError(f"{where} (a {kind!r} part)", unsupported=True)
     return "\n".join(texts), found
 
 
-def _ollama_tool_calls(
-    provider_id: str, calls: Any, i: int, tool_names: dict[str, str]
-) -> list[dict[str, Any]]:
+def _ollama_tool_calls(calls: Any, i: int, tool_names: dict[str, str]) -> list[dict[str, Any]]:
     if not calls:
         return []
     if not isinstance(calls, list):
-        raise refuse(provider_id, f"messages[{i}].tool_calls must be an array.", "messages")
+        raise TranslationError(f"messages[{i}].tool_calls must be an array.", "messages")
     sent = []
     for j, call in enumerate(calls):
         where = f"messages[{i}].tool_calls[{j}]"
         function = call.get("function") if isinstance(call, dict) else None
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(function, dict) or not isinstance(name, str):
-            raise refuse(provider_id, f"{where} needs a function with a name.", "messages")
+            raise TranslationError(f"{where} needs a function with a name.", "messages")
         arguments = _arguments(function.get("arguments"))
         if arguments is None:
-            raise refuse(
-                provider_id, f"{where}.function.arguments must be a JSON object.", "messages"
-            )
+            raise TranslationError(f"{where}.function.arguments must be a JSON object.", "messages")
         if isinstance(call.get("id"), str):
             tool_names[call["id"]] = name
         sent.append({"function": {"name": name, "arguments": arguments}})
@@ -270,7 +247,7 @@ def _arguments(raw: Any) -> dict[str, Any] | None:
 
 
 def embed_request(
-    provider_id: str, body: dict[str, Any], upstream_model: str, *, keep_alive: str | int | None
+    body: dict[str, Any], upstream_model: str, *, keep_alive: str | int | None
 ) -> tuple[dict[str, Any], str]:
     """The ``/api/embed`` request, and the encoding the client wants the vectors in."""
     given = body.get("input")
@@ -279,14 +256,14 @@ def embed_request(
     )
     if not texts_ok:
         if isinstance(given, list) and given:
-            raise unsupported(provider_id, "token arrays as embedding input (text only)")
-        raise refuse(
-            provider_id, "Field 'input' must be a string or a non-empty array of strings.", "input"
+            raise TranslationError("token arrays as embedding input (text only)", unsupported=True)
+        raise TranslationError(
+            "Field 'input' must be a string or a non-empty array of strings.", "input"
         )
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
-        raise refuse(
-            provider_id, "Field 'encoding_format' must be 'float' or 'base64'.", "encoding_format"
+        raise TranslationError(
+            "Field 'encoding_format' must be 'float' or 'base64'.", "encoding_format"
         )
     request: dict[str, Any] = {"model": upstream_model, "input": given}
     if body.get("dimensions") is not None:

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from router.api import actions
 from router.api.common import admin, json_response, services
-from router.store import catalog
 
 
 def live_state(request: Request, provider_id: str) -> dict[str, Any]:
@@ -48,10 +48,7 @@ async def list_health(request: Request) -> Response:
 @admin
 async def reset_provider(request: Request) -> Response:
     app = services(request)
-    provider_id = request.path_params["provider_id"]
-    await catalog.get_provider(app.db, provider_id)  # 404 for an unknown id
-    app.proxy.resilience.reset(provider_id)
-    return json_response({"id": provider_id, **app.proxy.resilience.state(provider_id)})
+    return json_response(await actions.reset_circuit(app, request.path_params["provider_id"]))
 
 
 routes = [

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from router.api import actions
 from router.api.common import admin, json_body, json_response, services
 from router.errors import InvalidRequest
 from router.store import client_keys
@@ -29,8 +30,7 @@ def _limit(request: Request) -> int:
 @admin
 async def create_key(request: Request) -> Response:
     app = services(request)
-    created = await client_keys.create_key(app.db, await json_body(request))
-    await app.auth.reload(app.db)
+    created = await actions.create_client_key(app, await json_body(request))
     return json_response(created, status_code=201)
 
 
@@ -51,9 +51,7 @@ async def get_key(request: Request) -> Response:
 
 @admin
 async def revoke_key(request: Request) -> Response:
-    app = services(request)
-    revoked = await client_keys.revoke_key(app.db, request.path_params["key_id"])
-    await app.auth.reload(app.db)
+    revoked = await actions.revoke_client_key(services(request), request.path_params["key_id"])
     return json_response(revoked)
 
 

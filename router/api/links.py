@@ -7,24 +7,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from router.api.common import admin, changed, json_body, json_response, services
-from router.store import catalog, links
+from router.store import links, providers
 
 
 @admin
 async def list_links(request: Request) -> Response:
     app = services(request)
     provider_id = request.path_params["provider_id"]
-    await catalog.get_provider(app.db, provider_id)
-    return json_response(
-        {"data": await catalog.list_links(app.db, provider_id), "next_cursor": None}
-    )
+    await providers.get_provider(app.db, provider_id)
+    return json_response({"data": await links.list_links(app.db, provider_id), "next_cursor": None})
 
 
 @admin
 async def link_model(request: Request) -> Response:
     app = services(request)
     provider_id = request.path_params["provider_id"]
-    link = await catalog.link_model(app.db, provider_id, await json_body(request))
+    link = await links.link_model(app.db, provider_id, await json_body(request))
     return await changed(app, link, 201)
 
 

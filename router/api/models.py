@@ -19,7 +19,7 @@ from router.api.common import (
 )
 from router.doors.messages import MessagesDoor
 from router.errors import InvalidRequest, RouterError
-from router.store import catalog, lifecycle, links
+from router.store import lifecycle, models
 
 
 def _anthropic_flavoured(request: Request) -> bool:
@@ -110,14 +110,14 @@ async def list_models(request: Request) -> Response:
 @admin
 async def create_model(request: Request) -> Response:
     app = services(request)
-    model = await catalog.create_model(app.db, await json_body(request))
+    model = await models.create_model(app.db, await json_body(request))
     return await changed(app, model, 201)
 
 
 @admin
 async def get_model(request: Request) -> Response:
     return json_response(
-        await catalog.get_model(services(request).db, request.path_params["model_id"])
+        await models.get_model(services(request).db, request.path_params["model_id"])
     )
 
 
@@ -125,7 +125,7 @@ async def get_model(request: Request) -> Response:
 async def update_model(request: Request) -> Response:
     app = services(request)
     model_id = request.path_params["model_id"]
-    model = await links.update_model(app.db, model_id, await json_body(request))
+    model = await models.update_model(app.db, model_id, await json_body(request))
     return await changed(app, model)
 
 
@@ -133,7 +133,7 @@ async def update_model(request: Request) -> Response:
 async def delete_model(request: Request) -> Response:
     app = services(request)
     model_id = request.path_params["model_id"]
-    await catalog.get_model(app.db, model_id)
+    await models.get_model(app.db, model_id)
     pending = () if await recorder_drained(app) else (model_id,)
     result = await lifecycle.delete_model(app.db, model_id, pending=pending)
     return await changed(app, result)

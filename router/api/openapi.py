@@ -166,6 +166,19 @@ SCHEMAS: dict[str, Any] = {
     "List": {"type": "object", "required": ["data", "next_cursor"]},
     "Request": {"type": "object", "required": ["id", "created_at", "status"]},
     "Stats": {"type": "object", "required": ["group_by", "since", "until", "data"]},
+    "Timeseries": {
+        "type": "object",
+        "required": [
+            "group_by",
+            "since",
+            "until",
+            "bucket_ms",
+            "buckets",
+            "totals",
+            "series",
+            "groups",
+        ],
+    },
     "Reloaded": {"type": "object", "required": ["id", "reloaded", "config_version"]},
     "KeyInput": {
         "type": "object",
@@ -375,6 +388,9 @@ PATHS: dict[str, dict[str, Any]] = {
                     {"type": "string", "enum": ["success", "error", "client_disconnected"]},
                 ),
                 _query("since", _MS),
+                _query("until", _MS),
+                _query("client_key_id", {"type": "string"}),
+                _query("endpoint", {"type": "string"}),
             ],
         )
     },
@@ -426,6 +442,18 @@ PATHS: dict[str, dict[str, Any]] = {
             params=[
                 _query("since", _MS),
                 _query("until", _MS),
+                _query("group_by", {"type": "string", "enum": ["provider", "model"]}),
+            ],
+        )
+    },
+    "/v1/stats/timeseries": {
+        "get": _op(
+            "Requests, errors, p50/p95 latency, tokens and cost per time bucket and group",
+            "Timeseries",
+            params=[
+                _query("since", _MS),
+                _query("until", _MS),
+                _query("bucket_ms", _MS),
                 _query("group_by", {"type": "string", "enum": ["provider", "model"]}),
             ],
         )

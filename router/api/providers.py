@@ -8,18 +8,18 @@ from starlette.routing import Route
 
 from providers.base import Adapter
 from providers.registry import get_adapter_class
-from router.api import common
+from router.api import actions, common
 from router.api.common import admin, changed, json_body, json_response, services
 from router.api.health import live_state
 from router.errors import InvalidRequest
 from router.gateway.health import close_recovered, probe_and_record
-from router.store import catalog, lifecycle
+from router.store import configs, lifecycle, providers
 
 
 @admin
 async def create_provider(request: Request) -> Response:
     app = services(request)
-    provider = await catalog.create_provider(app.db, await json_body(request))
+    provider = await providers.create_provider(app.db, await json_body(request))
     return await changed(app, provider, 201)
 
 
@@ -27,7 +27,7 @@ async def create_provider(request: Request) -> Response:
 async def list_providers(request: Request) -> Response:
     params = request.query_params
     common.only_params(params, ("type", "enabled", "archived", "limit", "cursor"))
-    found = await catalog.list_providers(
+    found = await providers.list_providers(
         services(request).db,
         type_name=params.get("type"),
         enabled=common.query_flag(params, "enabled"),
@@ -41,7 +41,7 @@ async def list_providers(request: Request) -> Response:
 @admin
 async def get_provider(request: Request) -> Response:
     provider_id = request.path_params["provider_id"]
-    provider = await catalog.get_provider(services(request).db, provider_id)
+    provider = await providers.get_provider(services(request).db, provider_id)
     provider["state"].update(live_state(request, provider_id))
     return json_response(provider)
 
@@ -50,18 +50,15 @@ async def get_provider(request: Request) -> Response:
 async def update_provider(request: Request) -> Response:
     app = services(request)
     provider_id = request.path_params["provider_id"]
-    provider = await catalog.update_provider(app.db, provider_id, await json_body(request))
+    provider = await providers.update_provider(app.db, provider_id, await json_body(request))
     return await changed(app, provider)
 
 
 @admin
 async def delete_provider(request: Request) -> Response:
     app = services(request)
-    provider_id = request.path_params["provider_id"]
-    await catalog.get_provider(app.db, provider_id)
-    pending = () if await common.recorder_drained(app) else (provider_id,)
-    result = await lifecycle.delete_provider(app.db, provider_id, pending=pending)
-    return await changed(app, result)
+    result = await actions.delete_or_archive_provider(app, request.path_params["provider_id"])
+    return json_response(result)
 
 
 @admin
@@ -90,7 +87,7 @@ async def reload_provider(request: Request) -> Response:
     """Rebuild this process's adapter for the provider (fresh connections), then the snapshot."""
     app = services(request)
     provider_id = request.path_params["provider_id"]
-    await catalog.get_provider(app.db, provider_id)
+    await providers.get_provider(app.db, provider_id)
     snapshot = await app.snapshots.reload(provider_id)
     return json_response({"id": provider_id, "reloaded": True, "config_version": snapshot.version})
 
@@ -100,8 +97,8 @@ async def adapter_to_probe(app: common.Services, provider_id: str) -> tuple[Adap
     live = app.snapshots.adapter(provider_id)
     if live is not None:
         return live, False
-    provider = await catalog.get_provider(app.db, provider_id)
-    config = await catalog.provider_config(app.db, provider_id)
+    provider = await providers.get_provider(app.db, provider_id)
+    config = await configs.provider_config(app.db, provider_id)
     adapter_class = get_adapter_class(provider["type"])
     problems = adapter_class.validate_config(config)
     if problems:
@@ -110,7 +107,7 @@ async def adapter_to_probe(app: common.Services, provider_id: str) -> tuple[Adap
 
 
 async def probe_provider(app: common.Services, provider_id: str) -> dict[str, object]:
-    provider = await catalog.get_provider(app.db, provider_id)
+    provider = await providers.get_provider(app.db, provider_id)
     links = provider["models"]
     default = next((link for link in links if link["is_default"]), links[0] if links else None)
     model = (default["upstream_model"] or default["model_id"]) if default else None

@@ -5,6 +5,12 @@ Config, links, stats and the OpenAPI document, gathered so the application adds 
 
 from __future__ import annotations
 
-from router.api import configs, links, openapi, stats
+from router.api import configs, links, openapi, stats, timeseries
 
-routes = [*configs.routes, *links.routes, *stats.routes, *openapi.routes]
+routes = [
+    *configs.routes,
+    *links.routes,
+    *timeseries.routes,
+    *stats.routes,
+    *openapi.routes,
+]

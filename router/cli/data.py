@@ -16,12 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from providers.registry import get_adapter_class
-from router.cli.output import CommandFailed, add_json_flag, guarded, print_json, run_with_db
+from router.cli.output import (
+    Command,
+    CommandFailed,
+    Subcommands,
+    add_command,
+    print_json,
+    run_with_db,
+)
 from router.cli.tomlwriter import dumps
 from router.errors import NotFound
 from router.settings import Settings
-from router.store import catalog, links, migrations
+from router.store import configs, links, migrations
 from router.store.db import Database
+from router.store.models import create_model, get_model, list_models
+from router.store.providers import create_provider, get_provider, list_providers, update_provider
 
 PROVIDER_KEYS = ("id", "name", "type", "enabled", "priority", "weight", "description", "limits")
 LINK_KEYS = ("upstream_model", "input_cost_per_1k", "output_cost_per_1k", "currency")
@@ -90,7 +99,7 @@ def describe(provider: dict[str, Any]) -> str:
     """One line per provider; secrets shown masked, never in clear."""
     keys = get_adapter_class(provider["type"]).config_keys
     shown = {
-        key: catalog.mask(value) if key in keys and keys[key].sensitive else value
+        key: configs.mask(value) if key in keys and keys[key].sensitive else value
         for key, value in provider["config"].items()
     }
     parts = [f"provider {provider['id']} ({provider['type']})", f"config {shown}"]
@@ -108,7 +117,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     wanted = providers_from_env(env)
 
     async def work(db: Database, settings: Settings) -> int:
-        existing = {p["id"] for p in await catalog.list_providers(db)}
+        existing = {p["id"] for p in await list_providers(db)}
         new = [p for p in wanted if p["id"] not in existing]
         say = (lambda _: None) if args.json else print
         for provider in wanted:
@@ -124,9 +133,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             say(f"Backed up the database to {copy}.")
             for provider in new:
                 body = {k: v for k, v in provider.items() if k != "models"}
-                await catalog.create_provider(db, body)
+                await create_provider(db, body)
                 for model in provider["models"]:
-                    await catalog.link_model(db, provider["id"], {"model_id": model})
+                    await links.link_model(db, provider["id"], {"model_id": model})
             say(f"Created {len(new)} provider(s).")
         if args.json:  # ids and models only: never a config value
             print_json({
@@ -157,12 +166,12 @@ def backup_beside(settings: Settings, reason: str) -> Path:
 
 async def export_catalog(db: Database, *, include_secrets: bool) -> dict[str, Any]:
     """The whole catalog as a TOML-ready dict; sensitive config values only when asked."""
-    providers = []
-    for listed in await catalog.list_providers(db):
-        provider = await catalog.get_provider(db, listed["id"])
+    exported = []
+    for listed in await list_providers(db):
+        provider = await get_provider(db, listed["id"])
         entry = {key: provider[key] for key in PROVIDER_KEYS if provider[key] is not None}
         keys = get_adapter_class(provider["type"]).config_keys
-        clear = await catalog.provider_config(db, provider["id"])
+        clear = await configs.provider_config(db, provider["id"])
         entry["config"] = {
             key: value
             for key, value in clear.items()
@@ -175,12 +184,12 @@ async def export_catalog(db: Database, *, include_secrets: bool) -> dict[str, An
         ]  # fmt: skip
         if provider["archived_at"] is not None:
             entry["archived"] = True
-        providers.append(entry)
-    models = [
+        exported.append(entry)
+    kept_models = [
         {k: m[k] for k in ("id", "name", "description", "capabilities") if m[k] is not None}
-        for m in await links.list_models(db)
+        for m in await list_models(db)
     ]
-    return {"providers": providers, "models": models}
+    return {"providers": exported, "models": kept_models}
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -204,34 +213,34 @@ async def import_catalog(db: Database, data: Any, *, dry_run: bool) -> list[str]
     verb = "would " if dry_run else ""
     for model in data.get("models", []):
         try:
-            await catalog.get_model(db, model.get("id"))
+            await get_model(db, model.get("id"))
         except NotFound:
             changes.append(f"{verb}create model {model.get('id')}")
             if not dry_run:
-                await catalog.create_model(db, model)
+                await create_model(db, model)
     for entry in data.get("providers", []):
         entry = dict(entry)
         models = entry.pop("models", [])
         archived = entry.pop("archived", False)
         provider_id = entry.get("id") or ""
         try:
-            current = await catalog.get_provider(db, provider_id)
+            current = await get_provider(db, provider_id)
         except NotFound:
             current = None
         if current is None:
             changes.append(f"{verb}create provider {provider_id or entry.get('name')}")
             if dry_run:
                 # Refuse now what create_provider would refuse halfway through the import.
-                catalog._validate_config(str(entry.get("type")), entry.get("config", {}),
+                configs.validate_config(str(entry.get("type")), entry.get("config", {}),
                                          partial=False)  # fmt: skip
                 continue
-            current = await catalog.create_provider(db, entry)
+            current = await create_provider(db, entry)
         else:
-            update = _differences(current, entry, await catalog.provider_config(db, provider_id))
+            update = _differences(current, entry, await configs.provider_config(db, provider_id))
             if update:
                 changes.append(f"{verb}update provider {provider_id}: {', '.join(sorted(update))}")
                 if not dry_run:
-                    await catalog.update_provider(db, provider_id, update)
+                    await update_provider(db, provider_id, update)
         linked = {link["model_id"] for link in current["models"]}
         for link in models:
             link = {"model_id": link} if isinstance(link, str) else dict(link)
@@ -240,7 +249,7 @@ async def import_catalog(db: Database, data: Any, *, dry_run: bool) -> list[str]
             if link["model_id"] not in linked:
                 changes.append(f"{verb}link {link['model_id']} to {current['id']}")
                 if not dry_run:
-                    await catalog.link_model(db, current["id"], link)
+                    await links.link_model(db, current["id"], link)
         if archived and current["archived_at"] is None:
             changes.append(f"note: provider {current['id']} was archived where it came from")
     return changes
@@ -310,25 +319,24 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def register(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: Subcommands,
     with_config: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    def add(name: str, func: Callable[[argparse.Namespace], int], text: str) -> Any:
-        parser = commands.add_parser(name, help=text, description=text)
-        with_config(parser)
-        parser.set_defaults(func=guarded(func))
-        return parser
+    def add(name: str, func: Command, text: str, *, json_flag: bool = True) -> Any:
+        return add_command(commands, name, func, text, with_config, json_flag=json_flag)
 
     migrate = add("migrate", cmd_migrate, "create providers from OPENAI_API_KEY and friends")
     migrate.add_argument("--dry-run", action="store_true", help="print what it would create")
     migrate.add_argument("--env-file", help="also read variables from this .env file")
-    add_json_flag(migrate)
-    export = add("export", cmd_export, "print every provider, config, model and link as TOML")
+    export = add(
+        "export",
+        cmd_export,
+        "print every provider, config, model and link as TOML",
+        json_flag=False,
+    )
     export.add_argument("--include-secrets", action="store_true", help="include API keys")
     importing = add("import", cmd_import, "create or update providers and models from TOML")
     importing.add_argument("file")
     importing.add_argument("--dry-run", action="store_true", help="print what it would change")
-    add_json_flag(importing)
     backup = add("backup", cmd_backup, "copy the database with SQLite's online backup API")
     backup.add_argument("path")
-    add_json_flag(backup)

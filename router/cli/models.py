@@ -9,8 +9,9 @@ from typing import Any
 
 from router.cli.output import (
     Column,
-    add_json_flag,
-    guarded,
+    Command,
+    Subcommands,
+    add_command,
     parse_since,
     print_json,
     print_table,
@@ -19,7 +20,7 @@ from router.cli.output import (
 )
 from router.cli.providers import LINK_COLUMNS
 from router.settings import Settings
-from router.store import catalog, history, lifecycle, links, stats
+from router.store import history, lifecycle, links, models, stats
 from router.store.db import Database
 
 MODEL_COLUMNS: list[Column] = [
@@ -56,7 +57,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     archived = None if args.archived else False
     return _run(
         args,
-        lambda db: links.list_models(db, archived=archived),
+        lambda db: models.list_models(db, archived=archived),
         lambda found: print_table(found, MODEL_COLUMNS),
     )
 
@@ -71,7 +72,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         body["capabilities"] = args.capability
     return _run(
         args,
-        lambda db: catalog.create_model(db, body),
+        lambda db: models.create_model(db, body),
         lambda model: print(f"Created model {model['id']!r}."),
     )
 
@@ -100,7 +101,7 @@ def cmd_link(args: argparse.Namespace) -> int:
         body["is_default"] = True
     return _run(
         args,
-        lambda db: catalog.link_model(db, args.provider, body),
+        lambda db: links.link_model(db, args.provider, body),
         lambda link: print(f"Linked {link['model_id']!r} to {link['provider_id']!r}."),
     )
 
@@ -155,20 +156,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def register(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: Subcommands,
     with_config: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     model = commands.add_parser("model", help="list, add and remove models; link them")
     sub = model.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
 
-    def add(
-        parent: Any, name: str, func: Callable[[argparse.Namespace], int], text: str
-    ) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
-        with_config(parser)
-        add_json_flag(parser)
-        parser.set_defaults(func=guarded(func))
-        return parser
+    def add(parent: Subcommands, name: str, func: Command, text: str) -> argparse.ArgumentParser:
+        return add_command(parent, name, func, text, with_config)
 
     listing = add(sub, "list", cmd_list, "list models with their providers")
     listing.add_argument("--archived", action="store_true", help="include archived models")

@@ -12,13 +12,17 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
 from router.errors import RouterError
 from router.settings import Settings, load_settings
 from router.store.db import Database, database_for
+
+# What ``ArgumentParser.add_subparsers()`` returns; argparse gives the class no public name, so the
+# command modules' ``register`` functions name it through this one alias.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 Command = Callable[[argparse.Namespace], int]
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
@@ -75,6 +79,25 @@ def fail(message: str) -> int:
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def add_command(
+    parent: Subcommands,
+    name: str,
+    command: Command,
+    text: str,
+    with_config: Callable[[argparse.ArgumentParser], None],
+    *,
+    json_flag: bool = True,
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` to ``parent``: it takes ``--config``/``--database`` (and ``--json``
+    unless ``json_flag`` is false) and runs ``command`` through :func:`guarded`."""
+    parser: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
+    with_config(parser)
+    if json_flag:
+        add_json_flag(parser)
+    parser.set_defaults(func=guarded(command))
+    return parser
 
 
 def print_json(data: Any) -> None:

@@ -13,9 +13,10 @@ from providers.http import HTTP_CONFIG_KEYS
 from providers.registry import adapter_types, get_adapter_class
 from router.cli.output import (
     Column,
+    Command,
     CommandFailed,
-    add_json_flag,
-    guarded,
+    Subcommands,
+    add_command,
     parse_pairs,
     print_fields,
     print_json,
@@ -25,7 +26,7 @@ from router.cli.output import (
 )
 from router.gateway.health import probe_and_record
 from router.settings import Settings
-from router.store import catalog, lifecycle
+from router.store import configs, lifecycle, links, providers
 from router.store.db import Database
 
 
@@ -60,7 +61,7 @@ PROVIDER_COLUMNS: list[Column] = [
 
 def cmd_list(args: argparse.Namespace) -> int:
     async def work(db: Database, _: Settings) -> int:
-        found = await catalog.list_providers(
+        found = await providers.list_providers(
             db, type_name=args.type, archived=None if args.archived else False
         )
         if args.json:
@@ -74,7 +75,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     async def work(db: Database, _: Settings) -> int:
-        provider = await catalog.get_provider(db, args.id)
+        provider = await providers.get_provider(db, args.id)
         if args.json:
             print_json(provider)
             return 0
@@ -156,10 +157,10 @@ def cmd_add(args: argparse.Namespace) -> int:
     models = body.pop("models")
 
     async def work(db: Database, _: Settings) -> int:
-        provider = await catalog.create_provider(db, body)
+        provider = await providers.create_provider(db, body)
         for model in models:
-            await catalog.link_model(db, provider["id"], {"model_id": model})
-        provider = await catalog.get_provider(db, provider["id"])
+            await links.link_model(db, provider["id"], {"model_id": model})
+        provider = await providers.get_provider(db, provider["id"])
         if args.json:
             print_json(provider)
         else:
@@ -184,7 +185,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         raise CommandFailed("nothing to change; see `provider-router provider edit --help`.")
 
     async def work(db: Database, _: Settings) -> int:
-        provider = await catalog.update_provider(db, args.id, body)
+        provider = await providers.update_provider(db, args.id, body)
         print_json(provider) if args.json else print(f"Updated provider {args.id!r}.")
         return 0
 
@@ -213,8 +214,8 @@ def _removed_text(result: dict[str, Any]) -> str:
 
 
 async def _adapter(db: Database, settings: Settings, provider_id: str) -> Adapter:
-    provider = await catalog.get_provider(db, provider_id)
-    config = await catalog.provider_config(db, provider_id)
+    provider = await providers.get_provider(db, provider_id)
+    config = await configs.provider_config(db, provider_id)
     adapter_class = get_adapter_class(provider["type"])
     problems = adapter_class.validate_config(config)
     if problems:
@@ -234,14 +235,16 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     async def work(db: Database, settings: Settings) -> int:
         if args.all:
-            ids = [p["id"] for p in await catalog.list_providers(db, archived=False)]
+            ids = [p["id"] for p in await providers.list_providers(db, archived=False)]
         else:
             ids = args.ids
         targets = []
         try:
             for provider_id in ids:
-                links = (await catalog.get_provider(db, provider_id))["models"]
-                default = next((m for m in links if m["is_default"]), links[0] if links else None)
+                linked = (await providers.get_provider(db, provider_id))["models"]
+                default = next(
+                    (m for m in linked if m["is_default"]), linked[0] if linked else None
+                )
                 model = (default["upstream_model"] or default["model_id"]) if default else None
                 targets.append((provider_id, await _adapter(db, settings, provider_id), model))
             checked = await probe_and_record(db, targets, settings.health_check_timeout_ms / 1000)
@@ -286,28 +289,24 @@ def cmd_models(args: argparse.Namespace) -> int:
                 await adapter.aclose()
             print_json({"data": names}) if args.json else print("\n".join(names))
             return 0
-        links = (await catalog.get_provider(db, args.id))["models"]
-        print_json({"data": links}) if args.json else print_table(links, LINK_COLUMNS)
+        linked = (await providers.get_provider(db, args.id))["models"]
+        print_json({"data": linked}) if args.json else print_table(linked, LINK_COLUMNS)
         return 0
 
     return run_with_db(args, work)
 
 
 def register(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    commands: Subcommands,
     with_config: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     provider = commands.add_parser("provider", help="list, add, change, test and remove providers")
     sub = provider.add_subparsers(dest="provider_command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], text: str, *, id_arg: bool = True
-            ) -> argparse.ArgumentParser:  # fmt: skip
-        parser: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
-        with_config(parser)
-        add_json_flag(parser)
+    def add(name: str, func: Command, text: str, *, id_arg: bool = True) -> argparse.ArgumentParser:
+        parser = add_command(sub, name, func, text, with_config)
         if id_arg:
             parser.add_argument("id", help="provider id")
-        parser.set_defaults(func=guarded(func))
         return parser
 
     listing = add("list", cmd_list, "list providers, highest priority first", id_arg=False)

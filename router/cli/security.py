@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from router.cli.output import add_json_flag, print_json
+from router.cli.output import Subcommands, add_json_flag, print_json
 from router.errors import RouterError
 from router.secrets import (
     Cipher,
@@ -172,7 +172,7 @@ def _guard(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 
 
 def register(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    commands: Subcommands,
     with_config: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     """Add ``secrets`` and ``keys`` to the ``provider-router`` parser."""

@@ -21,16 +21,16 @@ import ipaddress
 import logging
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import orjson
 
-from router.errors import AuthenticationError, PermissionDenied
+from router.errors import AuthenticationError
 from router.secrets import create_file_once
 from router.settings import Settings, SettingsError
 from router.store import client_keys
-from router.store.catalog import config_version, now_ms
+from router.store.client_keys import ClientKey as ClientKey
 from router.store.db import Database, database_for
+from router.store.version import config_version, now_ms
 
 log = logging.getLogger("provider_router.auth")
 TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
@@ -81,24 +81,6 @@ def client_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         if name == b"x-api-key":
             return value.decode("latin-1").strip() or None
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class ClientKey:
-    """An authenticated client key, as the proxy sees it (the limits are for rate limiting)."""
-
-    id: str
-    name: str
-    rpm_limit: int | None = None
-    tpm_limit: int | None = None
-    models: frozenset[str] | None = None
-    expires_at: int | None = None
-
-    def check_model(self, model: str) -> None:
-        if self.models is not None and model not in self.models:
-            raise PermissionDenied(
-                f"This client key may not use model {model!r}.", param="model", code="model_denied"
-            )
 
 
 _MISSING = (
@@ -177,6 +159,11 @@ class Authenticator:
                 await self.flush_last_used(db)
             except Exception:
                 log.exception("Could not refresh the client keys; retrying")
+
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A key derived from the admin token for ``purpose`` (the UI signs sessions with it),
+        so that changing the admin token invalidates whatever was signed with the old one."""
+        return hmac.new(self._admin, b"provider-router:" + purpose, hashlib.sha256).digest()
 
     def is_admin(self, token: str | None) -> bool:
         # Compare in constant time, and do the same work when the token is missing.

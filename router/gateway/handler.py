@@ -183,7 +183,8 @@ class Proxy:
             if client is not None:
                 client.check_model(request.model)
             record.stream = request.stream
-            candidates = self.snapshots.current.candidates(request.model)
+            record.snapshot = snapshot = self.snapshots.current
+            candidates = snapshot.candidates(request.model)
             if client is not None and (client.rpm_limit or client.tpm_limit):
                 self.resilience.check_client(client)
             guard = DisconnectGuard(receive)
@@ -192,6 +193,8 @@ class Proxy:
             if guard is not None:
                 guard.stop()
             record.status, record.status_code, record.error = "error", exc.status_code, exc.message
+            if exc.code == "model_denied":
+                record.skip(None, "key_not_allowed")
             headers = response_headers(record.id, None, b"application/json") + _retry_after(exc)
             status, body = door.error(exc)
             await send_body(send, status, body, headers)
@@ -234,17 +237,20 @@ class Proxy:
         throttled: list[float] = []  # the cooldowns of tried providers that answered 429
         limited: list[float] = []
         cooling: list[float] = []
-        for candidate in spread(candidates, res.rng) if len(candidates) > 1 else candidates:
+        record.order = spread(candidates, res.rng) if len(candidates) > 1 else candidates
+        for candidate in record.order:
             if len(record.attempts) >= res.max_attempts:
                 break
             breaker = res.breakers.get(candidate.provider_id)
             if not breaker.allow(record):
                 cooling.append(breaker.retry_in())
+                record.skip(candidate.provider_id, "circuit_open", cooling[-1])
                 continue
             wait = res.limiter.acquire(provider_key(candidate.provider_id), candidate.limits)
             if wait is not None:
                 breaker.release(record)
                 limited.append(wait)
+                record.skip(candidate.provider_id, "rate_limited", wait)
                 continue
             retries = 0
             try:

@@ -24,7 +24,7 @@ from router.gateway.snapshots import SnapshotManager
 from router.resilience.breaker import CLOSED
 from router.resilience.policy import Resilience
 from router.settings import Settings
-from router.store import catalog
+from router.store import version
 from router.store.db import Database
 
 log = logging.getLogger("provider_router.health")
@@ -66,7 +66,7 @@ async def probe_and_record(
     targets = list(targets)
     if not targets:
         return []
-    checked_at = catalog.now_ms()
+    checked_at = version.now_ms()
     found = await asyncio.gather(
         *(probe(adapter, model, timeout_s=timeout_s) for _, adapter, model in targets)
     )

@@ -13,16 +13,18 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
+import orjson
 
 from router.store.db import Database
 
 if TYPE_CHECKING:
-    from router.gateway.auth import ClientKey
+    from router.gateway.routing import Candidate, Snapshot
+    from router.store.client_keys import ClientKey
 
 log = logging.getLogger("provider_router.recorder")
 
@@ -60,13 +62,44 @@ class RequestRecord:
     client_key: ClientKey | None = None  # the caller's key and its limits, for rate limiting
     error: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    # The routing trace, kept as references the request path already holds; the recorder turns
+    # them into the ``trace`` column in the background (see trace_document).
+    snapshot: Snapshot | None = None
+    order: Sequence[Candidate] | None = None
+    skips: list[tuple[str | None, str, int | None]] | None = None
+
+    def skip(self, provider_id: str | None, reason: str, wait_s: float | None = None) -> None:
+        """Note a candidate the attempt loop passed over: ``circuit_open`` or ``rate_limited``
+        until ``wait_s`` from now, or ``key_not_allowed`` (no provider: the key was refused)."""
+        until = None if wait_s is None else int((time.time() + wait_s) * 1000)
+        if self.skips is None:
+            self.skips = []
+        self.skips.append((provider_id, reason, until))
+
+
+def trace_document(r: RequestRecord) -> str | None:
+    """The routing trace as compact JSON: ``{"candidates": [ids in the order to try them],
+    "skipped": [[id, reason, until ms]...], "disabled": [linked but disabled ids]}``; attempts
+    are the ``attempts`` rows. None when routing never ran (a bad request, say)."""
+    if r.order is None and r.skips is None:
+        return None
+    doc: dict[str, Any] = {"candidates": [c.provider_id for c in r.order or ()]}
+    if r.skips:
+        doc["skipped"] = r.skips
+    snapshot = r.snapshot
+    if snapshot is not None and r.model is not None and snapshot.disabled:
+        linked = snapshot.linked.get(r.model, {})
+        disabled = sorted(pid for pid in linked if pid in snapshot.disabled)
+        if disabled:
+            doc["disabled"] = disabled
+    return orjson.dumps(doc).decode()
 
 
 _INSERT_REQUEST = (
     "INSERT INTO requests (id, created_at, endpoint, client_key_id, model, provider_id,"
     " upstream_model, stream, status, status_code, latency_ms, ttft_ms, prompt_tokens,"
-    " completion_tokens, total_tokens, cost, currency, attempts, error)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " completion_tokens, total_tokens, cost, currency, attempts, error, trace)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_STAND_IN = (
     "INSERT INTO providers (id, name, type, enabled, description, archived_at, created_at,"
@@ -94,6 +127,7 @@ def _request_row(r: RequestRecord) -> tuple[Any, ...]:
         r.upstream_model, int(r.stream), r.status, r.status_code, round(r.latency_ms, 3),
         None if r.ttft_ms is None else round(r.ttft_ms, 3), r.prompt_tokens,
         r.completion_tokens, r.total_tokens, r.cost, r.currency, len(r.attempts), r.error,
+        trace_document(r),
     )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from router.resilience.ratelimit import Limits
 from router.resilience.timeouts import Timeouts
 from router.store import catalog
 from router.store.db import Database
+from router.store.version import config_version
 
 log = logging.getLogger("provider_router.snapshots")
 
@@ -146,7 +147,7 @@ class SnapshotManager:
         while True:
             await asyncio.sleep(interval_s)
             try:
-                version = await catalog.config_version(self.db)
+                version = await config_version(self.db)
                 if version != self.current.version:
                     await self.rebuild()
                     log.info("Routing snapshot rebuilt for config version %d", version)

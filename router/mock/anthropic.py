@@ -1,6 +1,6 @@
 """The fake upstream's Anthropic side: ``POST /v1/messages`` and ``GET /v1/models``.
 
-It shares :class:`~router.mock.upstream.MockUpstream`'s options, request log and failure modes
+It shares the fake's :class:`~router.mock.state.MockState`: options, request log and faults
 (``status:<code>``, ``hang``, ``disconnect``, ``truncate``, latency, chunk count and pacing), and
 answers with the same words as the OpenAI fake, so tests drive both formats the same way. It
 checks what the real API checks and the adapter must get right: the ``anthropic-version``
@@ -10,8 +10,8 @@ turn. Errors come in Anthropic's shape, ``{"type": "error", "error": {"type", "m
 
 A tool call is answered when the request has ``tools`` and either ``tool_choice`` forces one
 (``any`` or ``tool``), the last user message asks with ``mock-tool-call[:NAME]``
-(:mod:`router.mock.tools`) or it names a tool; its input is built from the tool's
-schema (strings "mock", numbers 1, booleans true). A turn that carries tool results gets text.
+(:mod:`router.mock.tools`) or it names a tool; its input is built from the tool's schema
+(strings "mock", numbers 1, booleans true). A turn that carries tool results gets text.
 
 ``POST /v1/messages/count_tokens`` counts words. ``GET /v1/models`` answers in Anthropic's list
 shape when the request has ``anthropic-version``, and in OpenAI's otherwise (both APIs use that
@@ -20,7 +20,6 @@ path).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -31,15 +30,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from router.mock.faults import CUT_SHORT, _EventStream, _json_reply, _parse_fail
+from router.mock.answers import answer_pieces, count_words
+from router.mock.faults import BodyStream, json_reply
+from router.mock.openai import OpenAIFake
+from router.mock.options import CUT_SHORT, MockOptions
+from router.mock.state import MockState
 from router.mock.tools import requested_tool, sample_input
-from router.mock.upstream import (
-    MockOptions,
-    MockUpstream,
-    ReceivedRequest,
-    _answer_pieces,
-    _count_words,
-)
 
 MODELS = ("mock-claude",)
 _ERROR_TYPES = {
@@ -76,9 +72,9 @@ def _injected_error(status: int) -> Response:
     return anthropic_error(status, f"Request refused {note}.")
 
 
-def anthropic_routes(upstream: MockUpstream) -> list[Route]:
-    """The routes to add to ``upstream``'s app (before its OpenAI ``/v1/models``)."""
-    fake = _AnthropicFake(upstream)
+def anthropic_routes(state: MockState) -> list[Route]:
+    """The routes of the fake sharing ``state`` (to add before the OpenAI ``/v1/models``)."""
+    fake = _AnthropicFake(state)
     return [
         Route("/v1/messages", fake.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", fake.count_tokens, methods=["POST"]),
@@ -87,23 +83,13 @@ def anthropic_routes(upstream: MockUpstream) -> list[Route]:
 
 
 class _AnthropicFake:
-    def __init__(self, upstream: MockUpstream) -> None:
-        self.upstream = upstream
+    def __init__(self, state: MockState) -> None:
+        self.state = state
+        self.openai = OpenAIFake(state)
 
     async def _accept(self, request: Request, opts: MockOptions) -> dict[str, Any] | Response:
         """Log the request, check headers and key; return its JSON object body or an error."""
-        upstream = self.upstream
-        raw = await request.body()
-        try:
-            body = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            body = None
-        if upstream.log_limit > 0:
-            if len(upstream.requests) >= upstream.log_limit:
-                del upstream.requests[: max(1, upstream.log_limit // 10)]
-            upstream.requests.append(
-                ReceivedRequest(request.method, request.url.path, dict(request.headers), body)
-            )
+        body = await self.state.record(request)
         if not request.headers.get("anthropic-version"):
             return anthropic_error(400, "anthropic-version: header is required")
         if opts.api_key is not None and request.headers.get("x-api-key") != opts.api_key:
@@ -116,8 +102,8 @@ class _AnthropicFake:
 
     async def models(self, request: Request) -> Response:
         if "anthropic-version" not in request.headers:
-            return await self.upstream._models(request)
-        accepted = await self._accept(request, self.upstream.options)
+            return await self.openai.models(request)
+        accepted = await self._accept(request, self.state.options)
         if isinstance(accepted, Response):
             return accepted
         data = [
@@ -127,22 +113,8 @@ class _AnthropicFake:
         page = {"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]}
         return Response(orjson.dumps(page), media_type="application/json")
 
-    async def count_tokens(self, request: Request) -> Response:
-        """``POST /v1/messages/count_tokens``: the words of the messages and the system text."""
-        body = await self._accept(request, self.upstream.options)
-        if isinstance(body, Response):
-            return body
-        problem = _check_request({**body, "max_tokens": 1})
-        if problem:
-            return anthropic_error(400, problem)
-        system = body.get("system")
-        words = _count_words(body["messages"]) + (
-            len(system.split()) if isinstance(system, str) else 0
-        )
-        return Response(orjson.dumps({"input_tokens": words}), media_type="application/json")
-
     async def messages(self, request: Request) -> ASGIApp:
-        opts = self.upstream.options
+        opts = self.state.options
         body = await self._accept(request, opts)
         if isinstance(body, Response):
             return body
@@ -153,23 +125,32 @@ class _AnthropicFake:
         if body.get("stream") is True:
             delay = opts.chunk_delay_ms / 1000
             return await self._deliver(request, opts, lambda kind: answer.stream(kind, delay))
-        return await self._deliver(request, opts, lambda kind: _json_reply(answer.message(), kind))
+        return await self._deliver(request, opts, lambda kind: json_reply(answer.message(), kind))
+
+    async def count_tokens(self, request: Request) -> Response:
+        """``POST /v1/messages/count_tokens``: the words of the messages and the system text."""
+        body = await self._accept(request, self.state.options)
+        if isinstance(body, Response):
+            return body
+        problem = _check_request({**body, "max_tokens": 1})
+        if problem:
+            return anthropic_error(400, problem)
+        system = body.get("system")
+        words = count_words(body["messages"]) + (
+            len(system.split()) if isinstance(system, str) else 0
+        )
+        return Response(orjson.dumps({"input_tokens": words}), media_type="application/json")
 
     async def _deliver(
         self, request: Request, opts: MockOptions, reply: Callable[[str], ASGIApp]
     ) -> ASGIApp:
-        """Apply latency and the failure mode as the OpenAI fake does, errors in our shape."""
-        kind, status = "none", 0
-        if opts.fail != "none" and self.upstream._random.random() < opts.fail_rate:
-            kind, status = _parse_fail(opts.fail)
-        if kind == "hang":
-            await self.upstream._hang(request.receive)
-            return anthropic_error(529, "The mock upstream stopped waiting (fail=hang).")
-        if opts.latency_ms:
-            await asyncio.sleep(opts.latency_ms / 1000)
-        if kind == "status":
-            return _injected_error(status)
-        return reply(kind)
+        return await self.state.faults.deliver(
+            request,
+            opts,
+            reply,
+            refuse=_injected_error,
+            hung=lambda: anthropic_error(529, "The mock upstream stopped waiting (fail=hang)."),
+        )
 
 
 def _check_request(body: dict[str, Any]) -> str | None:
@@ -236,7 +217,7 @@ class _Answer:
     """One deterministic answer, as a whole message or as its event stream."""
 
     def __init__(self, body: dict[str, Any], opts: MockOptions) -> None:
-        pieces = _answer_pieces(opts.chunks)
+        pieces = answer_pieces(opts.chunks)
         self.stop_reason = "end_turn"
         self.stop_sequence: str | None = None
         stops = body.get("stop_sequences") or []
@@ -259,7 +240,7 @@ class _Answer:
             }
         system = body.get("system")
         system_words = len(system.split()) if isinstance(system, str) else 0
-        self.input_tokens = _count_words(body["messages"]) + system_words
+        self.input_tokens = count_words(body["messages"]) + system_words
         self.output_tokens = len(pieces) + (1 if self.tool else 0)
         self.head = {
             "id": f"msg_mock_{uuid.uuid4().hex[:24]}",
@@ -318,7 +299,7 @@ class _Answer:
             # What Anthropic sends when it is overloaded after the answer began.
             error = {"type": "overloaded_error", "message": "Overloaded (mock upstream)"}
             events.append(event({"type": "error", "error": error}))
-        return _EventStream(events, paced, delay, abort=kind == "disconnect")
+        return BodyStream(events, paced, delay, abort=kind == "disconnect")
 
     def _tool_events(self, event: Callable[[dict[str, Any]], bytes]) -> list[bytes]:
         assert self.tool is not None

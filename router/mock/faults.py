@@ -1,13 +1,12 @@
-"""The fake upstream's failure modes and the low-level answers they need.
+"""Fault injection for the fake upstreams: one :class:`Faults` object that every API fake uses.
 
-``MockOptions.fail`` picks one: ``status:<code>`` (an error answer; a 429 carries
-``Retry-After: retry_after_s`` unless that option is null), ``hang`` (no answer at all until the
-client leaves), ``stall`` (a stream that sends half its chunks, then nothing), ``disconnect``
-(the connection drops: before the answer, or mid-stream), ``truncate`` (a stream without its
-end, or half a JSON body) and ``error_event`` (streams only: the Anthropic fake sends half its
-deltas, then an ``overloaded_error`` event; the other dialects have no such event and
-truncate). Split from :mod:`router.mock.upstream` so that module stays about the OpenAI
-endpoints; the Anthropic, Gemini and Ollama fakes import these through it.
+:meth:`Faults.deliver` applies :class:`~router.mock.options.MockOptions` to an answer: the latency,
+and, for the share ``fail_rate`` of requests, the failure mode (see :mod:`router.mock.options`).
+Each API fake gives it the answer to build (``reply(kind)``, where ``kind`` is ``"none"``,
+``"stall"``, ``"disconnect"``, ``"truncate"`` or ``"error_event"``) and its own error shapes
+(``refuse(status)`` for ``status:<code>``, ``hung()`` for the end of a ``hang``). The building
+blocks the answers use are here too: :class:`BodyStream` (a paced stream that can stall or
+drop) and :func:`json_reply`.
 """
 
 from __future__ import annotations
@@ -15,45 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
+import random
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-_JSON = "application/json"
-_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+from router.mock.options import MockOptions, parse_fail
 
+JSON = "application/json"
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 HANG_SECONDS = 24 * 3600.0
-_SIMPLE_FAILS = frozenset({"none", "hang", "stall", "disconnect", "truncate", "error_event"})
-# The kinds whose stream stops half-way (stall then waits; disconnect drops the connection).
-CUT_SHORT = frozenset({"disconnect", "truncate", "error_event"})
-
-
-def _is_number(value: object, *, low: float = 0.0, high: float = math.inf) -> bool:
-    # bool is an int subclass; JSON `true` must not pass as 1.
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and low <= value <= high
-    )
-
-
-def _parse_fail(fail: object) -> tuple[str, int]:
-    """Split a failure mode into (kind, status); raise ValueError if unknown."""
-    if isinstance(fail, str):
-        if fail in _SIMPLE_FAILS:
-            return fail, 0
-        kind, _, code = fail.partition(":")
-        if kind == "status" and code.isdigit() and 400 <= int(code) <= 599:
-            return "status", int(code)
-    raise ValueError(
-        "fail must be none, hang, stall, disconnect, truncate, error_event or status:<400-599>, "
-        f"not {fail!r}"
-    )
 
 
 class MockDisconnect(httpx.RemoteProtocolError):
@@ -73,77 +48,120 @@ class _HideMockDisconnects(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], MockDisconnect))
 
 
-def _install_log_filter() -> None:
+def install_log_filter() -> None:
+    """Keep the fakes' deliberate disconnects out of uvicorn's error log (idempotent)."""
     logger = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, _HideMockDisconnects) for f in logger.filters):
         logger.addFilter(_HideMockDisconnects())
 
 
-def _error(
-    status: int,
-    message: str,
-    *,
-    kind: str | None = None,
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """An error in OpenAI's shape."""
-    if kind is None:
-        kind = "server_error" if status >= 500 else "invalid_request_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return Response(orjson.dumps(body), status, headers, _JSON)
-
-
-def _injected_error(status: int, retry_after: float | None = 1) -> Response:
-    note = f"(mock upstream, fail=status:{status})"
-    headers = None if retry_after is None else {"retry-after": f"{retry_after:g}"}
-    if status == 429:
-        return _error(
-            429,
-            f"Rate limit reached {note}.",
-            kind="requests",
-            code="rate_limit_exceeded",
-            headers=headers,
-        )
-    if status >= 500:
-        return _error(status, f"The server had an error processing your request {note}.")
-    return _error(status, f"Request refused {note}.")
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Return when the client has gone away."""
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
-class _EventStream:
-    """Server-sent events, written one event per body message so clients see a real stream.
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
-    ``abort`` drops the connection after the events; ``stall`` keeps it open, sending nothing
-    more, until the client goes away (an upstream that hangs mid-stream).
+
+class Faults:
+    """The failure modes of one fake upstream, shared by its OpenAI, Anthropic, Gemini and Ollama
+    routes: which request fails (a seeded random draw against ``fail_rate``) and the requests a
+    ``hang`` holds, so that a server stop can release them."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._random = random.Random(seed)
+        self._hangs: set[asyncio.Future[None]] = set()
+
+    @property
+    def hanging(self) -> int:
+        """How many requests a ``hang`` holds right now."""
+        return len(self._hangs)
+
+    def pick(self, opts: MockOptions) -> tuple[str, int]:
+        """The failure for the next request: ``(kind, status)``, ``("none", 0)`` for none."""
+        if opts.fail != "none" and self._random.random() < opts.fail_rate:
+            return parse_fail(opts.fail)
+        return "none", 0
+
+    async def deliver(
+        self,
+        request: Request,
+        opts: MockOptions,
+        reply: Callable[[str], ASGIApp],
+        *,
+        refuse: Callable[[int], ASGIApp],
+        hung: Callable[[], ASGIApp],
+    ) -> ASGIApp:
+        """Apply latency and the failure mode; ``reply(kind)`` builds the answer otherwise."""
+        kind, status = self.pick(opts)
+        if kind == "hang":
+            await self.hang(request.receive)
+            return hung()
+        if opts.latency_ms:
+            await asyncio.sleep(opts.latency_ms / 1000)
+        if kind == "status":
+            return refuse(status)
+        return reply(kind)
+
+    async def hang(self, receive: Receive) -> None:
+        """Wait until the client goes away (so a timed-out client frees the server) or
+        :meth:`release_hangs` runs (so a server stop does not wait on a connected client)."""
+        released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._hangs.add(released)
+        gone = asyncio.ensure_future(wait_for_disconnect(receive))
+        try:
+            await asyncio.wait(
+                (released, gone), timeout=HANG_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            self._hangs.discard(released)
+            gone.cancel()
+
+    def release_hangs(self) -> int:
+        """Make requests held by ``fail="hang"`` answer now; return how many.
+
+        Safe to call from any thread; MockServer calls it when shutting down.
+        """
+        hangs = list(self._hangs)
+        for future in hangs:
+            future.get_loop().call_soon_threadsafe(_resolve, future)
+        return len(hangs)
+
+
+class BodyStream:
+    """A streamed body, written one chunk per body message so clients see a real stream.
+
+    Chunks whose index is in ``paced`` wait ``delay`` seconds first. ``abort`` drops the
+    connection after the chunks; ``stall`` keeps it open, sending nothing more, until the client
+    goes away (an upstream that hangs mid-stream). Server-sent events by default; ``headers``
+    sets another content type (Ollama's NDJSON).
     """
 
     def __init__(
         self,
-        events: list[bytes],
+        chunks: list[bytes],
         paced: range,
         delay: float,
         *,
         abort: bool,
         stall: bool = False,
+        headers: list[tuple[bytes, bytes]] = SSE_HEADERS,
     ) -> None:
-        self.events, self.paced, self.delay, self.abort = events, paced, delay, abort
-        self.stall = stall
+        self.chunks, self.paced, self.delay, self.abort = chunks, paced, delay, abort
+        self.stall, self.headers = stall, headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        for i, event in enumerate(self.events):
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        for i, chunk in enumerate(self.chunks):
             if self.delay and i in self.paced:
                 await asyncio.sleep(self.delay)
-            await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
         if self.stall:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_wait_for_disconnect(receive), HANG_SECONDS)
+                await asyncio.wait_for(wait_for_disconnect(receive), HANG_SECONDS)
             return
         if self.abort:
             # Without the terminating zero-length chunk the client sees a broken stream.
@@ -162,16 +180,13 @@ async def _drop_connection(scope: Scope, receive: Receive, send: Send) -> None:
     raise MockDisconnect("mock upstream dropped the connection (fail=disconnect)")
 
 
-def _json_reply(obj: dict[str, Any], kind: str) -> ASGIApp:
+def json_reply(obj: dict[str, Any], kind: str) -> ASGIApp:
+    """``obj`` as a JSON answer, or the non-stream form of failure ``kind``: a dropped
+    connection (``disconnect``) or half the body (``truncate``)."""
     if kind == "disconnect":
         return _drop_connection
     data = orjson.dumps(obj)
     if kind == "truncate":
         # Valid HTTP, invalid JSON: the non-stream counterpart of a truncated stream.
-        return Response(data[: len(data) // 2], media_type=_JSON)
-    return Response(data, media_type=_JSON)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        return Response(data[: len(data) // 2], media_type=JSON)
+    return Response(data, media_type=JSON)

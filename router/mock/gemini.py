@@ -1,9 +1,9 @@
 """The Gemini API on the fake upstream: ``/v1beta/models...``, streaming included.
 
-Served by :class:`~router.mock.upstream.MockUpstream` beside its OpenAI endpoints, with the same
-options (latency, chunks, chunk delay, failure modes, api_key) and the same request log, so tests
-drive every format alike. Answers are the OpenAI mock's words; errors come in Gemini's shape
-(``{"error": {"code", "message", "status"}}``), a 429 with a ``RetryInfo`` detail.
+Served beside the OpenAI endpoints, sharing the fake's :class:`~router.mock.state.MockState`:
+the same options (latency, chunks, chunk delay, failure modes, api_key), request log and faults,
+so tests drive every format alike. Answers are the OpenAI mock's words; errors come in Gemini's
+shape (``{"error": {"code", "message", "status"}}``), a 429 with a ``RetryInfo`` detail.
 
 Function calls: when the request declares functions and either forces them
 (``toolConfig.functionCallingConfig.mode`` "ANY") or its last user text names one, the answer is
@@ -13,10 +13,9 @@ a ``functionCall`` of that function (the first allowed one when forced) with
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -24,18 +23,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from router.mock.faults import CUT_SHORT, _EventStream, _json_reply, _parse_fail
+from router.mock.answers import answer_pieces, embed
+from router.mock.faults import JSON, BodyStream, json_reply
+from router.mock.openai import hang_error
+from router.mock.options import CUT_SHORT, MockOptions
+from router.mock.state import MockState
 from router.mock.tools import requested_tool
-from router.mock.upstream import (
-    ReceivedRequest,
-    _answer_pieces,
-    _embed,
-)
 
-if TYPE_CHECKING:
-    from router.mock.upstream import MockOptions, MockUpstream
-
-_JSON = "application/json"
 _MODELS = [
     {"name": "models/gemini-mock", "displayName": "Gemini Mock",
      "supportedGenerationMethods": ["generateContent", "countTokens"]},
@@ -56,7 +50,7 @@ def gemini_error(code: int, message: str, details: list[Any] | None = None) -> R
     error: dict[str, Any] = {"code": code, "message": message, "status": status}
     if details:
         error["details"] = details
-    return Response(orjson.dumps({"error": error}), code, media_type=_JSON)
+    return Response(orjson.dumps({"error": error}), code, media_type=JSON)
 
 
 def _injected(code: int) -> Response:
@@ -69,9 +63,9 @@ def _injected(code: int) -> Response:
     return gemini_error(code, f"Request refused {note}.")
 
 
-def gemini_routes(upstream: MockUpstream) -> list[Route]:
-    """The Gemini endpoints of ``upstream``, to add to its app."""
-    fake = _GeminiFake(upstream)
+def gemini_routes(state: MockState) -> list[Route]:
+    """The Gemini endpoints of the fake sharing ``state``."""
+    fake = _GeminiFake(state)
     return [
         Route("/v1beta/models", fake.models, methods=["GET"]),
         Route("/v1beta/models/{target}", fake.action, methods=["POST"]),
@@ -79,23 +73,13 @@ def gemini_routes(upstream: MockUpstream) -> list[Route]:
 
 
 class _GeminiFake:
-    def __init__(self, upstream: MockUpstream) -> None:
-        self.upstream = upstream
+    def __init__(self, state: MockState) -> None:
+        self.state = state
 
     async def _accept(self, request: Request) -> dict[str, Any] | Response:
         """Log the request, check the key (header only), and return its JSON body or an error."""
-        up, opts = self.upstream, self.upstream.options
-        raw = await request.body()
-        try:
-            body = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            body = None
-        if up.log_limit > 0:
-            if len(up.requests) >= up.log_limit:
-                del up.requests[: max(1, up.log_limit // 10)]
-            up.requests.append(
-                ReceivedRequest(request.method, request.url.path, dict(request.headers), body)
-            )
+        opts = self.state.options
+        body = await self.state.record(request)
         if opts.api_key is not None:
             given = request.headers.get("x-goog-api-key")
             if given is None:
@@ -111,23 +95,15 @@ class _GeminiFake:
     async def _deliver(
         self, request: Request, opts: MockOptions, reply: Callable[[str], ASGIApp]
     ) -> ASGIApp:
-        up = self.upstream
-        kind, status = "none", 0
-        if opts.fail != "none" and up._random.random() < opts.fail_rate:
-            kind, status = _parse_fail(opts.fail)
-        if kind == "hang":
-            return await up._hang(request.receive)
-        if opts.latency_ms:
-            await asyncio.sleep(opts.latency_ms / 1000)
-        if kind == "status":
-            return _injected(status)
-        return reply(kind)
+        return await self.state.faults.deliver(
+            request, opts, reply, refuse=_injected, hung=hang_error
+        )
 
     async def models(self, request: Request) -> Response:
         refused = await self._accept(request)
         if isinstance(refused, Response):
             return refused
-        return Response(orjson.dumps({"models": _MODELS}), media_type=_JSON)
+        return Response(orjson.dumps({"models": _MODELS}), media_type=JSON)
 
     async def action(self, request: Request) -> ASGIApp:
         model, _, verb = request.path_params["target"].partition(":")
@@ -150,13 +126,13 @@ class _GeminiFake:
     async def _generate(
         self, request: Request, body: dict[str, Any], model: str, stream: bool
     ) -> ASGIApp:
-        opts = self.upstream.options
+        opts = self.state.options
         contents = body.get("contents")
         problem = _check_contents(contents)
         if problem or not isinstance(contents, list):
             return gemini_error(400, problem or "contents must be an array.")
         config = body.get("generationConfig") or {}
-        pieces, finish = _answer_pieces(opts.chunks), "STOP"
+        pieces, finish = answer_pieces(opts.chunks), "STOP"
         limit = config.get("maxOutputTokens")
         if limit is not None:
             if type(limit) is not int or limit < 1:
@@ -191,15 +167,15 @@ class _GeminiFake:
             "index": 0,
         }
         answer = {"candidates": [candidate], "usageMetadata": usage, **head}
-        return await self._deliver(request, opts, lambda kind: _json_reply(answer, kind))
+        return await self._deliver(request, opts, lambda kind: json_reply(answer, kind))
 
     async def _embed_one(self, request: Request, body: dict[str, Any]) -> ASGIApp:
         text = _content_text(body.get("content"))
         if text is None:
             return gemini_error(400, "content must have text parts.")
-        answer = {"embedding": {"values": _embed(text)}}
+        answer = {"embedding": {"values": embed(text)}}
         return await self._deliver(
-            request, self.upstream.options, lambda kind: _json_reply(answer, kind)
+            request, self.state.options, lambda kind: json_reply(answer, kind)
         )
 
     async def _embed_batch(self, request: Request, body: dict[str, Any], model: str) -> ASGIApp:
@@ -215,10 +191,10 @@ class _GeminiFake:
             text = _content_text(item.get("content"))
             if text is None:
                 return gemini_error(400, f"requests[{i}].content must have text parts.")
-            vectors.append({"values": _embed(text)})
+            vectors.append({"values": embed(text)})
         answer = {"embeddings": vectors}
         return await self._deliver(
-            request, self.upstream.options, lambda kind: _json_reply(answer, kind)
+            request, self.state.options, lambda kind: json_reply(answer, kind)
         )
 
 
@@ -263,7 +239,7 @@ def _count_tokens(body: dict[str, Any]) -> Response:
     problem = _check_contents(contents)
     if problem or not isinstance(contents, list):
         return gemini_error(400, problem or "contents must be an array.")
-    return Response(orjson.dumps({"totalTokens": _count_words(contents)}), media_type=_JSON)
+    return Response(orjson.dumps({"totalTokens": _count_words(contents)}), media_type=JSON)
 
 
 def _function_call(body: dict[str, Any], contents: list[Any]) -> dict[str, Any] | None:
@@ -327,4 +303,4 @@ def _stream(
         last = not broken and i == len(pieces) - 1
         done = usage["candidatesTokenCount"] if last else i + 1
         events.append(event(parts, last, done))
-    return _EventStream(events, range(1, len(events)), delay, abort=kind == "disconnect")
+    return BodyStream(events, range(1, len(events)), delay, abort=kind == "disconnect")

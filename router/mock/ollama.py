@@ -1,6 +1,6 @@
 """Ollama's native API on the fake upstream: ``/api/chat``, ``/api/embed`` and ``/api/tags``.
 
-These routes share the :class:`~router.mock.upstream.MockUpstream` they are mounted on: its
+These routes share the fake's :class:`~router.mock.state.MockState`: its
 options (latency, ``chunks``, ``chunk_delay_ms``, ``fail``, ``api_key``) and its request log, so a
 test drives them like the OpenAI routes. The answers are Ollama's: ``/api/chat`` streams
 newline-delimited JSON unless the request says ``"stream": false`` (Ollama's default is to
@@ -17,28 +17,23 @@ A tool call: when the request has ``tools`` and the last message is a user messa
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from router.mock.faults import CUT_SHORT, MockDisconnect, _json_reply
+from router.mock.answers import answer_pieces, count_words, embed
+from router.mock.faults import BodyStream, json_reply
+from router.mock.openai import accept, deliver
+from router.mock.options import CUT_SHORT
+from router.mock.state import MockState
 from router.mock.tools import requested_tool
-from router.mock.upstream import (
-    _answer_pieces,
-    _count_words,
-    _embed,
-)
-
-if TYPE_CHECKING:
-    from router.mock.upstream import MockUpstream
 
 _NDJSON_HEADERS = [(b"content-type", b"application/x-ndjson")]
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -58,9 +53,9 @@ _TAGS_BODY = orjson.dumps(
 )
 
 
-def ollama_routes(upstream: MockUpstream) -> list[Route]:
-    """The Ollama routes of ``upstream``, to add to its app."""
-    mock = _OllamaMock(upstream)
+def ollama_routes(state: MockState) -> list[Route]:
+    """The Ollama routes of the fake sharing ``state``."""
+    mock = _OllamaMock(state)
     return [
         Route("/api/chat", mock.chat, methods=["POST"]),
         Route("/api/embed", mock.embed, methods=["POST"]),
@@ -119,23 +114,6 @@ def _tool_call(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str
     return {"function": {"name": name, "arguments": {"query": text}}}
 
 
-class _LineStream:
-    """NDJSON written one line per body message, so clients see a real stream."""
-
-    def __init__(self, lines: list[bytes], delay: float, *, abort: bool) -> None:
-        self.lines, self.delay, self.abort = lines, delay, abort
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _NDJSON_HEADERS})
-        for i, line in enumerate(self.lines):
-            if self.delay and i:
-                await asyncio.sleep(self.delay)
-            await send({"type": "http.response.body", "body": line, "more_body": True})
-        if self.abort:
-            raise MockDisconnect("mock upstream dropped the stream (fail=disconnect)")
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
 def _chat_stream(
     head: dict[str, Any],
     pieces: tuple[str, ...],
@@ -156,16 +134,18 @@ def _chat_stream(
             lines.append(line({"role": "assistant", "content": piece}, done=False))
     if not broken:
         lines.append(line({"role": "assistant", "content": ""}, **final))
-    return _LineStream(lines, delay, abort=kind == "disconnect")
+    return BodyStream(
+        lines, range(1, len(lines)), delay, abort=kind == "disconnect", headers=_NDJSON_HEADERS
+    )
 
 
 class _OllamaMock:
-    def __init__(self, upstream: MockUpstream) -> None:
-        self.upstream = upstream
+    def __init__(self, state: MockState) -> None:
+        self.state = state
 
     async def chat(self, request: Request) -> ASGIApp:
-        opts = self.upstream.options
-        body = await self.upstream._accept(request, opts)
+        opts = self.state.options
+        body = await accept(self.state, request, opts)
         if isinstance(body, Response):
             return _as_ollama(body)
         messages = body.get("messages")
@@ -176,7 +156,7 @@ class _OllamaMock:
         options = body.get("options") or {}
         if not isinstance(options, dict):
             return _error(400, "options must be an object")
-        pieces, reason = _answer_pieces(opts.chunks), "stop"
+        pieces, reason = answer_pieces(opts.chunks), "stop"
         limit = options.get("num_predict")
         if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(pieces):
             pieces, reason = pieces[:limit], "length"
@@ -188,25 +168,28 @@ class _OllamaMock:
             "done": True,
             "done_reason": reason,
             "total_duration": 1_000_000,
-            "prompt_eval_count": _count_words(messages),
+            "prompt_eval_count": count_words(messages),
             "eval_count": len(pieces),
         }
         if body.get("stream", True) is not False:
             delay = opts.chunk_delay_ms / 1000
-            reply = await self.upstream._deliver(
-                request, opts, lambda kind: _chat_stream(head, pieces, call, final, delay, kind)
+            reply = await deliver(
+                self.state,
+                request,
+                opts,
+                lambda kind: _chat_stream(head, pieces, call, final, delay, kind),
             )
             return _as_ollama(reply)
         message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces)}
         if call is not None:
             message["tool_calls"] = [call]
         answer = {**head, "message": message, **final}
-        reply = await self.upstream._deliver(request, opts, lambda kind: _json_reply(answer, kind))
+        reply = await deliver(self.state, request, opts, lambda kind: json_reply(answer, kind))
         return _as_ollama(reply)
 
     async def embed(self, request: Request) -> ASGIApp:
-        opts = self.upstream.options
-        body = await self.upstream._accept(request, opts)
+        opts = self.state.options
+        body = await accept(self.state, request, opts)
         if isinstance(body, Response):
             return _as_ollama(body)
         given = body.get("input")
@@ -215,15 +198,15 @@ class _OllamaMock:
             return _error(400, "invalid input type")
         answer = {
             "model": opts.model_prefix + body["model"],
-            "embeddings": [_embed(t) for t in texts],
+            "embeddings": [embed(t) for t in texts],
             "total_duration": 1_000_000,
             "prompt_eval_count": max(1, sum(len(t.split()) for t in texts)),
         }
-        reply = await self.upstream._deliver(request, opts, lambda kind: _json_reply(answer, kind))
+        reply = await deliver(self.state, request, opts, lambda kind: json_reply(answer, kind))
         return _as_ollama(reply)
 
     async def tags(self, request: Request) -> Response:
-        refused = await self.upstream._accept(request, self.upstream.options)
+        refused = await accept(self.state, request, self.state.options)
         if isinstance(refused, Response):
             result = _as_ollama(refused)
             assert isinstance(result, Response)

@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp
 
-from router.mock.faults import CUT_SHORT, _EventStream, _json_reply
+from router.mock.faults import BodyStream, json_reply
+from router.mock.options import CUT_SHORT
 
 MAGIC_WORD = "mock-tool-call"
 _REQUEST = re.compile(re.escape(MAGIC_WORD) + r"(?::([A-Za-z0-9_.\-]+))?")
@@ -85,7 +86,7 @@ def openai_tool_answer(
     if not stream:
         message = {"role": "assistant", "content": None, "tool_calls": [call]}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
-        return _json_reply({**head, "choices": [choice], "usage": usage}, kind)
+        return json_reply({**head, "choices": [choice], "usage": usage}, kind)
     frame: dict[str, Any] = {**head, "object": "chat.completion.chunk"}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -114,4 +115,4 @@ def openai_tool_answer(
             )
         events.append(b"data: [DONE]\n\n")
     paced = range(1, len(events))
-    return _EventStream(events, paced, delay, abort=kind == "disconnect", stall=kind == "stall")
+    return BodyStream(events, paced, delay, abort=kind == "disconnect", stall=kind == "stall")

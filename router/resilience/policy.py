@@ -22,11 +22,11 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamUnsupported,
 )
-from router.gateway.auth import ClientKey
 from router.resilience.breaker import CLOSED, BreakerPolicy, Breakers
 from router.resilience.ratelimit import Limits, RateLimiter
 from router.resilience.timeouts import Timeouts
 from router.settings import Settings
+from router.store.client_keys import ClientKey
 from router.store.db import Database
 
 log = logging.getLogger("provider_router.resilience")

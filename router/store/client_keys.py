@@ -11,18 +11,37 @@ from __future__ import annotations
 import hashlib
 import secrets
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from router.errors import InvalidRequest, NotFound
+from router.errors import InvalidRequest, NotFound, PermissionDenied
 from router.store import validation as check
-from router.store.catalog import bump_config_version, now_ms
 from router.store.db import Database
+from router.store.version import bump_config_version, now_ms
 
 KEY_PREFIX = "pr-"
 PREFIX_CHARS = 10
 FIELDS = ("name", "rpm_limit", "tpm_limit", "models", "expires_at")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """An authenticated client key, as the proxy sees it (the limits are for rate limiting)."""
+
+    id: str
+    name: str
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    models: frozenset[str] | None = None
+    expires_at: int | None = None
+
+    def check_model(self, model: str) -> None:
+        if self.models is not None and model not in self.models:
+            raise PermissionDenied(
+                f"This client key may not use model {model!r}.", param="model", code="model_denied"
+            )
 
 
 def hash_key(key: str) -> str:

@@ -12,7 +12,10 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from router.errors import InvalidRequest, NotFound
+from router.store import validation as check
 from router.store.db import Database
 
 MAX_LIMIT = 1000
@@ -32,7 +35,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, _, request_id = raw.partition(":")
-        if not _is_number(created_at) or int(created_at) > MAX_TIME_MS or not request_id:
+        if not check.is_digits(created_at) or int(created_at) > MAX_TIME_MS or not request_id:
             raise ValueError(cursor)
         return int(created_at), request_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -53,15 +56,22 @@ def decode_text_cursor(cursor: str) -> str:
 MAX_TIME_MS = 2**53  # beyond any real timestamp, and within what SQLite and JSON hold exactly
 
 
-def _is_number(value: str) -> bool:
-    # str.isdigit() also accepts digits such as "²" that int() refuses.
-    return value.isascii() and value.isdigit() and len(value) <= 16
+def parse_time(params: Mapping[str, str], key: str, default: int) -> int:
+    """Query parameter ``key`` as a Unix time in milliseconds, or ``default`` when absent."""
+    value = params.get(key)
+    if value is None:
+        return default
+    if not check.is_digits(value) or int(value) > MAX_TIME_MS:
+        raise InvalidRequest(
+            f"Parameter {key!r} must be a Unix time in milliseconds, got {value!r}.", param=key
+        )
+    return int(value)
 
 
 def parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIMIT
-    if not _is_number(value) or not 1 <= int(value) <= MAX_LIMIT:
+    if not check.is_digits(value) or not 1 <= int(value) <= MAX_LIMIT:
         raise InvalidRequest(
             f"Parameter 'limit' must be an integer from 1 to {MAX_LIMIT}, got {value!r}.",
             param="limit",
@@ -79,8 +89,12 @@ STATUSES = ("success", "error", "client_disconnected")  # RequestRecord.status
 
 
 async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, Any]:
-    """``{"data": [...], "next_cursor": ...}`` filtered by model, provider_id, status, since."""
-    allowed = {"limit", "cursor", "model", "provider_id", "status", "since"}
+    """``{"data": [...], "next_cursor": ...}`` filtered by model, provider_id, status,
+    client_key_id, endpoint, and a time range (``since`` inclusive, ``until`` exclusive)."""
+    allowed = {
+        "limit", "cursor", "model", "provider_id", "status", "since", "until", "client_key_id",
+        "endpoint",
+    }  # fmt: skip
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise InvalidRequest(f"Unknown query parameter {unknown[0]!r}.", param=unknown[0])
@@ -92,17 +106,14 @@ async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, An
             f"Parameter 'status' must be one of {', '.join(STATUSES)}, got {params['status']!r}.",
             param="status",
         )
-    for key in ("model", "provider_id", "status"):
+    for key in ("model", "provider_id", "status", "client_key_id", "endpoint"):
         if key in params:
             where.append(f"{key} = ?")
             args.append(params[key])
-    if "since" in params:
-        if not _is_number(params["since"]) or int(params["since"]) > MAX_TIME_MS:
-            raise InvalidRequest(
-                "Parameter 'since' must be a Unix time in milliseconds.", param="since"
-            )
-        where.append("created_at >= ?")
-        args.append(int(params["since"]))
+    for key, operator in (("since", ">="), ("until", "<")):
+        if key in params:
+            where.append(f"created_at {operator} ?")
+            args.append(parse_time(params, key, 0))
     if "cursor" in params:
         created_at, request_id = decode_cursor(params["cursor"])
         where.append("(created_at, id) < (?, ?)")
@@ -134,4 +145,6 @@ async def get_request(db: Database, request_id: str) -> dict[str, Any]:
         (request_id,),
     )
     data["attempt_details"] = [dict(a) for a in attempts]
+    trace = await db.execute_one("SELECT trace FROM requests WHERE id = ?", (request_id,))
+    data["trace"] = orjson.loads(trace["trace"]) if trace and trace["trace"] else None
     return data

@@ -16,36 +16,28 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from router.errors import Conflict, NotFound
-from router.store.catalog import bump_config_version, get_model, get_provider, now_ms
+from router.errors import Conflict
 from router.store.db import Database
-
-
-async def _provider_state(db: Database, provider_id: str) -> dict[str, Any]:
-    row = await db.execute_one(
-        "SELECT id, enabled, archived_at FROM providers WHERE id = ?",
-        (provider_id,),
-    )
-    if row is None:
-        raise NotFound(f"No provider with id {provider_id!r}.", param="id")
-    return dict(row)
+from router.store.lookups import require_provider
+from router.store.models import get_model
+from router.store.providers import get_provider
+from router.store.version import bump_config_version, now_ms, write_one
 
 
 async def set_enabled(db: Database, provider_id: str, enabled: bool) -> dict[str, Any]:
     """Enable or disable a provider; an archived one must be restored first."""
-    state = await _provider_state(db, provider_id)
+    state = await require_provider(db, provider_id)
     if state["archived_at"] is not None and enabled:
         raise Conflict(
             f"Provider {provider_id!r} is archived; restore it with "
             f"POST /v1/providers/{provider_id}/restore first.",
             param="id",
         )
-    async with db.transaction() as conn:
-        await conn.execute(
-            "UPDATE providers SET enabled = ?, updated_at = ? WHERE id = ?",
-            (int(enabled), now_ms(), provider_id),
-        )
-        await bump_config_version(conn)
+    await write_one(
+        db,
+        "UPDATE providers SET enabled = ?, updated_at = ? WHERE id = ?",
+        (int(enabled), now_ms(), provider_id),
+    )
     return await get_provider(db, provider_id)
 
 
@@ -90,7 +82,7 @@ async def delete_provider(
     ``pending`` holds the ids of providers that rows not yet written refer to (the recorder's
     queue). Returns ``{"id", "deleted": bool, "archived": bool}``.
     """
-    await _provider_state(db, provider_id)
+    await require_provider(db, provider_id)
     return await _delete_or_archive(
         db,
         provider_id,
@@ -105,15 +97,14 @@ async def delete_provider(
 
 async def restore_provider(db: Database, provider_id: str) -> dict[str, Any]:
     """Bring an archived provider back, enabled, with its links and config."""
-    state = await _provider_state(db, provider_id)
+    state = await require_provider(db, provider_id)
     if state["archived_at"] is None:
         raise Conflict(f"Provider {provider_id!r} is not archived.", param="id")
-    async with db.transaction() as conn:
-        await conn.execute(
-            "UPDATE providers SET archived_at = NULL, enabled = 1, updated_at = ? WHERE id = ?",
-            (now_ms(), provider_id),
-        )
-        await bump_config_version(conn)
+    await write_one(
+        db,
+        "UPDATE providers SET archived_at = NULL, enabled = 1, updated_at = ? WHERE id = ?",
+        (now_ms(), provider_id),
+    )
     return await get_provider(db, provider_id)
 
 
@@ -143,10 +134,9 @@ async def restore_model(db: Database, model_id: str) -> dict[str, Any]:
     model = await get_model(db, model_id)
     if model["archived_at"] is None:
         raise Conflict(f"Model {model_id!r} is not archived.", param="id")
-    async with db.transaction() as conn:
-        await conn.execute(
-            "UPDATE models SET archived_at = NULL, updated_at = ? WHERE id = ?",
-            (now_ms(), model_id),
-        )
-        await bump_config_version(conn)
+    await write_one(
+        db,
+        "UPDATE models SET archived_at = NULL, updated_at = ? WHERE id = ?",
+        (now_ms(), model_id),
+    )
     return await get_model(db, model_id)

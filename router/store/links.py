@@ -1,98 +1,112 @@
-"""Models and provider-model links beyond creating them: list, update, unlink, set the default.
+"""Provider-model links: which models a provider serves, under which upstream name, at what cost.
 
-Creating models and links lives in :mod:`router.store.catalog`; these are the other writes the
-management API and the CLI make, each validated first and run in one transaction that bumps
-``config_version``.
+Each write is validated first and runs in one transaction that bumps ``config_version``.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
-import orjson
-
-from router.errors import InvalidRequest, NotFound
+from router.errors import Conflict
 from router.store import validation as check
-from router.store.catalog import (
-    _model_dict,
-    _provider_row,
-    _validate_model,
-    bump_config_version,
-    get_model,
-    list_links,
-    now_ms,
-)
 from router.store.db import Database
+from router.store.lookups import require_link, require_provider
+from router.store.models import insert_model
+from router.store.version import bump_config_version, now_ms, write_one
+
+LINK_FIELDS = (
+    "model_id",
+    "is_default",
+    "upstream_model",
+    "input_cost_per_1k",
+    "output_cost_per_1k",
+    "currency",
+)
 
 
-async def list_models(db: Database, *, archived: bool | None = None) -> list[dict[str, Any]]:
-    """Every model with the ids of the providers linked to it, by id."""
-    clause = ""
-    if archived is not None:
-        clause = "WHERE archived_at IS NOT NULL" if archived else "WHERE archived_at IS NULL"
-    rows = await db.execute(f"SELECT * FROM models {clause} ORDER BY id")
-    linked: dict[str, list[str]] = {}
-    for link in await db.execute(
-        "SELECT model_id, provider_id FROM provider_models ORDER BY provider_id"
-    ):
-        linked.setdefault(link["model_id"], []).append(link["provider_id"])
-    return [{**_model_dict(row), "providers": linked.get(row["id"], [])} for row in rows]
+def link_dict(row: sqlite3.Row) -> dict[str, Any]:
+    """A ``provider_models`` row as the API shows it."""
+    return {
+        "provider_id": row["provider_id"],
+        "model_id": row["model_id"],
+        "is_default": bool(row["is_default"]),
+        "upstream_model": row["upstream_model"],
+        "input_cost_per_1k": row["input_cost_per_1k"],
+        "output_cost_per_1k": row["output_cost_per_1k"],
+        "currency": row["currency"],
+        "created_at": row["created_at"],
+    }
 
 
-async def update_model(db: Database, model_id: str, body: Any) -> dict[str, Any]:
-    """Partial update of a model's name, description and capabilities (the id never changes)."""
-    await get_model(db, model_id)
-    data = check.object_body(body)
-    if "id" in data and data["id"] != model_id:
-        raise InvalidRequest("A model's id cannot change.", param="id")
-    _validate_model({**data, "id": model_id})
-    changes: dict[str, Any] = {k: data[k] for k in ("name", "description") if k in data}
-    if "capabilities" in data:
-        capabilities = data["capabilities"]
-        changes["capabilities"] = (
-            orjson.dumps(capabilities).decode() if capabilities is not None else None
-        )
-    async with db.transaction() as conn:
-        if changes:
-            assignments = ", ".join(f"{key} = ?" for key in changes)
-            await conn.execute(
-                f"UPDATE models SET {assignments}, updated_at = ? WHERE id = ?",
-                (*changes.values(), now_ms(), model_id),
-            )
-        await bump_config_version(conn)
-    return await get_model(db, model_id)
-
-
-async def _require_link(db: Database, provider_id: str, model_id: str) -> None:
-    await _provider_row(db, provider_id)
-    row = await db.execute_one(
-        "SELECT 1 FROM provider_models WHERE provider_id = ? AND model_id = ?",
-        (provider_id, model_id),
+async def list_links(db: Database, provider_id: str) -> list[dict[str, Any]]:
+    """The provider's links, by model id."""
+    rows = await db.execute(
+        "SELECT * FROM provider_models WHERE provider_id = ? ORDER BY model_id", (provider_id,)
     )
-    if row is None:
-        raise NotFound(
-            f"Model {model_id!r} is not linked to provider {provider_id!r}.", param="model_id"
-        )
+    return [link_dict(row) for row in rows]
+
+
+async def link_model(db: Database, provider_id: str, data: Any) -> dict[str, Any]:
+    """Link a model to a provider, creating the model if it does not exist yet."""
+    data = check.object_body(data)
+    check.only_fields(data, LINK_FIELDS)
+    model = check.model_id(data.get("model_id"), "model_id")
+    is_default = check.boolean(data, "is_default")
+    upstream_model = check.text(data, "upstream_model")
+    input_cost = check.number(data, "input_cost_per_1k")
+    output_cost = check.number(data, "output_cost_per_1k")
+    currency = check.text(data, "currency", max_len=8) or "USD"
+    await require_provider(db, provider_id)
+    try:
+        async with db.transaction() as conn:
+            exists = await conn.execute_fetchall("SELECT 1 FROM models WHERE id = ?", (model,))
+            if not exists:
+                await insert_model(conn, {"id": model})
+            if is_default:
+                await conn.execute(
+                    "UPDATE provider_models SET is_default = 0 WHERE provider_id = ?",
+                    (provider_id,),
+                )
+            await conn.execute(
+                "INSERT INTO provider_models (provider_id, model_id, is_default, upstream_model,"
+                " input_cost_per_1k, output_cost_per_1k, currency, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    provider_id,
+                    model,
+                    int(bool(is_default)),
+                    upstream_model,
+                    input_cost,
+                    output_cost,
+                    currency,
+                    now_ms(),
+                ),
+            )
+            await bump_config_version(conn)
+    except sqlite3.IntegrityError:
+        raise Conflict(
+            f"Model {model!r} is already linked to provider {provider_id!r}.", param="model_id"
+        ) from None
+    return link_dict(await require_link(db, provider_id, model))
 
 
 async def unlink_model(db: Database, provider_id: str, model_id: str) -> None:
     """Remove one link; the model itself stays (history may name it)."""
-    await _require_link(db, provider_id, model_id)
-    async with db.transaction() as conn:
-        await conn.execute(
-            "DELETE FROM provider_models WHERE provider_id = ? AND model_id = ?",
-            (provider_id, model_id),
-        )
-        await bump_config_version(conn)
+    await require_link(db, provider_id, model_id)
+    await write_one(
+        db,
+        "DELETE FROM provider_models WHERE provider_id = ? AND model_id = ?",
+        (provider_id, model_id),
+    )
 
 
 async def set_default(db: Database, provider_id: str, model_id: str) -> list[dict[str, Any]]:
     """Make ``model_id`` the provider's default model (one per provider); return its links."""
-    await _require_link(db, provider_id, model_id)
-    async with db.transaction() as conn:
-        await conn.execute(
-            "UPDATE provider_models SET is_default = (model_id = ?) WHERE provider_id = ?",
-            (model_id, provider_id),
-        )
-        await bump_config_version(conn)
+    await require_link(db, provider_id, model_id)
+    await write_one(
+        db,
+        "UPDATE provider_models SET is_default = (model_id = ?) WHERE provider_id = ?",
+        (model_id, provider_id),
+    )
     return await list_links(db, provider_id)

@@ -12,8 +12,10 @@ from typing import Any
 
 from router.errors import RouterError
 from router.settings import SettingsError
-from router.store import catalog
+from router.store import links
 from router.store.db import Database
+from router.store.providers import create_provider
+from router.store.version import now_ms
 
 log = logging.getLogger("provider_router.seed")
 _SEEDED_KEY = "seeded_from_config_at"
@@ -66,13 +68,13 @@ async def seed_from_config(
             if not isinstance(models, list):
                 raise SettingsError(f"{where}: 'models' must be an array.")
             try:
-                provider = await catalog.create_provider(db, data)
+                provider = await create_provider(db, data)
                 for model in models:
-                    await catalog.link_model(db, provider["id"], _link(model, where))
+                    await links.link_model(db, provider["id"], _link(model, where))
             except RouterError as exc:
                 raise SettingsError(f"{where}: {exc.message}") from None
         await db.execute_write(
-            "INSERT INTO settings (key, value) VALUES (?, ?)", (_SEEDED_KEY, str(catalog.now_ms()))
+            "INSERT INTO settings (key, value) VALUES (?, ?)", (_SEEDED_KEY, str(now_ms()))
         )
     except BaseException:
         await _forget_catalog(db)

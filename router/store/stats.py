@@ -12,14 +12,14 @@ from typing import Any
 
 from router.errors import InvalidRequest
 from router.store.db import Database
-from router.store.history import MAX_TIME_MS, _is_number
+from router.store.history import MAX_TIME_MS, parse_time
 
 GROUPS = {"provider": "provider_id", "model": "model"}
 # Covering indexes from schema/0002: ordered by group, then latency, so the sums are one index
 # scan and each percentile is one ordered walk of its group (no sort of the whole history).
-_INDEX = {"provider": "requests_stats_provider", "model": "requests_stats_model"}
+INDEXES = {"provider": "requests_stats_provider", "model": "requests_stats_model"}
 
-_SUMS = """
+SUMS_SQL = """
 SELECT {column} AS grp,
        COUNT(*) AS requests,
        SUM(status != 'success') AS errors,
@@ -31,7 +31,7 @@ FROM requests INDEXED BY {index}
 WHERE created_at >= :since AND created_at < :until
 GROUP BY {column}
 """
-_NTH_LATENCY = """
+NTH_LATENCY_SQL = """
 SELECT latency_ms FROM requests INDEXED BY {index}
 WHERE {column} IS :grp AND created_at >= :since AND created_at < :until
 ORDER BY latency_ms LIMIT 1 OFFSET :offset
@@ -43,20 +43,9 @@ def nearest_rank(count: int, percent: int) -> int:
     return max((count * percent + 99) // 100 - 1, 0)
 
 
-def _time(params: Mapping[str, str], key: str, default: int) -> int:
-    value = params.get(key)
-    if value is None:
-        return default
-    if not _is_number(value) or int(value) > MAX_TIME_MS:
-        raise InvalidRequest(
-            f"Parameter {key!r} must be a Unix time in milliseconds, got {value!r}.", param=key
-        )
-    return int(value)
-
-
-async def usage_stats(db: Database, params: Mapping[str, str]) -> dict[str, Any]:
-    """``{"group_by", "since", "until", "data": [...]}``; one entry per provider or model."""
-    unknown = sorted(set(params) - {"since", "until", "group_by"})
+def group_by_param(params: Mapping[str, str], allowed: tuple[str, ...]) -> str:
+    """Refuse a query parameter not in ``allowed``; ``group_by`` ('provider' by default)."""
+    unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise InvalidRequest(f"Unknown query parameter {unknown[0]!r}.", param=unknown[0])
     group_by = params.get("group_by", "provider")
@@ -65,14 +54,20 @@ async def usage_stats(db: Database, params: Mapping[str, str]) -> dict[str, Any]
             f"Parameter 'group_by' must be 'provider' or 'model', got {group_by!r}.",
             param="group_by",
         )
-    since = _time(params, "since", 0)
-    until = _time(params, "until", MAX_TIME_MS)
+    return group_by
+
+
+async def usage_stats(db: Database, params: Mapping[str, str]) -> dict[str, Any]:
+    """``{"group_by", "since", "until", "data": [...]}``; one entry per provider or model."""
+    group_by = group_by_param(params, ("since", "until", "group_by"))
+    since = parse_time(params, "since", 0)
+    until = parse_time(params, "until", MAX_TIME_MS)
     if until < since:
         raise InvalidRequest("Parameter 'until' must not be before 'since'.", param="until")
-    column, index = GROUPS[group_by], _INDEX[group_by]
+    column, index = GROUPS[group_by], INDEXES[group_by]
     window = {"since": since, "until": until}
-    rows = await db.execute(_SUMS.format(column=column, index=index), window)
-    nth = _NTH_LATENCY.format(column=column, index=index)
+    rows = await db.execute(SUMS_SQL.format(column=column, index=index), window)
+    nth = NTH_LATENCY_SQL.format(column=column, index=index)
     data = []
     for row in rows:
         entry = {

@@ -12,6 +12,12 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}$")
 
 
+def is_digits(value: str) -> bool:
+    """True for a query value that is a plain non-negative integer of at most 16 digits."""
+    # str.isdigit() also accepts digits such as "²" that int() refuses.
+    return value.isascii() and value.isdigit() and len(value) <= 16
+
+
 def object_body(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.")

@@ -13,11 +13,10 @@ import respx
 from router.api import common
 from router.app import create_app
 from router.settings import Settings
-from router.store import catalog
+from router.store import configs
 from router.store.db import Database
-from tests.helpers import ADMIN_TOKEN, add_provider, app_client, make_settings, serve_asgi
+from tests.helpers import ADMIN, add_provider, app_client, make_settings, query, serve_asgi
 
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 SECRET = "sk-upstream-abcdefgh1234"
 
@@ -34,18 +33,14 @@ def completion(text: str = "ok") -> dict[str, Any]:
     }  # fmt: skip
 
 
-def rows(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(settings.database_path)
-    try:
-        return [tuple(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
-
-
 def catalog_state(settings: Settings) -> dict[str, Any]:
     tables = ("providers", "provider_configs", "models", "provider_models")
-    state: dict[str, Any] = {t: rows(settings, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}
-    state["version"] = rows(settings, "SELECT value FROM settings WHERE key = 'config_version'")
+    state: dict[str, Any] = {
+        t: query(settings.database_path, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables
+    }
+    state["version"] = query(
+        settings.database_path, "SELECT value FROM settings WHERE key = 'config_version'"
+    )
     return state
 
 
@@ -139,7 +134,7 @@ async def test_test_works_for_an_archived_provider_too(
     upstreams.get("http://up.test/v1/models").respond(json={"object": "list", "data": []})
     async with app_client(settings) as (app, client):
         await make(client)
-        rows_before = rows(settings, "SELECT count(*) FROM providers")
+        rows_before = query(settings.database_path, "SELECT count(*) FROM providers")
         # Archive by hand (history would do it): the snapshot holds no adapter for it then.
         conn = sqlite3.connect(settings.database_path)
         conn.execute("UPDATE providers SET archived_at = 1, enabled = 0")
@@ -149,7 +144,7 @@ async def test_test_works_for_an_archived_provider_too(
         assert app.services.snapshots.adapter("up") is None  # type: ignore[union-attr]
         ok = (await client.post("/v1/providers/up/test", headers=ADMIN)).json()
     assert ok["ok"] is True
-    assert rows(settings, "SELECT count(*) FROM providers") == rows_before
+    assert query(settings.database_path, "SELECT count(*) FROM providers") == rows_before
 
 
 async def test_reload_gives_the_provider_a_fresh_adapter(settings: Settings) -> None:
@@ -175,9 +170,9 @@ async def test_delete_without_history_removes_rows(
     await make(client)
     deleted = await client.delete("/v1/providers/up", headers=ADMIN)
     assert deleted.json() == {"id": "up", "deleted": True, "archived": False}
-    assert rows(settings, "SELECT count(*) FROM providers") == [(0,)]
-    assert rows(settings, "SELECT count(*) FROM provider_configs") == [(0,)]
-    assert rows(settings, "SELECT count(*) FROM provider_models") == [(0,)]
+    assert query(settings.database_path, "SELECT count(*) FROM providers") == [(0,)]
+    assert query(settings.database_path, "SELECT count(*) FROM provider_configs") == [(0,)]
+    assert query(settings.database_path, "SELECT count(*) FROM provider_models") == [(0,)]
     assert_error(await client.get("/v1/providers/up", headers=ADMIN), 404)
     assert_error(await client.delete("/v1/providers/up", headers=ADMIN), 404)
 
@@ -198,7 +193,9 @@ async def test_delete_with_history_archives_and_restore_brings_it_back(
     history = (await client.get("/v1/requests?provider_id=up", headers=ADMIN)).json()["data"]
     assert len(history) == 1
     assert_error(await client.post("/v1/providers/up/enable", headers=ADMIN), 409)
-    assert rows(settings, "SELECT count(*) FROM requests WHERE provider_id = 'up'") == [(1,)]
+    assert query(
+        settings.database_path, "SELECT count(*) FROM requests WHERE provider_id = 'up'"
+    ) == [(1,)]
 
     restored = await client.post("/v1/providers/up/restore", headers=ADMIN)
     assert restored.status_code == 200
@@ -219,13 +216,15 @@ async def test_delete_while_records_are_still_queued_archives_and_keeps_them(
         await make(client)
         assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
         assert app.services is not None and app.services.recorder.queue.qsize() == 1
-        assert rows(settings, "SELECT count(*) FROM requests") == [(0,)]
+        assert query(settings.database_path, "SELECT count(*) FROM requests") == [(0,)]
         deleted = await client.delete("/v1/providers/up", headers=ADMIN)
         assert deleted.json() == {"id": "up", "deleted": False, "archived": True}
     # Shutdown wrote the queued row; its provider is still there, archived.
-    assert rows(settings, "SELECT provider_id, status FROM requests") == [("up", "success")]
-    assert rows(settings, "SELECT provider_id FROM attempts") == [("up",)]
-    assert rows(settings, "SELECT archived_at IS NOT NULL FROM providers") == [(1,)]
+    assert query(settings.database_path, "SELECT provider_id, status FROM requests") == [
+        ("up", "success")
+    ]
+    assert query(settings.database_path, "SELECT provider_id FROM attempts") == [("up",)]
+    assert query(settings.database_path, "SELECT archived_at IS NOT NULL FROM providers") == [(1,)]
 
 
 async def test_models_archive_with_history_and_delete_without(
@@ -238,11 +237,11 @@ async def test_models_archive_with_history_and_delete_without(
 
     gone = await client.delete("/v1/models/unused", headers=ADMIN)
     assert gone.json() == {"id": "unused", "deleted": True, "archived": False}
-    assert rows(settings, "SELECT model_id FROM provider_models") == [("gpt-test",)]
+    assert query(settings.database_path, "SELECT model_id FROM provider_models") == [("gpt-test",)]
 
     kept = await client.delete("/v1/models/gpt-test", headers=ADMIN)
     assert kept.json() == {"id": "gpt-test", "deleted": False, "archived": True}
-    assert rows(settings, "SELECT model_id FROM provider_models") == [("gpt-test",)]
+    assert query(settings.database_path, "SELECT model_id FROM provider_models") == [("gpt-test",)]
     listed = (await client.get("/v1/models")).json()["data"]
     assert [m["id"] for m in listed] == []
     assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 404
@@ -279,7 +278,7 @@ async def config_round_trip(client: httpx.AsyncClient, db: Database) -> None:
     assert put.json()["config"] == {
         "apiKey": "****1234", "baseURL": "http://new.test/v1", "timeout": 500,
     }  # fmt: skip
-    assert (await catalog.provider_config(db, "up"))["apiKey"] == SECRET
+    assert (await configs.provider_config(db, "up"))["apiKey"] == SECRET
 
     patched = await client.patch(
         "/v1/providers/up/config/timeout", json={"value": 900}, headers=ADMIN
@@ -289,7 +288,7 @@ async def config_round_trip(client: httpx.AsyncClient, db: Database) -> None:
         "/v1/providers/up/config/apiKey", json={"value": "****1234"}, headers=ADMIN
     )
     assert masked.status_code == 200
-    assert (await catalog.provider_config(db, "up"))["apiKey"] == SECRET
+    assert (await configs.provider_config(db, "up"))["apiKey"] == SECRET
 
     removed = await client.delete("/v1/providers/up/config/timeout", headers=ADMIN)
     assert "timeout" not in removed.json()["config"]
@@ -365,8 +364,11 @@ async def test_unlink_and_default(client: httpx.AsyncClient, settings: Settings)
     ]  # fmt: skip
     unlinked = await client.delete("/v1/providers/up/models/org/m2", headers=ADMIN)
     assert unlinked.json() == {"provider_id": "up", "model_id": "org/m2", "deleted": True}
-    assert rows(settings, "SELECT model_id FROM provider_models") == [("gpt-test",)]
-    assert rows(settings, "SELECT id FROM models ORDER BY id") == [("gpt-test",), ("org/m2",)]
+    assert query(settings.database_path, "SELECT model_id FROM provider_models") == [("gpt-test",)]
+    assert query(settings.database_path, "SELECT id FROM models ORDER BY id") == [
+        ("gpt-test",),
+        ("org/m2",),
+    ]
     before = catalog_state(settings)
     assert_error(await client.delete("/v1/providers/up/models/org/m2", headers=ADMIN), 404)
     assert_error(await client.put("/v1/providers/up/models/zz/default", headers=ADMIN), 404)
@@ -418,7 +420,10 @@ async def test_a_provider_whose_type_is_gone_is_shown_unavailable_and_skipped(
         answer = await client.post("/v1/chat/completions", json=CHAT)
         assert answer.headers["x-provider-router-provider"] == "up"
         assert_error(await client.post("/v1/providers/gone/test", headers=ADMIN), 400, "type")
-    assert rows(settings, "SELECT id FROM providers ORDER BY id") == [("gone",), ("up",)]
+    assert query(settings.database_path, "SELECT id FROM providers ORDER BY id") == [
+        ("gone",),
+        ("up",),
+    ]
 
 
 async def test_the_provider_list_pages_with_a_cursor(client: httpx.AsyncClient) -> None:

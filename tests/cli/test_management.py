@@ -17,7 +17,7 @@ import pytest
 from router.cli.main import main
 from router.cli.tomlwriter import dumps
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.helpers import serve_asgi
+from tests.helpers import query, serve_asgi
 
 SECRET = "sk-cli-secret-abcdef123456"
 
@@ -39,14 +39,6 @@ def cli(
     yield run
 
 
-def query(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(tmp_path / "cli.db")
-    try:
-        return [tuple(r) for r in conn.execute(sql)]
-    finally:
-        conn.close()
-
-
 def add_openai(cli: Any, provider_id: str = "main", base: str = "http://127.0.0.1:9/v1") -> None:
     code, _, err = cli("provider", "add", "--id", provider_id, "--name", provider_id, "--type",
                        "openai", "--set", f"baseURL={base}", "--set", f"apiKey={SECRET}",
@@ -54,9 +46,17 @@ def add_openai(cli: Any, provider_id: str = "main", base: str = "http://127.0.0.
     assert code == 0, err
 
 
+def without_provider_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clear the variables `migrate` reads, so only what a test sets is seen."""
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+                 "OLLAMA_HOST", "OLLAMA_BASE_URL", "LM_STUDIO_BASE_URL", "DEFAULT_PROVIDER",
+                 "LM_STUDIO_DEFAULT_MODEL", "OPENAI_BASE_URL"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_provider_add_list_show_edit(cli: Any, tmp_path: Path) -> None:
     add_openai(cli)
-    assert query(tmp_path, "SELECT key FROM provider_configs ORDER BY key") == [
+    assert query(tmp_path / "cli.db", "SELECT key FROM provider_configs ORDER BY key") == [
         ("apiKey",), ("baseURL",), ("timeout",),
     ]  # fmt: skip
     code, out, _ = cli("provider", "list")
@@ -72,8 +72,8 @@ def test_provider_add_list_show_edit(cli: Any, tmp_path: Path) -> None:
 
     code, out, _ = cli("provider", "edit", "main", "--priority", "7", "--unset", "timeout")
     assert code == 0
-    assert query(tmp_path, "SELECT priority FROM providers") == [(7,)]
-    assert ("timeout",) not in query(tmp_path, "SELECT key FROM provider_configs")
+    assert query(tmp_path / "cli.db", "SELECT priority FROM providers") == [(7,)]
+    assert ("timeout",) not in query(tmp_path / "cli.db", "SELECT key FROM provider_configs")
     code, out, _ = cli("provider", "list", "--json")
     assert [p["priority"] for p in orjson.loads(out)["data"]] == [7]
 
@@ -117,16 +117,19 @@ def test_add_asks_in_a_terminal(cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_p
     code, out, err = cli("provider", "add")
     assert code == 0, err
     assert SECRET not in out
-    assert query(tmp_path, "SELECT id, priority FROM providers") == [("asked", 5)]
-    assert query(tmp_path, "SELECT model_id FROM provider_models ORDER BY 1") == [("m1",), ("m2",)]
+    assert query(tmp_path / "cli.db", "SELECT id, priority FROM providers") == [("asked", 5)]
+    assert query(tmp_path / "cli.db", "SELECT model_id FROM provider_models ORDER BY 1") == [
+        ("m1",),
+        ("m2",),
+    ]
 
 
 def test_enable_disable_remove_restore(cli: Any, tmp_path: Path) -> None:
     add_openai(cli)
     assert cli("provider", "disable", "main")[0] == 0
-    assert query(tmp_path, "SELECT enabled FROM providers") == [(0,)]
+    assert query(tmp_path / "cli.db", "SELECT enabled FROM providers") == [(0,)]
     assert cli("provider", "enable", "main")[0] == 0
-    assert query(tmp_path, "SELECT enabled FROM providers") == [(1,)]
+    assert query(tmp_path / "cli.db", "SELECT enabled FROM providers") == [(1,)]
 
     conn = sqlite3.connect(tmp_path / "cli.db")
     conn.execute(
@@ -138,13 +141,15 @@ def test_enable_disable_remove_restore(cli: Any, tmp_path: Path) -> None:
     conn.close()
     code, out, _ = cli("provider", "remove", "main")
     assert code == 0 and "Archived" in out
-    assert query(tmp_path, "SELECT archived_at IS NOT NULL, enabled FROM providers") == [(1, 0)]
+    assert query(tmp_path / "cli.db", "SELECT archived_at IS NOT NULL, enabled FROM providers") == [
+        (1, 0)
+    ]
     code, out, _ = cli("provider", "list")
     assert "main" not in out
     code, out, _ = cli("provider", "list", "--archived")
     assert "archived" in out
     assert cli("provider", "restore", "main")[0] == 0
-    assert query(tmp_path, "SELECT archived_at, enabled FROM providers") == [(None, 1)]
+    assert query(tmp_path / "cli.db", "SELECT archived_at, enabled FROM providers") == [(None, 1)]
 
     add_openai(cli, "spare")
     code, out, _ = cli("provider", "remove", "spare", "--json")
@@ -166,14 +171,14 @@ def test_model_commands(cli: Any, tmp_path: Path) -> None:
                "--input-cost", "0.5")[0] == 0  # fmt: skip
     code, out, _ = cli("model", "default", "main", "m2")
     assert code == 0
-    assert query(tmp_path, "SELECT model_id, is_default, upstream_model FROM provider_models"
-                 " ORDER BY 1") == [("gpt-test", 0, None), ("m2", 1, "up-m2")]  # fmt: skip
+    links = "SELECT model_id, is_default, upstream_model FROM provider_models ORDER BY 1"
+    assert query(tmp_path / "cli.db", links) == [("gpt-test", 0, None), ("m2", 1, "up-m2")]
     code, out, _ = cli("model", "list")
     assert "m2" in out and "Two" in out
     assert cli("model", "unlink", "main", "m2")[0] == 0
     code, out, _ = cli("model", "remove", "m2")
     assert code == 0 and "Deleted" in out
-    assert query(tmp_path, "SELECT id FROM models") == [("gpt-test",)]
+    assert query(tmp_path / "cli.db", "SELECT id FROM models") == [("gpt-test",)]
     code, out, _ = cli("provider", "models", "main", "--json")
     assert [m["model_id"] for m in orjson.loads(out)["data"]] == ["gpt-test"]
 
@@ -206,10 +211,7 @@ def test_provider_types_lists_the_builtins(cli: Any) -> None:
 def test_migrate_from_an_env_file_is_idempotent_and_never_prints_keys(
     cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
-                 "OLLAMA_HOST", "OLLAMA_BASE_URL", "LM_STUDIO_BASE_URL", "DEFAULT_PROVIDER",
-                 "LM_STUDIO_DEFAULT_MODEL", "OPENAI_BASE_URL"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
+    without_provider_environment(monkeypatch)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-environment-0001")
     env = tmp_path / ".env"
     env.write_text(
@@ -223,26 +225,26 @@ def test_migrate_from_an_env_file_is_idempotent_and_never_prints_keys(
     code, out, _ = cli("migrate", "--env-file", str(env), "--dry-run")
     assert code == 0 and out.count("would create") == 5
     assert SECRET not in out and "sk-ant-from" not in out and "AIza-google" not in out
-    assert query(tmp_path, "SELECT count(*) FROM providers") == [(0,)]
+    assert query(tmp_path / "cli.db", "SELECT count(*) FROM providers") == [(0,)]
     assert not list(tmp_path.glob("*.bak"))
 
     code, out, _ = cli("migrate", "--env-file", str(env))
     assert code == 0 and "Created 5 provider(s)." in out and SECRET not in out
     assert len(list(tmp_path.glob("cli.db.*.before-env-migrate.bak"))) == 1
-    assert query(tmp_path, "SELECT id, type, priority FROM providers ORDER BY id") == [
+    assert query(tmp_path / "cli.db", "SELECT id, type, priority FROM providers ORDER BY id") == [
         ("anthropic", "anthropic", 0), ("gemini", "gemini", 0), ("lm-studio", "lm-studio", 0),
         ("ollama", "ollama", 10), ("openai", "openai", 0),
     ]  # fmt: skip
-    assert query(tmp_path, "SELECT provider_id, model_id FROM provider_models") == [
+    assert query(tmp_path / "cli.db", "SELECT provider_id, model_id FROM provider_models") == [
         ("lm-studio", "qwen-7b")
     ]
-    config = dict(query(tmp_path, "SELECT key, value FROM provider_configs"
+    config = dict(query(tmp_path / "cli.db", "SELECT key, value FROM provider_configs"
                                   " WHERE provider_id = 'ollama'"))  # fmt: skip
     assert orjson.loads(config["baseURL"]) == "http://localhost:11434"
 
     code, out, _ = cli("migrate", "--env-file", str(env))
     assert code == 0 and "Nothing to create." in out
-    assert query(tmp_path, "SELECT count(*) FROM providers") == [(5,)]
+    assert query(tmp_path / "cli.db", "SELECT count(*) FROM providers") == [(5,)]
 
 
 def test_export_import_round_trip(
@@ -291,11 +293,11 @@ def test_import_reports_and_applies_changes(
     assert out.splitlines() == [
         "would update provider main: priority", "would link new-one to main",
     ]  # fmt: skip
-    assert query(tmp_path, "SELECT priority FROM providers") == [(0,)]
+    assert query(tmp_path / "cli.db", "SELECT priority FROM providers") == [(0,)]
     code, out, _ = cli("import", str(path))
-    assert query(tmp_path, "SELECT priority FROM providers") == [(3,)]
+    assert query(tmp_path / "cli.db", "SELECT priority FROM providers") == [(3,)]
     # The secret, left out of the file, is kept.
-    assert ("apiKey",) in query(tmp_path, "SELECT key FROM provider_configs")
+    assert ("apiKey",) in query(tmp_path / "cli.db", "SELECT key FROM provider_configs")
     code, out, _ = cli("import", str(path))
     assert out.strip() == "Nothing to change."
     path.write_text("not = [valid")
@@ -346,14 +348,17 @@ def test_a_bad_entry_stops_the_import_before_anything_is_written(cli: Any, tmp_p
     )
     code, out, err = cli("import", str(path))
     assert code == 1 and "baseURL" in err and out == ""
-    assert query(tmp_path, "SELECT count(*) FROM providers") == [(0,)]
-    assert query(tmp_path, "SELECT count(*) FROM models") == [(0,)]
+    assert query(tmp_path / "cli.db", "SELECT count(*) FROM providers") == [(0,)]
+    assert query(tmp_path / "cli.db", "SELECT count(*) FROM models") == [(0,)]
     assert not list(tmp_path.glob("*.bak"))
     path.write_text(path.read_text().replace("config = {}", 'config = { baseURL = "http://x/v1" }'))
     code, out, _ = cli("import", str(path))
     assert code == 0 and out.startswith("Backed up the database to ")
     assert len(list(tmp_path.glob("cli.db.*.before-import.bak"))) == 1
-    assert query(tmp_path, "SELECT id FROM providers ORDER BY id") == [("bad",), ("good",)]
+    assert query(tmp_path / "cli.db", "SELECT id FROM providers ORDER BY id") == [
+        ("bad",),
+        ("good",),
+    ]
 
 
 @pytest.mark.parametrize("text", ["del\x7fchar", 'nul\x00 tab\t quote" back\\ \u2028 \U0001f600'])
@@ -365,10 +370,7 @@ def test_the_toml_writer_round_trips_any_text(text: str) -> None:
 def test_migrate_backup_and_db_status_speak_json(
     cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
-                 "OLLAMA_HOST", "OLLAMA_BASE_URL", "LM_STUDIO_BASE_URL", "DEFAULT_PROVIDER",
-                 "LM_STUDIO_DEFAULT_MODEL", "OPENAI_BASE_URL"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
+    without_provider_environment(monkeypatch)
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("OPENAI_DEFAULT_MODEL", "gpt-test")
     code, out, _ = cli("migrate", "--dry-run", "--json")

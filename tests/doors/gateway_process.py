@@ -10,8 +10,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import ADMIN, ADMIN_TOKEN, free_port
-from tests.test_serve import mock_upstream_process, start, wait_until_up
+from tests.helpers import (
+    ADMIN,
+    ADMIN_TOKEN,
+    free_port,
+    mock_upstream_process,
+    start,
+    wait_until_up,
+)
 
 
 @dataclass

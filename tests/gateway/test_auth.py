@@ -17,9 +17,8 @@ import respx
 from router.app import ProviderRouterApp
 from router.cli.main import main
 from router.settings import Settings
-from tests.helpers import ADMIN_TOKEN, add_provider, app_client, make_settings
+from tests.helpers import ADMIN, ADMIN_TOKEN, add_provider, app_client, eventually, make_settings
 
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
 COMPLETION = {
     "id": "chatcmpl-1",
@@ -364,27 +363,18 @@ async def test_a_key_revoked_in_one_server_is_refused_by_another_within_a_second
         await add_provider(first, "up", "http://upstream.test/v1", ["gpt-test"])
         created = await create_key(first)
         headers = bearer(created["key"])
-        status = 0
-        for _ in range(100):  # the other server reloads within reload_interval_ms (100 ms here)
-            status = (
-                await second.post("/v1/chat/completions", json=CHAT, headers=headers)
-            ).status_code
-            if status == 200:
-                break
-            await asyncio.sleep(0.05)
-        assert status == 200
+
+        async def second_answers(status: int) -> bool:
+            response = await second.post("/v1/chat/completions", json=CHAT, headers=headers)
+            return response.status_code == status
+
+        # The other server reloads within reload_interval_ms (100 ms here).
+        await eventually(lambda: second_answers(200), "the second server accepts the new key")
         assert (await first.delete(f"/v1/keys/{created['id']}", headers=ADMIN)).status_code == 200
         assert (
             await first.post("/v1/chat/completions", json=CHAT, headers=headers)
         ).status_code == 401
-        for _ in range(100):
-            status = (
-                await second.post("/v1/chat/completions", json=CHAT, headers=headers)
-            ).status_code
-            if status == 401:
-                break
-            await asyncio.sleep(0.05)
-        assert status == 401
+        await eventually(lambda: second_answers(401), "the second server refuses the revoked key")
 
 
 # -- the CLI -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 import respx
 
 from router.settings import Settings
-from tests.helpers import ADMIN_TOKEN, add_provider, app_client, make_settings
+from tests.helpers import ADMIN, add_provider, app_client, make_settings, sse_chunks
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -63,19 +63,23 @@ USAGE_CHUNK = {
 async def requests_rows(client: httpx.AsyncClient) -> list[dict[str, Any]]:
     app = client._transport.app  # type: ignore[attr-defined]
     await app.services.recorder.flush()
-    response = await client.get("/v1/requests", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    response = await client.get("/v1/requests", headers=ADMIN)
     assert response.status_code == 200
     rows: list[dict[str, Any]] = response.json()["data"]
     return rows
 
 
 async def request_detail(client: httpx.AsyncClient, request_id: str) -> dict[str, Any]:
-    response = await client.get(
-        f"/v1/requests/{request_id}", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
-    )
+    response = await client.get(f"/v1/requests/{request_id}", headers=ADMIN)
     assert response.status_code == 200, response.text
     detail: dict[str, Any] = response.json()
     return detail
+
+
+async def first_and_second(client: httpx.AsyncClient) -> None:
+    """Providers "first" (tried first) and "second", both serving gpt-test."""
+    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
+    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
 
 
 async def test_chat_passes_the_upstream_answer_through_with_our_headers(
@@ -105,7 +109,7 @@ async def test_upstream_model_renames_the_model_sent_upstream(
 ) -> None:
     await add_provider(client, "up-a", "http://a.test/v1")
     link = {"model_id": "friendly", "upstream_model": "vendor/real-name-7b"}
-    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    headers = ADMIN
     assert (await client.post("/v1/providers/up-a/models", json=link, headers=headers)).is_success
     upstream = upstreams.post("http://a.test/v1/chat/completions").respond(json=completion())
 
@@ -147,8 +151,7 @@ async def test_highest_priority_first_and_pinning_picks_one(
 async def test_retryable_failures_fall_back_to_the_next_provider(
     upstreams: respx.MockRouter, client: httpx.AsyncClient, failure: httpx.Response | Exception
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     route = upstreams.post("http://first.test/v1/chat/completions")
     if isinstance(failure, Exception):
         route.mock(side_effect=failure)
@@ -189,8 +192,7 @@ async def test_a_client_error_upstream_is_passed_back_without_fallback(
     upstreams: respx.MockRouter,
     client: httpx.AsyncClient,
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     error = {"error": {"message": "context too long", "type": "invalid_request_error"}}
     upstreams.post("http://first.test/v1/chat/completions").respond(400, json=error)
     second = upstreams.post("http://second.test/v1/chat/completions").respond(json=completion())
@@ -208,8 +210,7 @@ async def test_a_client_error_upstream_is_passed_back_without_fallback(
 async def test_all_failed_is_a_502_naming_the_last_reason(
     upstreams: respx.MockRouter, client: httpx.AsyncClient
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     upstreams.post("http://first.test/v1/chat/completions").respond(500)
     upstreams.post("http://second.test/v1/chat/completions").respond(
         503, json={"error": {"message": "model is loading"}}
@@ -334,8 +335,7 @@ async def test_stream_keeps_the_usage_chunk_when_the_client_asked(
 async def test_stream_falls_back_while_nothing_was_sent(
     upstreams: respx.MockRouter, client: httpx.AsyncClient
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     upstreams.post("http://first.test/v1/chat/completions").respond(502, text="bad gateway")
     upstreams.post("http://second.test/v1/chat/completions").respond(
         content=sse(chunk("ok"), chunk(finish="stop")),
@@ -353,8 +353,7 @@ async def test_a_stream_that_dies_before_its_first_event_falls_back(
     upstreams: respx.MockRouter,
     client: httpx.AsyncClient,
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     upstreams.post("http://first.test/v1/chat/completions").respond(
         content=b"", headers={"content-type": "text/event-stream"}
     )
@@ -374,8 +373,7 @@ async def test_a_stream_cut_after_the_first_event_ends_with_an_error_event(
     upstreams: respx.MockRouter,
     client: httpx.AsyncClient,
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     upstreams.post("http://first.test/v1/chat/completions").respond(
         content=sse(chunk("partial"), done=False), headers={"content-type": "text/event-stream"}
     )
@@ -384,11 +382,9 @@ async def test_a_stream_cut_after_the_first_event_ends_with_an_error_event(
     response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
 
     assert response.status_code == 200
-    events = response.content.split(b"\n\n")
-    assert events[0] == b"data: " + orjson.dumps(chunk("partial"))
-    error = orjson.loads(events[1].removeprefix(b"data: "))
+    first, error = sse_chunks(response.content, done=False)
+    assert first == chunk("partial")
     assert "[DONE]" in error["error"]["message"]
-    assert not response.content.endswith(b"data: [DONE]\n\n")
     assert error["error"]["code"] == "stream_interrupted"
     assert second.call_count == 0
     [row] = await requests_rows(client)
@@ -426,7 +422,7 @@ async def test_cost_is_recorded_from_the_link_prices(
 ) -> None:
     await add_provider(client, "up", "http://up.test/v1")
     link = {"model_id": "gpt-test", "input_cost_per_1k": 1.0, "output_cost_per_1k": 2.0}
-    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    headers = ADMIN
     assert (await client.post("/v1/providers/up/models", json=link, headers=headers)).is_success
     upstreams.post("http://up.test/v1/chat/completions").respond(json=completion())
 
@@ -440,11 +436,10 @@ async def test_cost_is_recorded_from_the_link_prices(
 async def test_management_changes_apply_to_the_next_request(
     upstreams: respx.MockRouter, client: httpx.AsyncClient
 ) -> None:
-    await add_provider(client, "first", "http://first.test/v1", ["gpt-test"], priority=2)
-    await add_provider(client, "second", "http://second.test/v1", ["gpt-test"], priority=1)
+    await first_and_second(client)
     upstreams.post("http://first.test/v1/chat/completions").respond(json=completion("first"))
     upstreams.post("http://second.test/v1/chat/completions").respond(json=completion("second"))
-    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    headers = ADMIN
 
     before = await client.post("/v1/chat/completions", json=CHAT)
     disabled = await client.put("/v1/providers/first", json={"enabled": False}, headers=headers)
@@ -497,7 +492,7 @@ async def test_a_management_error_is_answered_not_re_raised(settings: Settings) 
     async with app_client(settings) as (_, client):
         response = await client.post(
             "/v1/providers",
-            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+            headers=ADMIN,
             json={"name": "x", "type": "no-such-type", "config": {}},
         )
     assert response.status_code == 400

@@ -12,10 +12,8 @@ import pytest
 from router.cli.main import main
 from router.gateway.health import HealthChecker, wants_check
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.helpers import ADMIN_TOKEN, add_provider, app_client, free_port, make_settings
+from tests.helpers import ADMIN, add_provider, app_client, eventually, free_port, make_settings
 from tests.helpers import serve_asgi as serve
-
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def health_rows(path: Path) -> dict[str, tuple[Any, ...]]:
@@ -77,10 +75,7 @@ async def test_the_background_task_probes_on_its_interval(tmp_path: Path) -> Non
     settings = make_settings(tmp_path, health_check_interval_ms=20)
     async with serve(upstream.app()) as url, app_client(settings) as (_, client):
         await add_provider(client, "up", f"{url}/v1", ["gpt-test"], config={"healthCheck": True})
-        for _ in range(500):
-            if len(upstream.requests) >= 2:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(upstream.requests) >= 2, "two probes reached the upstream")
         detail = (await client.get("/v1/health/providers", headers=ADMIN)).json()["data"][0]
 
     assert len(upstream.requests) >= 2

@@ -4,35 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
-from router.store import catalog
+from router.store import providers
 from router.store.db import Database
-
-
-async def add_provider(db: Database, provider_id: str) -> None:
-    await catalog.create_provider(
-        db,
-        {
-            "id": provider_id,
-            "name": provider_id,
-            "type": "openai",
-            "config": {"baseURL": "http://127.0.0.1:9/v1"},
-        },
-    )
-
-
-def query(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db.path)
-    try:
-        return [tuple(row) for row in conn.execute(sql, params)]
-    finally:
-        conn.close()
+from tests.helpers import eventually, query, store_provider
 
 
 def count(db: Database, table: str) -> int:
@@ -79,8 +59,8 @@ async def make_recorder(db: Database) -> AsyncIterator[MakeRecorder]:
 async def test_records_become_request_and_attempt_rows_in_one_batch(
     db: Database, make_recorder: MakeRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await add_provider(db, "p1")
-    await add_provider(db, "p2")
+    await store_provider(db, "p1")
+    await store_provider(db, "p2")
     transactions = 0
     real_transaction = db.transaction
 
@@ -133,13 +113,14 @@ async def test_records_become_request_and_attempt_rows_in_one_batch(
     assert query(db, "SELECT * FROM requests ORDER BY id") == [
         # id, created_at, endpoint, client_key_id, model, provider_id, upstream_model, stream,
         # status, status_code, latency_ms, ttft_ms, prompt/completion/total tokens, cost,
-        # currency, attempts, error
+        # currency, attempts, error, trace (none: these records carry no routing order)
         ("req-1", 1_000, "/v1/chat/completions", None, "gpt-test", "p1", None, 0,
-         "success", 200, 12.346, None, None, None, None, None, None, 1, None),
+         "success", 200, 12.346, None, None, None, None, None, None, 1, None, None),
         ("req-2", 2_000, "/v1/chat/completions", None, "gpt-test", "p2", "gpt-up", 1,
-         "success", 200, 50.0, 7.123, 3, 2, 5, 0.25, "USD", 2, None),
+         "success", 200, 50.0, 7.123, 3, 2, 5, 0.25, "USD", 2, None, None),
         ("req-3", 3_000, "/v1/embeddings", None, None, None, None, 0,
-         "error", 502, 5.0, None, None, None, None, None, None, 0, "all providers failed"),
+         "error", 502, 5.0, None, None, None, None, None, None, 0, "all providers failed",
+         None),
     ]  # fmt: skip
     assert query(db, "SELECT * FROM attempts ORDER BY request_id, n") == [
         ("req-1", 1, "p1", 1_000, "success", 200, 11.0, None),
@@ -151,9 +132,9 @@ async def test_records_become_request_and_attempt_rows_in_one_batch(
 async def test_provider_counters_are_updated_per_batch(
     db: Database, make_recorder: MakeRecorder
 ) -> None:
-    await add_provider(db, "p1")
-    await add_provider(db, "p2")
-    await add_provider(db, "idle")
+    await store_provider(db, "p1")
+    await store_provider(db, "p2")
+    await store_provider(db, "idle")
     rec = make_recorder()
     await rec.record(ok("a", "p1", at=1_000))
     await rec.record(
@@ -182,13 +163,13 @@ async def test_provider_counters_are_updated_per_batch(
         ("p1", 2, 1, 3_000, 2_000, "connect failed"),
         ("p2", 1, 0, 2_005, None, None),
     ]
-    provider = await catalog.get_provider(db, "p1")
+    provider = await providers.get_provider(db, "p1")
     assert provider["state"]["success_count"] == 2
     assert provider["state"]["last_error"] == "connect failed"
 
 
 async def test_counters_add_up_across_batches(db: Database, make_recorder: MakeRecorder) -> None:
-    await add_provider(db, "p1")
+    await store_provider(db, "p1")
     rec = make_recorder()
     await rec.record(
         RequestRecord(
@@ -222,7 +203,7 @@ def failing(request_id: str, at: int, error: str) -> RequestRecord:
 async def test_last_error_matches_last_error_at(
     db: Database, make_recorder: MakeRecorder, same_batch: bool
 ) -> None:
-    await add_provider(db, "p1")
+    await store_provider(db, "p1")
     rec = make_recorder()
     await rec.record(failing("new", 5_000, "newest error"))
     if not same_batch:
@@ -235,7 +216,7 @@ async def test_last_error_matches_last_error_at(
 async def test_stop_writes_everything_still_queued(
     db: Database, make_recorder: MakeRecorder
 ) -> None:
-    await add_provider(db, "p1")
+    await store_provider(db, "p1")
     rec = make_recorder(queue_size=500, batch_size=50, flush_interval_s=10.0)
     for i in range(200):
         await rec.record(ok(f"req-{i:03d}", at=1_000 + i))
@@ -250,7 +231,7 @@ async def test_stop_writes_everything_still_queued(
 async def test_a_full_queue_makes_callers_wait_instead_of_dropping(
     db: Database, make_recorder: MakeRecorder
 ) -> None:
-    await add_provider(db, "p1")
+    await store_provider(db, "p1")
     rec = make_recorder(queue_size=2, batch_size=10)
     async with db.transaction():  # the writer cannot commit while the test holds this
         await rec.record(ok("r1"))
@@ -271,14 +252,12 @@ async def test_a_full_queue_makes_callers_wait_instead_of_dropping(
 async def test_a_blocked_caller_stays_blocked_while_the_writer_is_stuck(
     db: Database, make_recorder: MakeRecorder
 ) -> None:
-    await add_provider(db, "p1")
+    await store_provider(db, "p1")
     rec = make_recorder(queue_size=2, batch_size=1)
     async with db.transaction():
         await rec.record(ok("r1"))
-        for _ in range(100):  # let the writer take r1 and get stuck on the write
-            if rec.queue.qsize() == 0:
-                break
-            await asyncio.sleep(0.005)
+        # Let the writer take r1 and get stuck on the write.
+        await eventually(lambda: rec.queue.qsize() == 0, "the writer took r1")
         await rec.record(ok("r2"))
         await rec.record(ok("r3"))
         fourth = asyncio.create_task(rec.record(ok("r4")))
@@ -295,7 +274,7 @@ async def test_a_blocked_caller_stays_blocked_while_the_writer_is_stuck(
 async def test_a_record_of_a_deleted_provider_is_kept_under_an_archived_stand_in(
     db: Database, make_recorder: MakeRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await add_provider(db, "p1")
+    await store_provider(db, "p1")
     rec = make_recorder()
     await rec.record(ok("good-1"))
     await rec.record(ok("ghost", provider_id="gone"))  # deleted before its record was written
@@ -321,7 +300,7 @@ async def test_a_record_of_a_deleted_provider_is_kept_under_an_archived_stand_in
 async def test_one_bad_record_does_not_take_its_batch_down(
     db: Database, make_recorder: MakeRecorder
 ) -> None:
-    await add_provider(db, "p1")
+    await store_provider(db, "p1")
     rec = make_recorder()
     await rec.record(ok("good-1"))
     await rec.record(ok("good-1"))  # the same id again: refused by the primary key
@@ -333,7 +312,7 @@ async def test_one_bad_record_does_not_take_its_batch_down(
 
 
 async def test_a_duplicate_id_fails_alone(db: Database, make_recorder: MakeRecorder) -> None:
-    await add_provider(db, "p1")
+    await store_provider(db, "p1")
     rec = make_recorder()
     await rec.record(ok("same"))
     await rec.flush()
@@ -345,7 +324,7 @@ async def test_a_duplicate_id_fails_alone(db: Database, make_recorder: MakeRecor
 
 
 async def test_an_unstorable_value_fails_alone(db: Database, make_recorder: MakeRecorder) -> None:
-    await add_provider(db, "p1")
+    await store_provider(db, "p1")
     rec = make_recorder()
     huge = ok("huge")
     huge.prompt_tokens = 2**63
@@ -359,7 +338,7 @@ async def test_an_unstorable_value_fails_alone(db: Database, make_recorder: Make
 async def test_a_timeout_counts_as_an_error_a_client_hang_up_as_nothing(
     db: Database, make_recorder: MakeRecorder
 ) -> None:
-    await add_provider(db, "p1")
+    await store_provider(db, "p1")
     rec = make_recorder()
     await rec.record(
         RequestRecord(
@@ -383,7 +362,7 @@ async def test_a_timeout_counts_as_an_error_a_client_hang_up_as_nothing(
 async def test_an_unforeseen_error_does_not_stop_the_recorder(
     db: Database, make_recorder: MakeRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await add_provider(db, "p1")
+    await store_provider(db, "p1")
     rec = make_recorder()
     real = rec._write_rows
     calls = 0

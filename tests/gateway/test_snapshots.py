@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from router.cli.main import main
-from tests.helpers import ADMIN_TOKEN, free_port
-from tests.test_serve import start, wait_until_up
-
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+from tests.helpers import ADMIN, ADMIN_TOKEN, eventually, free_port, start, wait_until_up
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -44,15 +41,6 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     finally:
         for process in processes:
             stop(process)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    # Generous: the claim is "about a second"; this only keeps a broken reload from hanging.
-    for _ in range(100):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def model_ids(client: httpx.AsyncClient, url: str) -> list[str]:

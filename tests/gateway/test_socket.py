@@ -15,10 +15,9 @@ import orjson
 from router.app import create_app
 from router.gateway.handler import Receive, Scope, Send
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.helpers import ADMIN_TOKEN, add_provider, last_request, make_settings, serve_asgi
+from tests.helpers import add_provider, last_request, make_settings, serve_asgi, sse_chunks
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @contextlib.asynccontextmanager
@@ -134,12 +133,10 @@ async def test_an_upstream_connection_cut_mid_stream_reaches_the_client_as_an_er
         response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
         row = await last_request(client, app)
 
-    events = [e for e in response.content.split(b"\n\n") if e]
+    events = sse_chunks(response.content, done=False)
     assert response.status_code == 200
     assert b'"content":"mock"' in response.content
-    last = orjson.loads(events[-1].removeprefix(b"data: "))
-    assert last["error"]["code"] == "stream_interrupted"
-    assert events[-1] != b"data: [DONE]"
+    assert events[-1]["error"]["code"] == "stream_interrupted"
     assert (row["status"], row["status_code"]) == ("error", 502)
     assert row["attempt_details"][0]["status"] == "error"
 

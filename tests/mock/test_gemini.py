@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from router.mock.upstream import MockOptions, MockUpstream
+from tests.helpers import sse_chunks
 
 KEY = {"x-goog-api-key": "gk"}
 GENERATE = "/v1beta/models/gemini-mock:generateContent"
@@ -28,11 +28,6 @@ def contents(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "parts": [{"text": text}]}]
 
 
-def sse_chunks(body: bytes) -> list[dict[str, Any]]:
-    assert body.endswith(b"\r\n\r\n")
-    return [orjson.loads(e.removeprefix(b"data: ")) for e in body.split(b"\r\n\r\n") if e]
-
-
 async def test_generate_and_stream_say_the_same_words(
     fake: tuple[MockUpstream, httpx.AsyncClient],
 ) -> None:
@@ -49,7 +44,8 @@ async def test_generate_and_stream_say_the_same_words(
         "candidatesTokenCount": 4,
         "totalTokenCount": 7,
     }
-    chunks = sse_chunks(streamed.content)
+    chunks = sse_chunks(streamed.content, done=False)
+    assert streamed.content.endswith(b"\r\n\r\n")  # Gemini separates events with CRLF
     assert streamed.headers["content-type"].startswith("text/event-stream")
     assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks) == (
         "mock reply alpha bravo"
@@ -69,7 +65,7 @@ async def test_max_output_tokens_and_broken_streams(
 
     upstream.options = MockOptions(api_key="gk", chunks=4, fail="truncate")
     truncated = await client.post(STREAM, json={"contents": contents("hi")}, headers=KEY)
-    chunks = sse_chunks(truncated.content)
+    chunks = sse_chunks(truncated.content, done=False)
     assert len(chunks) == 2 and all("finishReason" not in c["candidates"][0] for c in chunks)
 
     plain = await client.post(STREAM.partition("?")[0], json=body, headers=KEY)

@@ -6,15 +6,13 @@ import argparse
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 import uvicorn
-from starlette.types import ASGIApp
 
 from router.mock.upstream import (
     MockOptions,
@@ -25,6 +23,7 @@ from router.mock.upstream import (
     options_from_args,
     run_mock_upstream,
 )
+from tests.helpers import eventually, serve_asgi, sse_chunks, sse_data
 
 CHAT = "/v1/chat/completions"
 BODY: dict[str, Any] = {
@@ -37,62 +36,6 @@ BODY: dict[str, Any] = {
 PROMPT_WORDS = 5
 STREAM = {**BODY, "stream": True}
 FIVE_WORDS = "mock reply alpha bravo charlie"
-
-
-@asynccontextmanager
-async def running_server(
-    app: ASGIApp,
-    *,
-    server_factory: Callable[[uvicorn.Config], uvicorn.Server] = uvicorn.Server,
-) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yield its base URL.
-
-    log_config=None lets uvicorn's records reach pytest's caplog; the graceful
-    shutdown timeout stops a stuck request from hanging the test run.
-    """
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        log_config=None,
-        timeout_graceful_shutdown=5,
-    )
-    server = server_factory(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("uvicorn exited before it started")
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
-
-
-async def wait_for_requests(upstream: MockUpstream, count: int) -> None:
-    for _ in range(200):
-        if len(upstream.requests) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the mock never logged {count} request(s)")
-
-
-def sse_events(text: str) -> list[str]:
-    """The data payloads of an SSE body, checking the framing on the way."""
-    frames = text.split("\n\n")
-    assert frames[-1] == "", "an SSE body must end with a blank line"
-    assert all(frame.startswith("data: ") for frame in frames[:-1])
-    return [frame.removeprefix("data: ") for frame in frames[:-1]]
-
-
-def chunks_of(text: str) -> list[dict[str, Any]]:
-    events = sse_events(text)
-    assert events[-1] == "[DONE]"
-    return [orjson.loads(event) for event in events[:-1]]
 
 
 @pytest.fixture
@@ -131,7 +74,7 @@ async def test_stream_has_openai_shape_and_same_text(client: httpx.AsyncClient) 
     response = await client.post(CHAT, json=STREAM)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
-    chunks = chunks_of(response.text)
+    chunks = sse_chunks(response.text, done=True)
     assert len(chunks) == 1 + 5 + 1
     assert len({c["id"] for c in chunks}) == 1
     assert all(c["object"] == "chat.completion.chunk" and c["model"] == "mock-gpt" for c in chunks)
@@ -146,7 +89,7 @@ async def test_stream_has_openai_shape_and_same_text(client: httpx.AsyncClient) 
 
 async def test_stream_include_usage(client: httpx.AsyncClient) -> None:
     body = {**STREAM, "stream_options": {"include_usage": True}}
-    chunks = chunks_of((await client.post(CHAT, json=body)).text)
+    chunks = sse_chunks((await client.post(CHAT, json=body)).text, done=True)
     assert len(chunks) == 1 + 5 + 1 + 1
     assert all("usage" in c and c["usage"] is None for c in chunks[:-1])
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
@@ -165,7 +108,7 @@ async def test_token_limit_stops_with_length(client: httpx.AsyncClient, name: st
     assert data["choices"][0]["finish_reason"] == "length"
     assert data["usage"]["completion_tokens"] == 2
 
-    chunks = chunks_of((await client.post(CHAT, json={**STREAM, name: 2})).text)
+    chunks = sse_chunks((await client.post(CHAT, json={**STREAM, name: 2})).text, done=True)
     assert [c["choices"][0]["delta"].get("content") for c in chunks[1:-1]] == ["mock", " reply"]
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
 
@@ -308,7 +251,7 @@ async def test_latency_and_chunk_delay(upstream: MockUpstream, client: httpx.Asy
     upstream.options.latency_ms = 0
     upstream.options.chunk_delay_ms = 50
     started = time.monotonic()
-    chunks = chunks_of((await client.post(CHAT, json=STREAM)).text)
+    chunks = sse_chunks((await client.post(CHAT, json=STREAM)).text, done=True)
     assert time.monotonic() - started >= 5 * 0.05
     assert len(chunks) == 7
 
@@ -320,7 +263,7 @@ async def test_truncate_in_process(upstream: MockUpstream, client: httpx.AsyncCl
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(response.content)
 
-    events = sse_events((await client.post(CHAT, json=STREAM)).text)
+    events = sse_data((await client.post(CHAT, json=STREAM)).text)
     assert "[DONE]" not in events
     chunks = [orjson.loads(e) for e in events]
     assert len(chunks) == 1 + 2
@@ -339,7 +282,7 @@ async def test_disconnect_in_process_raises_httpx_error(
 async def test_release_hangs_answers_503(upstream: MockUpstream, client: httpx.AsyncClient) -> None:
     upstream.options.fail = "hang"
     pending = asyncio.create_task(client.post(CHAT, json=BODY))
-    await wait_for_requests(upstream, 1)
+    await eventually(lambda: upstream.requests, "the mock logged the request")
     await asyncio.sleep(0.05)
     assert not pending.done()
     assert upstream.release_hangs() == 1
@@ -457,7 +400,7 @@ async def test_disconnect_over_socket(
 ) -> None:
     upstream.options.fail = "disconnect"
     upstream.options.chunks = 6
-    async with running_server(upstream.app()) as base, httpx.AsyncClient(base_url=base) as c:
+    async with serve_asgi(upstream.app()) as base, httpx.AsyncClient(base_url=base) as c:
         lines: list[str] = []
         with pytest.raises(httpx.RemoteProtocolError):
             async with c.stream("POST", CHAT, json=STREAM) as response:
@@ -481,12 +424,12 @@ async def test_disconnect_over_socket(
 async def test_truncate_over_socket(upstream: MockUpstream) -> None:
     upstream.options.fail = "truncate"
     async with (
-        running_server(upstream.app()) as base,
+        serve_asgi(upstream.app()) as base,
         httpx.AsyncClient(base_url=base) as c,
         c.stream("POST", CHAT, json=STREAM) as response,
     ):
         body = (await response.aread()).decode()
-    events = sse_events(body)
+    events = sse_data(body)
     assert len(events) == 1 + 2
     assert "[DONE]" not in events
     assert all(orjson.loads(e)["choices"][0]["finish_reason"] is None for e in events)
@@ -494,7 +437,7 @@ async def test_truncate_over_socket(upstream: MockUpstream) -> None:
 
 async def test_hang_times_out_and_server_stops_promptly(upstream: MockUpstream) -> None:
     upstream.options.fail = "hang"
-    async with running_server(upstream.app()) as base:
+    async with serve_asgi(upstream.app()) as base:
         async with httpx.AsyncClient(base_url=base, timeout=0.3) as c:
             with pytest.raises(httpx.ReadTimeout):
                 await c.post(CHAT, json=BODY)
@@ -512,9 +455,9 @@ async def test_mock_server_releases_hangs_on_stop(
         return MockServer(config, upstream)
 
     async with httpx.AsyncClient(timeout=10) as c:
-        async with running_server(upstream.app(), server_factory=factory) as base:
+        async with serve_asgi(upstream.app(), server_factory=factory) as base:
             pending = asyncio.create_task(c.post(base + CHAT, json=BODY))
-            await wait_for_requests(upstream, 1)
+            await eventually(lambda: upstream.requests, "the mock logged the request")
             stopping = time.monotonic()
         assert time.monotonic() - stopping < 2
         response = await asyncio.wait_for(pending, timeout=2)

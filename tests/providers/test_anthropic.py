@@ -20,6 +20,8 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamUnsupported,
 )
+from router.mock.upstream import MockOptions
+from tests.helpers import adapter_on_fake, sse_chunks
 
 URL = "https://api.anthropic.com/v1/messages"
 KEY = "sk-ant-secret-1234"
@@ -551,12 +553,6 @@ class Pieces(httpx.AsyncByteStream):
         self.closed = True
 
 
-def chunks_of(blocks: list[bytes]) -> list[dict[str, Any]]:
-    events = [e for e in b"".join(blocks).split(b"\n\n") if e]
-    assert all(e.startswith(b"data: ") for e in events)
-    return [orjson.loads(e[6:]) for e in events]
-
-
 async def run_stream(
     pieces: Pieces, *, include_usage: bool = False, body: dict[str, Any] | None = None
 ) -> tuple[list[bytes], ChatStream, httpx.Request]:
@@ -574,7 +570,7 @@ async def run_stream(
 async def test_text_stream_becomes_openai_chunks_with_usage() -> None:
     blocks, stream, request = await run_stream(Pieces(TEXT_STREAM), include_usage=True)
     assert orjson.loads(request.content)["stream"] is True
-    chunks = chunks_of(blocks)
+    chunks = sse_chunks(b"".join(blocks), done=False)
     assert [c["choices"][0]["delta"] for c in chunks[:-1]] == [
         {"role": "assistant", "content": ""},
         {"content": "Hel"},
@@ -591,7 +587,7 @@ async def test_text_stream_becomes_openai_chunks_with_usage() -> None:
 
 async def test_usage_is_kept_but_not_sent_unless_asked() -> None:
     blocks, stream, _ = await run_stream(Pieces(TEXT_STREAM), include_usage=False)
-    assert all(c["choices"] for c in chunks_of(blocks))
+    assert all(c["choices"] for c in sse_chunks(b"".join(blocks), done=False))
     assert b'"usage"' not in b"".join(blocks)
     assert stream.usage == Usage(12, 3, 15)
 
@@ -613,7 +609,7 @@ async def test_tool_use_stream_becomes_tool_call_deltas_with_index() -> None:
         end("tool_use", 20),
     ]
     blocks, _, _ = await run_stream(Pieces(pieces))
-    deltas = [c["choices"][0]["delta"] for c in chunks_of(blocks)]
+    deltas = [c["choices"][0]["delta"] for c in sse_chunks(b"".join(blocks), done=False)]
     assert deltas == [
         {"role": "assistant", "content": ""},
         {"content": "Checking."},
@@ -626,7 +622,9 @@ async def test_tool_use_stream_becomes_tool_call_deltas_with_index() -> None:
         {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]},
         {},
     ]  # fmt: skip
-    assert chunks_of(blocks)[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert (
+        sse_chunks(b"".join(blocks), done=False)[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    )
 
 
 @pytest.mark.parametrize(
@@ -642,7 +640,7 @@ async def test_stream_finish_reasons(stop_reason: str, finish: str) -> None:
         end(stop_reason),
     ]
     blocks, _, _ = await run_stream(Pieces(pieces))
-    assert chunks_of(blocks)[-1]["choices"][0]["finish_reason"] == finish
+    assert sse_chunks(b"".join(blocks), done=False)[-1]["choices"][0]["finish_reason"] == finish
 
 
 async def test_stream_events_are_forwarded_as_they_arrive() -> None:
@@ -795,3 +793,99 @@ async def test_input_tokens_in_message_delta_replace_those_of_message_start() ->
     pieces = [start(12), block_start(0, text("")), text_delta(0, "x"), final]
     _, stream, _ = await run_stream(Pieces([*pieces, event({"type": "message_stop"})]))
     assert stream.usage == Usage(20, 9, 29)
+
+
+# -- golden: what the fake Anthropic upstream receives, over a socket ----------------------------
+
+FAKE_KEY = "sk-ant-mock-key-9876"
+BE_BRIEF = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]
+CITY_DAYS = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        },
+    },
+}
+
+
+def on_fake(**options: Any) -> Any:
+    return adapter_on_fake(
+        "anthropic",
+        lambda url: {"baseURL": url, "apiKey": FAKE_KEY},
+        MockOptions(api_key=FAKE_KEY, **options),
+    )
+
+
+async def test_the_fake_receives_the_translated_request_and_headers() -> None:
+    async with on_fake() as (adapter, upstream):
+        reply = await adapter.chat({"model": "claude-test", "messages": BE_BRIEF}, "mock-claude")
+        stream = await adapter.chat_stream(
+            {"model": "claude-test", "messages": BE_BRIEF, "max_tokens": 4},
+            "mock-claude",
+            include_usage=True,
+        )
+        chunks = sse_chunks(b"".join([block async for block in stream]), done=False)
+
+    assert reply.usage == Usage(4, 5, 9)
+    plain, streamed = upstream.requests
+    assert plain.path == "/v1/messages"
+    assert plain.headers["x-api-key"] == FAKE_KEY
+    assert plain.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in plain.headers
+    assert plain.json == {
+        "model": "mock-claude",
+        "max_tokens": 4096,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Hello there"}],
+    }
+    assert (streamed.json["max_tokens"], streamed.json["stream"]) == (4, True)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "mock reply alpha bravo"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
+
+
+async def test_a_tool_call_and_its_result_on_the_wire() -> None:
+    ask = [{"role": "user", "content": "Use get_weather for Paris"}]
+    async with on_fake(chunks=2) as (adapter, upstream):
+        reply = await adapter.chat({"model": "c", "messages": ask, "tools": [CITY_DAYS]}, "m")
+        message = orjson.loads(reply.body)["choices"][0]["message"]
+        call = message["tool_calls"][0]
+        stream = await adapter.chat_stream(
+            {"model": "c", "messages": ask, "tools": [CITY_DAYS], "tool_choice": "required"},
+            "m",
+            include_usage=False,
+        )
+        chunks = sse_chunks(b"".join([block async for block in stream]), done=False)
+        follow_up = [
+            *ask,
+            {"role": "assistant", "content": message["content"], "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "Sunny, 21 C"},
+        ]
+        await adapter.chat({"model": "c", "messages": follow_up, "tools": [CITY_DAYS]}, "m")
+
+    assert message["content"] == "mock reply"
+    assert call["id"].startswith("toolu_mock_")
+    assert orjson.loads(call["function"]["arguments"]) == {"city": "mock", "days": 1}
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    calls = [tc for d in deltas for tc in d.get("tool_calls") or []]
+    arguments = "".join(tc["function"].get("arguments") or "" for tc in calls)
+    assert calls[0]["id"].startswith("toolu_mock_")
+    assert orjson.loads(arguments) == {"city": "mock", "days": 1}
+    sent = upstream.requests[-1].json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": call["id"], "content": "Sunny, 21 C"}
+    ]
+
+
+async def test_a_malformed_request_never_leaves_the_adapter() -> None:
+    async with on_fake() as (adapter, upstream):
+        with pytest.raises(UpstreamStatusError) as caught:
+            await adapter.chat({"model": "c", "messages": [{"role": "tool", "content": "x"}]}, "m")
+    assert caught.value.status_code == 400
+    assert orjson.loads(caught.value.body)["error"]["param"] == "messages[0].tool_call_id"
+    assert upstream.requests == []

@@ -18,6 +18,9 @@ from providers.gemini.adapter import GeminiAdapter
 from providers.gemini.convert import SKIP_SIGNATURE, gemini_schema
 from providers.registry import get_adapter_class
 from router.errors import UpstreamProtocolError, UpstreamStatusError
+from router.mock.answers import embed
+from router.mock.upstream import MockOptions
+from tests.helpers import adapter_on_fake, sse_chunks
 
 BASE = "https://gemini.test/v1beta"
 KEY = "AIza-test-secret-key"
@@ -514,12 +517,6 @@ def piece(*parts: dict[str, Any], finish: str | None = None, done: int = 1) -> d
     return {"candidates": [candidate], "usageMetadata": usage, "responseId": "resp9"}
 
 
-def events(blocks: list[bytes]) -> list[dict[str, Any]]:
-    joined = b"".join(blocks)
-    assert joined.endswith(b"\n\n") and b"[DONE]" not in joined
-    return [orjson.loads(e.removeprefix(b"data: ")) for e in joined.split(b"\n\n") if e]
-
-
 async def collect(stream: Any) -> list[bytes]:
     return [block async for block in stream]
 
@@ -532,7 +529,7 @@ async def test_text_stream_role_deltas_finish_and_usage(
     route = mock.post(STREAM).mock(return_value=httpx.Response(200, stream=Pieces(*wire)))
     body = chat(user("hi"), stream=True)
     stream = await adapter.chat_stream(body, "gemini-x", include_usage=include_usage)
-    chunks = events(await collect(stream))
+    chunks = sse_chunks(b"".join(await collect(stream)), done=False)
 
     assert route.calls.last.request.url.params["alt"] == "sse"
     assert "key" not in route.calls.last.request.url.params
@@ -564,7 +561,7 @@ async def test_tool_call_stream_has_indexed_deltas_with_the_ids_of_the_json_answ
     wire = sse(piece({"text": "Checking."}), piece(*calls, finish="STOP", done=3))
     mock.post(STREAM).mock(return_value=httpx.Response(200, stream=Pieces(*wire)))
     stream = await adapter.chat_stream(chat(user("w")), "gemini-x", include_usage=False)
-    chunks = events(await collect(stream))
+    chunks = sse_chunks(b"".join(await collect(stream)), done=False)
     deltas = [c["choices"][0]["delta"] for c in chunks]
     streamed = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
     assert [(t["index"], t["function"]["name"], t["function"]["arguments"]) for t in streamed] == [
@@ -591,7 +588,7 @@ async def test_stream_blocks_are_forwarded_before_the_upstream_ends(
     first = await asyncio.wait_for(anext(aiter(stream)), timeout=5)
     assert b'"content":"first"' in first  # while the upstream still holds the rest
     gate.set()
-    rest = events(await collect(stream))
+    rest = sse_chunks(b"".join(await collect(stream)), done=False)
     assert rest[-1]["choices"][0]["finish_reason"] == "stop"
 
 
@@ -624,7 +621,7 @@ async def test_a_blocked_prompt_ends_a_stream_with_content_filter(
     wire = sse({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}})
     mock.post(STREAM).mock(return_value=httpx.Response(200, stream=Pieces(*wire)))
     stream = await adapter.chat_stream(chat(user("x")), "gemini-x", include_usage=False)
-    chunks = events(await collect(stream))
+    chunks = sse_chunks(b"".join(await collect(stream)), done=False)
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
 
 
@@ -742,3 +739,108 @@ def test_config_keys_and_validation() -> None:
     assert len(problems) == 4
     assert any("never in a URL" in p for p in problems)
     assert any("region" in p for p in problems)
+
+
+# -- golden: what the fake Gemini upstream receives, over a socket -------------------------------
+
+FAKE_KEY = "AIza-e2e-upstream-key"
+HELLO = [{"role": "user", "content": "Hello there"}]
+CITY_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def on_fake(key: str = FAKE_KEY) -> Any:
+    return adapter_on_fake(
+        "gemini",
+        lambda url: {"baseURL": f"{url}/v1beta", "apiKey": key},
+        MockOptions(api_key=FAKE_KEY),
+    )
+
+
+async def test_the_fake_receives_the_translated_request_and_key() -> None:
+    async with on_fake() as (adapter, upstream):
+        reply = await adapter.chat({"model": "g", "messages": HELLO}, "gemini-mock")
+        stream = await adapter.chat_stream(
+            {"model": "g", "messages": HELLO}, "gemini-mock", include_usage=False
+        )
+        [block async for block in stream]
+
+    assert reply.usage is not None
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (2, 5)
+    plain, streamed = upstream.requests
+    assert plain.path == "/v1beta/models/gemini-mock:generateContent"
+    assert streamed.path == "/v1beta/models/gemini-mock:streamGenerateContent"
+    assert plain.json == {"contents": [{"role": "user", "parts": [{"text": "Hello there"}]}]}
+    assert plain.headers["x-goog-api-key"] == streamed.headers["x-goog-api-key"] == FAKE_KEY
+
+
+async def test_a_function_call_and_its_response_on_the_wire() -> None:
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    tools = {"tools": [CITY_TOOL], "tool_choice": "required"}
+    async with on_fake() as (adapter, upstream):
+        reply = await adapter.chat({"model": "g", "messages": ask, **tools}, "gemini-mock")
+        call = orjson.loads(reply.body)["choices"][0]["message"]["tool_calls"][0]
+        follow_up = [
+            *ask,
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": '{"celsius": 21}'},
+        ]
+        await adapter.chat(
+            {"model": "g", "messages": follow_up, "tools": [CITY_TOOL]}, "gemini-mock"
+        )
+
+    assert call["function"]["arguments"] == '{"query":"What is the weather in Paris?"}'
+    sent = upstream.requests[-1].json
+    assert sent["tools"][0]["functionDeclarations"][0]["parameters"] == {
+        "type": "OBJECT",
+        "properties": {"city": {"type": "STRING"}},
+        "required": ["city"],
+    }
+    assert sent["contents"][1]["parts"][0]["functionCall"]["name"] == "get_weather"
+    assert sent["contents"][2] == {
+        "role": "user",
+        "parts": [{"functionResponse": {"name": "get_weather", "response": {"celsius": 21}}}],
+    }
+
+
+async def test_embeddings_one_and_many_on_the_wire() -> None:
+    async with on_fake() as (adapter, upstream):
+        one = await adapter.embeddings({"model": "e", "input": "alpha"}, "embedding-mock")
+        many = await adapter.embeddings(
+            {"model": "e", "input": ["alpha", "beta gamma"]}, "embedding-mock"
+        )
+
+    assert [d["embedding"] for d in orjson.loads(one.body)["data"]] == [
+        pytest.approx(embed("alpha"))
+    ]
+    answer = orjson.loads(many.body)
+    assert [d["embedding"] for d in answer["data"]] == [
+        pytest.approx(embed("alpha")),
+        pytest.approx(embed("beta gamma")),
+    ]
+    assert answer["model"] == "e" and answer["usage"]["prompt_tokens"] == 0
+    assert [r.path for r in upstream.requests] == [
+        "/v1beta/models/embedding-mock:embedContent",
+        "/v1beta/models/embedding-mock:batchEmbedContents",
+    ]
+
+
+async def test_a_wrong_key_is_geminis_invalid_argument_without_the_key() -> None:
+    async with on_fake(key="AIza-wrong") as (adapter, _):
+        with pytest.raises(UpstreamStatusError) as caught:
+            await adapter.chat({"model": "g", "messages": HELLO}, "gemini-mock")
+    error = orjson.loads(caught.value.body)["error"]
+    assert caught.value.status_code == 400 and not caught.value.retryable
+    assert error["code"] == "INVALID_ARGUMENT" and "API key not valid" in error["message"]
+    assert "AIza-wrong" not in str(error)

@@ -33,3 +33,13 @@ def test_a_name_that_never_existed_is_still_an_attribute_error() -> None:
     module = importlib.import_module("providers.client")
     with pytest.raises(AttributeError):
         module.no_such_name  # noqa: B018
+
+
+def test_a_private_name_is_not_served_through_an_old_path() -> None:
+    # Only public names moved as API; the new module's private helpers stay private.
+    new = vars(providers.anthropic.convert)
+    private = [n for n in new if n.startswith("_") and not n.startswith("__")]
+    assert private, "the check needs a private name in the new module"
+    module = importlib.import_module("providers.anthropic_format")
+    with pytest.raises(AttributeError):
+        getattr(module, private[0])

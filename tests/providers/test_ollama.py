@@ -26,6 +26,8 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamUnsupported,
 )
+from router.mock.upstream import MockOptions
+from tests.helpers import adapter_on_fake, sse_chunks
 
 BASE = "http://ollama.test"
 PNG = base64.b64encode(b"\x89PNG fake image bytes").decode()
@@ -123,9 +125,7 @@ async def streamed(
                 include_usage=include_usage,
             )
             blocks = [block async for block in stream]
-    events = b"".join(blocks).split(b"\n\n")
-    chunks = [orjson.loads(e.removeprefix(b"data: ")) for e in events if e]
-    return chunks, stream
+    return sse_chunks(b"".join(blocks), done=False), stream
 
 
 USER = {"role": "user", "content": "hello"}
@@ -636,3 +636,146 @@ async def test_list_models_reads_api_tags() -> None:
         async with running() as a:
             with pytest.raises(UpstreamProtocolError, match="'models' list"):
                 await a.list_models()
+
+
+# -- golden: what the fake Ollama upstream receives, over a socket -------------------------------
+
+FAKE_KEY = "sk-upstream-ollama-1"
+HELLO = [{"role": "user", "content": "hello there"}]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+    },
+}
+
+
+def on_fake(**options: Any) -> Any:
+    return adapter_on_fake(
+        "ollama",
+        lambda url: {"baseURL": url, "apiKey": FAKE_KEY, "keepAlive": 60_000},
+        MockOptions(api_key=FAKE_KEY, **options),
+    )
+
+
+async def test_the_fake_receives_options_keep_alive_and_the_key() -> None:
+    async with on_fake(chunks=4) as (adapter, upstream):
+        body = {"model": "local", "messages": HELLO, "max_tokens": 10, "temperature": 0.5}
+        reply = await adapter.chat(body, "llama3.2")
+        stream = await adapter.chat_stream(
+            {"model": "local", "messages": HELLO}, "llama3.2", include_usage=True
+        )
+        [block async for block in stream]
+
+    assert reply.usage is not None
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (2, 4)
+    plain, streamed = upstream.requests
+    assert plain.json == {
+        "model": "llama3.2",
+        "messages": HELLO,
+        "stream": False,
+        "options": {"num_predict": 10, "temperature": 0.5},
+        "keep_alive": "60000ms",
+    }
+    assert streamed.json["stream"] is True
+    assert [r.path for r in upstream.requests] == ["/api/chat", "/api/chat"]
+    assert plain.headers["authorization"] == f"Bearer {FAKE_KEY}"
+
+
+async def test_a_tool_call_and_its_result_on_the_wire() -> None:
+    ask = [{"role": "user", "content": "Use the tool for Paris"}]
+    async with on_fake() as (adapter, upstream):
+        reply = await adapter.chat({"model": "l", "messages": ask, "tools": [WEATHER_TOOL]}, "m")
+        call = orjson.loads(reply.body)["choices"][0]["message"]["tool_calls"][0]
+        follow_up = [
+            *ask,
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "sunny, 21 C"},
+        ]
+        await adapter.chat({"model": "l", "messages": follow_up, "tools": [WEATHER_TOOL]}, "m")
+
+    assert call["id"].startswith("call_")
+    assert orjson.loads(call["function"]["arguments"]) == {"query": "Use the tool for Paris"}
+    assert upstream.requests[-1].json["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "function": {
+                        "name": "get_weather",
+                        "arguments": {"query": "Use the tool for Paris"},
+                    }
+                }
+            ],
+        },
+        {"role": "tool", "content": "sunny, 21 C", "tool_name": "get_weather"},
+    ]
+
+
+async def test_embeddings_as_base64_say_what_the_floats_say() -> None:
+    async with on_fake() as (adapter, upstream):
+        packed = await adapter.embeddings(
+            {"model": "l", "input": ["one two", "three"], "encoding_format": "base64"}, "m"
+        )
+        floats = await adapter.embeddings(
+            {"model": "l", "input": "one two", "encoding_format": "float"}, "m"
+        )
+
+    raw = base64.b64decode(orjson.loads(packed.body)["data"][0]["embedding"])
+    unpacked = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    assert unpacked == pytest.approx(orjson.loads(floats.body)["data"][0]["embedding"], abs=1e-6)
+    assert orjson.loads(packed.body)["usage"]["total_tokens"] == 3
+    assert upstream.requests[0].path == "/api/embed"
+    assert upstream.requests[0].json["input"] == ["one two", "three"]
+
+
+@pytest.mark.parametrize(("fail", "reason"), [("disconnect", "broken"), ("truncate", "done")])
+async def test_a_stream_broken_mid_way_says_how(fail: str, reason: str) -> None:
+    async with on_fake(fail=fail, chunks=6) as (adapter, _):
+        stream = await adapter.chat_stream(
+            {"model": "l", "messages": HELLO}, "m", include_usage=False
+        )
+        with pytest.raises(UpstreamProtocolError, match=reason):
+            [block async for block in stream]
+
+
+async def test_an_ollama_error_answer_becomes_openais_error_object() -> None:
+    async with adapter_on_fake(
+        "ollama", lambda url: {"baseURL": url, "apiKey": "wrong"}, MockOptions(api_key="right")
+    ) as (adapter, _):
+        with pytest.raises(UpstreamStatusError) as caught:
+            await adapter.chat({"model": "l", "messages": HELLO}, "m")
+    assert caught.value.status_code == 401
+    assert orjson.loads(caught.value.body) == {
+        "error": {
+            "message": "Incorrect API key provided.",
+            "type": "authentication_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
+
+
+async def test_the_model_list_comes_from_api_tags() -> None:
+    async with on_fake() as (adapter, upstream):
+        assert await adapter.list_models() == ["mock-llama:latest"]
+    assert upstream.requests[0].path == "/api/tags"
+
+
+async def test_an_image_url_is_unsupported_before_anything_is_sent() -> None:
+    image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is this"},
+                {"type": "image_url", "image_url": {"url": "https://example.test/cat.png"}},
+            ],
+        }
+    ]
+    async with on_fake() as (adapter, upstream):
+        with pytest.raises(UpstreamUnsupported, match="send a data: URL"):
+            await adapter.chat({"model": "l", "messages": image}, "m")
+    assert upstream.requests == []

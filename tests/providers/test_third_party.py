@@ -14,18 +14,16 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from providers import registry
 from providers.base import Adapter
 from router.settings import Settings
-from tests.helpers import ADMIN_TOKEN, app_client
+from tests.helpers import ADMIN, app_client, sse_chunks
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "echo-adapter"
 DOCS = ROOT / "docs" / "adapters.md"
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def example_entry_points() -> list[EntryPoint]:
@@ -55,7 +53,8 @@ def echo_installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def test_the_docs_show_the_example_files_as_they_are() -> None:
     docs = DOCS.read_text()
-    for path, language in (("pyproject.toml", "toml"), ("echo_adapter.py", "python")):
+    examples = ("pyproject.toml", "toml"), ("echo_adapter.py", "python")
+    for path, language in (*examples, ("test_echo_adapter.py", "python")):
         source = (EXAMPLE / path).read_text()
         assert f"```{language}\n{source}```" in docs, f"docs/adapters.md differs from {path}"
 
@@ -110,9 +109,7 @@ async def test_an_echo_provider_serves_chat_through_the_proxy(settings: Settings
     assert answer["choices"][0]["message"] == {"role": "assistant", "content": "echo: hello world"}
     assert answer["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
 
-    events = [e.removeprefix(b"data: ") for e in streamed.content.split(b"\n\n") if e]
-    assert events[-1] == b"[DONE]"
-    chunks = [orjson.loads(e) for e in events[:-1]]
+    chunks = sse_chunks(streamed.content, done=True)
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert text == "echo: hello world"
     assert chunks[-1]["usage"]["total_tokens"] == 6

@@ -8,16 +8,21 @@ import httpx
 import orjson
 import pytest
 
-from providers.base import Usage
+from providers.anthropic.adapter import AnthropicAdapter
+from providers.base import AdapterOptions, Usage
+from providers.gemini.adapter import GeminiAdapter
+from providers.ollama.adapter import OllamaAdapter
 from providers.translate import (
     ChunkWriter,
+    TranslationError,
     completion_body,
     content_text,
     ndjson_lines,
     parse_data_url,
     sse_events,
+    translating,
 )
-from router.errors import UpstreamProtocolError
+from router.errors import UpstreamProtocolError, UpstreamStatusError, UpstreamUnsupported
 
 
 class Pieces(httpx.AsyncByteStream):
@@ -123,3 +128,43 @@ def test_content_text() -> None:
     assert content_text(parts) == "ab"
     assert content_text("x") == "x"
     assert content_text(None) == ""
+
+
+# -- one convention for a request that cannot be translated -------------------------------------
+
+ADAPTERS = [
+    (AnthropicAdapter, {"apiKey": "sk-ant-test-0000", "baseURL": "http://127.0.0.1:9"}),
+    (GeminiAdapter, {"apiKey": "gm-test-0000", "baseURL": "http://127.0.0.1:9"}),
+    (OllamaAdapter, {"baseURL": "http://127.0.0.1:9"}),
+]
+
+
+@pytest.mark.parametrize(("cls", "config"), ADAPTERS)
+async def test_a_malformed_request_is_a_400_in_openais_shape_for_every_adapter(
+    cls: type[AnthropicAdapter | GeminiAdapter | OllamaAdapter], config: dict[str, str]
+) -> None:
+    adapter = cls("p1", config, AdapterOptions())
+    body = {"model": "m", "messages": [{"role": "wizard", "content": "hi"}]}
+    try:
+        with pytest.raises(UpstreamStatusError) as caught:
+            await adapter.chat(body, "m")
+    finally:
+        await adapter.aclose()
+    assert caught.value.status_code == 400
+    assert str(caught.value).startswith(f"Provider 'p1' (type {cls.type!r}) cannot take this")
+    error = orjson.loads(caught.value.body)["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "wizard" in error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_translating_turns_the_error_into_the_routers_for_the_adapter() -> None:
+    adapter = OllamaAdapter("lm", {"baseURL": "http://127.0.0.1:9"}, AdapterOptions())
+    unsupported = r"Provider 'lm' \(type 'ollama'\) cannot take this request: audio parts"
+    with pytest.raises(UpstreamUnsupported, match=unsupported), translating(adapter):
+        raise TranslationError("audio parts", unsupported=True)
+    with pytest.raises(UpstreamStatusError) as caught, translating(adapter):
+        raise TranslationError("Field 'stop' must be a string.", "stop")
+    assert orjson.loads(caught.value.body)["error"]["param"] == "stop"
+    with translating(adapter):
+        pass  # nothing raised inside: nothing raised outside

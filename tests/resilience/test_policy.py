@@ -17,10 +17,9 @@ import respx
 from providers.base import ChatStream
 from router.cli.main import main
 from router.resilience.policy import write_circuit_changes
-from tests.helpers import ADMIN_TOKEN, add_provider, app_client, make_settings
+from tests.helpers import ADMIN, add_provider, app_client, make_settings
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def completion(text: str = "hi") -> dict[str, Any]:

@@ -9,23 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from router.app import ProviderRouterApp, create_app
 from router.mock.upstream import MockOptions, MockUpstream
 from tests.helpers import (
-    ADMIN_TOKEN,
+    ADMIN,
     add_provider,
+    eventually,
     free_port,
     last_request,
     make_settings,
     serve_asgi,
+    sse_chunks,
 )
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
 STREAM = {**CHAT, "stream": True}
-ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @contextlib.asynccontextmanager
@@ -55,10 +55,6 @@ async def fakes(*options: MockOptions) -> AsyncIterator[list[tuple[str, MockUpst
 async def circuit(client: httpx.AsyncClient, provider_id: str) -> dict[str, Any]:
     found: dict[str, Any] = (await client.get(f"/v1/providers/{provider_id}", headers=ADMIN)).json()
     return found["state"]["circuit"]  # type: ignore[no-any-return]
-
-
-def events(body: bytes) -> list[bytes]:
-    return [e for e in body.split(b"\n\n") if e]
 
 
 async def test_500_falls_back_and_counts_against_the_provider(tmp_path: Path) -> None:
@@ -170,10 +166,10 @@ async def test_hang_mid_stream_ends_with_an_error_event_recorded_as_timeout(
         row = await last_request(client, app)
         state = await circuit(client, "stalls")
 
-    sent = events(response.content)
+    sent = sse_chunks(response.content, done=False)
     assert response.status_code == 200
     assert b'"content":"mock"' in response.content
-    error = orjson.loads(sent[-1].removeprefix(b"data: "))["error"]
+    error = sent[-1]["error"]
     assert error["code"] == "stream_interrupted"
     assert "idle timeout" in error["message"]
     assert row["status"] == "error"
@@ -255,11 +251,9 @@ async def test_client_leaving_before_the_first_byte_cancels_the_upstream(tmp_pat
         await add_provider(client, "slow", url, ["gpt-test"])
         with pytest.raises(httpx.ReadTimeout):
             await client.post("/v1/chat/completions", json=CHAT, timeout=0.5)
-        for _ in range(300):  # the upstream sees the proxy hang up
-            if fake.requests and not fake._hangs:
-                break
-            await asyncio.sleep(0.01)
-        assert fake.requests and not fake._hangs
+        await eventually(
+            lambda: fake.requests and not fake.faults.hanging, "the upstream saw the proxy hang up"
+        )
         row = await last_request(client, app)
         state = await circuit(client, "slow")
 

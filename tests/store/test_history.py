@@ -8,20 +8,9 @@ from typing import Any
 import pytest
 
 from router.errors import InvalidRequest, NotFound
-from router.store import catalog, history
+from router.store import history
 from router.store.db import Database
-
-
-async def add_provider(db: Database, provider_id: str) -> None:
-    await catalog.create_provider(
-        db,
-        {
-            "id": provider_id,
-            "name": provider_id,
-            "type": "openai",
-            "config": {"baseURL": "http://127.0.0.1:9/v1"},
-        },
-    )
+from tests.helpers import store_provider
 
 
 def insert_request(db: Database, request_id: str, created_at: int, **columns: Any) -> None:
@@ -70,8 +59,8 @@ def insert_attempt(db: Database, request_id: str, n: int, provider_id: str, stat
 
 async def seven_requests(db: Database) -> None:
     """r1 (oldest) .. r7 (newest); r4 and r5 share a timestamp, to test the tie-break on id."""
-    await add_provider(db, "p1")
-    await add_provider(db, "p2")
+    await store_provider(db, "p1")
+    await store_provider(db, "p2")
     rows: list[tuple[str, int, dict[str, Any]]] = [
         ("r1", 1_000, {}),
         ("r2", 2_000, {"model": "m-b", "provider_id": "p2"}),

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from router.errors import Conflict, NotFound
-from router.store import catalog, lifecycle
+from router.store import catalog, lifecycle, links, providers
 from router.store.db import Database
+from router.store.version import config_version
 
 
 def run(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -25,20 +26,20 @@ def run(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
 async def provider(db: Database, provider_id: str = "p", models: tuple[str, ...] = ("m",)) -> None:
     body = {"id": provider_id, "name": provider_id, "type": "openai",
             "config": {"baseURL": "http://p.test/v1", "apiKey": "sk-abcdefghijkl"}}  # fmt: skip
-    await catalog.create_provider(db, body)
+    await providers.create_provider(db, body)
     for model in models:
-        await catalog.link_model(db, provider_id, {"model_id": model})
+        await links.link_model(db, provider_id, {"model_id": model})
 
 
 async def test_no_history_means_a_real_delete(db: Database) -> None:
     await provider(db)
-    version = await catalog.config_version(db)
+    version = await config_version(db)
     result = await lifecycle.delete_provider(db, "p")
     assert result == {"id": "p", "deleted": True, "archived": False}
     for table in ("providers", "provider_configs", "provider_models"):
         assert run(db, f"SELECT count(*) FROM {table}") == [(0,)]
     assert run(db, "SELECT id FROM models") == [("m",)]
-    assert await catalog.config_version(db) == version + 1
+    assert await config_version(db) == version + 1
 
 
 @pytest.mark.parametrize(
@@ -111,8 +112,8 @@ async def test_restore_and_enable_rules(db: Database) -> None:
         await lifecycle.set_enabled(db, "p", True)
     assert "/v1/providers/p/restore" in caught.value.message
     with pytest.raises(Conflict):  # nor through the partial update
-        await catalog.update_provider(db, "p", {"enabled": True, "description": "x"})
-    shown = await catalog.get_provider(db, "p")
+        await providers.update_provider(db, "p", {"enabled": True, "description": "x"})
+    shown = await providers.get_provider(db, "p")
     assert (shown["enabled"], shown["description"]) == (False, None)
     disabled = await lifecycle.set_enabled(db, "p", False)  # allowed: it is disabled already
     assert disabled["enabled"] is False

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from router.settings import SettingsError, load_settings
-from router.store import catalog
+from router.store import configs, models, providers
 from router.store.db import Database
 from router.store.seed import seed_from_config
+from tests.helpers import query
 
 SOURCE = "/etc/provider-router/config.toml"
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
@@ -42,14 +43,6 @@ def example_providers() -> list[dict[str, Any]]:
         },
         {"name": "LM Studio", "type": "lm-studio", "models": ["local-llama"]},
     ]
-
-
-def query(db: Database, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db.path)
-    try:
-        return [tuple(row) for row in conn.execute(sql)]
-    finally:
-        conn.close()
 
 
 def catalog_counts(db: Database) -> dict[str, int]:
@@ -83,7 +76,7 @@ async def test_seeding_creates_providers_models_and_links(db: Database) -> None:
         ("mock-gpt-renamed",),
         ("priced",),
     ]
-    assert await catalog.provider_config(db, "mock") == {
+    assert await configs.provider_config(db, "mock") == {
         "baseURL": "http://127.0.0.1:9000/v1",
         "apiKey": "mock-key",
         "timeout": 1,
@@ -187,7 +180,7 @@ async def test_duplicate_entries_are_refused(db: Database) -> None:
 
 
 async def test_a_catalog_with_a_model_is_not_seeded(db: Database) -> None:
-    await catalog.create_model(db, {"id": "already-here"})
+    await models.create_model(db, {"id": "already-here"})
     assert await seed_from_config(db, example_providers(), SOURCE) == 0
     assert catalog_counts(db) == {
         "providers": 0,
@@ -199,7 +192,7 @@ async def test_a_catalog_with_a_model_is_not_seeded(db: Database) -> None:
 
 
 async def test_a_catalog_with_a_provider_is_not_seeded(db: Database) -> None:
-    await catalog.create_provider(db, {"id": "mine", "name": "Mine", "type": "lm-studio"})
+    await providers.create_provider(db, {"id": "mine", "name": "Mine", "type": "lm-studio"})
     assert await seed_from_config(db, example_providers(), SOURCE) == 0
     assert query(db, "SELECT id FROM providers") == [("mine",)]
 
@@ -215,6 +208,6 @@ async def test_seed_rate_limit_keys_become_the_provider_limits(db: Database) -> 
         "config": {"baseURL": "http://127.0.0.1:9000/v1"},
     }
     assert await seed_from_config(db, [entry], SOURCE) == 1
-    provider = await catalog.get_provider(db, "capped")
+    provider = await providers.get_provider(db, "capped")
     assert provider["limits"] == {"rpm": 60, "rpd": 1000, "tpm": 90000}
     assert "rate_limit_per_minute" in entry  # the settings' own entry is left as it was

@@ -11,7 +11,7 @@ import pytest
 from router.errors import InvalidRequest
 from router.store import stats
 from router.store.db import Database
-from tests.helpers import ADMIN_TOKEN, add_provider
+from tests.helpers import ADMIN, add_provider
 
 
 def insert(db: Database, *requests: tuple[Any, ...]) -> None:
@@ -95,9 +95,9 @@ async def test_bad_parameters_are_named(db: Database, params: dict[str, str], pa
 
 @pytest.mark.parametrize("group_by", ["provider", "model"])
 async def test_the_queries_read_only_the_covering_index(db: Database, group_by: str) -> None:
-    column, index = stats.GROUPS[group_by], stats._INDEX[group_by]
+    column, index = stats.GROUPS[group_by], stats.INDEXES[group_by]
     window = {"since": 0, "until": 10, "grp": "x", "offset": 0}
-    for sql in (stats._SUMS, stats._NTH_LATENCY):
+    for sql in (stats.SUMS_SQL, stats.NTH_LATENCY_SQL):
         plan = await db.execute(
             "EXPLAIN QUERY PLAN " + sql.format(column=column, index=index), window
         )
@@ -107,7 +107,7 @@ async def test_the_queries_read_only_the_covering_index(db: Database, group_by: 
 
 
 async def test_stats_over_http(client: httpx.AsyncClient) -> None:
-    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    headers = ADMIN
     await add_provider(client, "up", "http://up.test/v1", ["m"])
     empty = await client.get("/v1/stats?group_by=model", headers=headers)
     assert empty.status_code == 200

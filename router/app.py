@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from providers.base import AdapterOptions
 from router.api import health as health_api
 from router.api import keys as keys_api
+from router.api import metrics as metrics_api
 from router.api import models as models_api
 from router.api import providers as providers_api
 from router.api import requests as requests_api
@@ -33,8 +35,10 @@ from router.gateway.count import TokenCounter
 from router.gateway.handler import Proxy, Receive, Scope, Send, send_body
 from router.gateway.health import start_health_checks
 from router.gateway.limits import InputLimits
+from router.gateway.metrics import Metrics
 from router.gateway.recorder import Recorder
 from router.gateway.snapshots import SnapshotManager
+from router.gateway.tracing import Tracing
 from router.resilience.policy import (
     Resilience,
     publish_circuits,
@@ -130,8 +134,9 @@ async def render_error(request: Request, exc: Exception) -> Response:
 class ProviderRouterApp:
     """The ASGI application. Build it with :func:`create_app`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracer_provider: Any = None) -> None:
         self.settings = settings
+        self.tracer_provider = tracer_provider
         self.services: Services | None = None
         self.limits: InputLimits | None = None
         self._fast: dict[str, Any] = {}
@@ -144,6 +149,7 @@ class ProviderRouterApp:
                 *requests_api.routes,
                 *health_api.routes,
                 *keys_api.routes,
+                *(metrics_api.routes if settings.metrics_enabled else []),
                 *([ui_mount()] if settings.ui_enabled else []),
             ],
             # RouterError by name: handlers for Exception run in ServerErrorMiddleware, which
@@ -202,6 +208,7 @@ class ProviderRouterApp:
             resolve_admin_token(settings), require_client_keys=settings.require_client_keys
         )
         self.limits = InputLimits(settings)
+        tracing = Tracing.from_settings(settings, os.environ, self.tracer_provider)
         proxy = Proxy(
             snapshots,
             recorder,
@@ -209,7 +216,17 @@ class ProviderRouterApp:
             auth=auth,
             limits=self.limits,
             resilience=Resilience.from_settings(settings),
+            tracing=tracing,
+            access_log=settings.access_log,
         )
+        if settings.metrics_enabled:
+            proxy.metrics = Metrics(
+                snapshots,
+                recorder,
+                proxy.resilience,
+                inflight=lambda: proxy.inflight,
+                client_rate_limited=lambda: proxy.client_rate_limited,
+            )
         await snapshots.rebuild()
         await auth.reload(db)
         recorder.start()
@@ -225,7 +242,9 @@ class ProviderRouterApp:
         key_watcher = loop.create_task(
             auth.watch(db, settings.reload_interval_ms / 1000), name="client-key-watcher"
         )
-        self.services = Services(settings, db, snapshots, recorder, auth, proxy)
+        self.services = Services(
+            settings, db, snapshots, recorder, auth, proxy, metrics=proxy.metrics, tracing=tracing
+        )
         app.state.services = self.services
         app.state.ui = UI.build(
             Sessions(auth, settings.ui_session_ttl_ms, settings.ui_sign_in_delay_ms / 1000)
@@ -254,11 +273,17 @@ class ProviderRouterApp:
             except Exception:
                 log.exception("Could not record the last circuit states")
             await recorder.stop()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # sends the spans still batched
             await snapshots.aclose()
             await db.close()
             log.info("Recorded %d request(s); shut down cleanly", recorder.written)
 
 
-def create_app(settings: Settings) -> ProviderRouterApp:
-    """Build the application. Nothing is opened until the ASGI lifespan starts."""
-    return ProviderRouterApp(settings)
+def create_app(settings: Settings, *, tracer_provider: Any = None) -> ProviderRouterApp:
+    """Build the application. Nothing is opened until the ASGI lifespan starts.
+
+    ``tracer_provider``: an OpenTelemetry ``TracerProvider`` to make spans with (an application
+    that embeds provider-router and has its own); without it, tracing follows the settings and
+    the ``OTEL_*`` environment (:mod:`router.gateway.tracing`)."""
+    return ProviderRouterApp(settings, tracer_provider=tracer_provider)

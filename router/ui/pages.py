@@ -25,7 +25,7 @@ from router.ui import charts
 from router.ui.web import page, render
 
 WINDOWS = {"hour": 3600_000, "day": 86400_000, "week": 7 * 86400_000, "month": 30 * 86400_000}
-SECRET_SETTINGS = {"admin_token", "secret_key"}
+SECRET_SETTINGS = {"admin_token", "secret_key", "metrics_token"}
 NOTICES = {
     "created": "Provider created.",
     "saved": "Changes saved.",

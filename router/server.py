@@ -14,7 +14,7 @@ from router.gateway.auth import check_exposure
 from router.settings import Settings, SettingsError
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:  # its parent package is missing
@@ -24,7 +24,7 @@ def _installed(module: str) -> bool:
 def check_tracing(settings: Settings) -> None:
     """Refuse to start with ``tracing.enabled`` when the ``otel`` extra is missing, before
     anything listens (the lifespan would fail later, with less to say)."""
-    if settings.tracing_enabled and not _installed("opentelemetry.sdk"):
+    if settings.tracing_enabled and not installed("opentelemetry.sdk"):
         raise SettingsError(
             "Setting 'tracing.enabled' is true, but the OpenTelemetry SDK is not installed; "
             "install it with: pip install 'provider-router[otel]'."

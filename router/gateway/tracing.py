@@ -8,9 +8,10 @@ other ``OTEL_*`` variables (headers, timeout, certificates, ``OTEL_SERVICE_NAME`
 SDK defines them.
 
 Spans are made when a request has finished, from its record: the request path carries no span
-objects and no context, and with tracing off pays one ``is None`` test. Their times are the
-record's (wall clock, milliseconds for attempts). A client's W3C ``traceparent`` makes the request
-span its child. Attributes follow the GenAI semantic conventions (``gen_ai.operation.name``,
+objects and no context, and with tracing off pays one ``is None`` test. A request span ends when
+its record is done and lasts its measured latency; attempt spans start at their recorded
+wall-clock millisecond, kept inside the request span. A client's W3C ``traceparent`` makes the
+request span its child. Attributes follow the GenAI semantic conventions (``gen_ai.operation.name``,
 ``gen_ai.provider.name``, ``gen_ai.request.model``, ``gen_ai.response.model``,
 ``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens``); attempt spans add their
 ``provider_router.attempt.outcome`` and ``http.response.status_code``. No prompt or answer text
@@ -21,6 +22,7 @@ first ``logging.body_max_bytes`` bytes are, scrubbed of credentials.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -195,7 +197,10 @@ class Tracing:
                 ("gen_ai.input.messages", "gen_ai.output.messages"), record.content, strict=False
             ):
                 attributes[key] = scrub(body.decode("utf-8", "replace"))
-        start = record.created_at * _MS
+        # The record's clock is the request's perf_counter latency, ending about now; the
+        # attempts' wall-clock starts are whole milliseconds, kept inside the request's span.
+        end = time.time_ns()
+        start = end - int(record.latency_ms * _MS)
         name = f"{operation} {record.model}" if record.model else operation
         span = self.tracer.start_span(
             name, self.parent(headers), kind=server, attributes=attributes, start_time=start
@@ -219,7 +224,7 @@ class Tracing:
             if candidate is not None:
                 child["gen_ai.provider.name"] = _provider_name(candidate.adapter.type)
                 child["gen_ai.request.model"] = candidate.upstream_model
-            began = attempt.started_at * _MS
+            began = min(max(attempt.started_at * _MS, start), end)
             attempt_span = self.tracer.start_span(
                 f"{operation} {candidate.upstream_model if candidate else attempt.provider_id}",
                 parent, kind=client, attributes=child, start_time=began,
@@ -228,8 +233,8 @@ class Tracing:
                 status, error = self._error
                 attempt_span.set_attribute("error.type", outcome)
                 attempt_span.set_status(status(error, attempt.error))
-            attempt_span.end(end_time=began + int(attempt.latency_ms * _MS))
-        span.end(end_time=start + int(record.latency_ms * _MS))
+            attempt_span.end(end_time=min(began + int(attempt.latency_ms * _MS), end))
+        span.end(end_time=end)
 
 
 def _provider_name(adapter_type: str) -> str:

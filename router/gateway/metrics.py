@@ -73,7 +73,12 @@ def attempt_outcome(status: str, status_code: int | None) -> str:
 
 
 class Histograms:
-    """Histograms by label values, as plain lists: ``[bucket counts..., count, sum]``."""
+    """Histograms by label values, as plain lists: ``[bucket counts..., count, sum]``.
+
+    A series' count doubles as a counter: the requests counter and the request-duration
+    histogram share one series per key, so a request costs one lookup for both; a family can
+    leave trailing labels out (``width``), summing the series that differ only there.
+    """
 
     __slots__ = ("bounds", "series")
 
@@ -90,10 +95,20 @@ class Histograms:
         found[-2] += 1
         found[-1] += value
 
-    def family(self, name: str, doc: str, labels: Sequence[str]) -> HistogramMetricFamily:
+    def counts(self) -> dict[tuple[str, ...], float]:
+        return {key: found[-2] for key, found in self.series.items()}
+
+    def family(
+        self, name: str, doc: str, labels: Sequence[str], width: int | None = None
+    ) -> HistogramMetricFamily:
+        merged: dict[tuple[str, ...], list[float]] = {}
+        for key, found in self.series.items():
+            into = merged.setdefault(key[:width], [0.0] * len(found))
+            for i, count in enumerate(found):
+                into[i] += count
         family = HistogramMetricFamily(name, doc, labels=labels)
         n = len(self.bounds)
-        for key, found in self.series.items():
+        for key, found in merged.items():
             cumulative, buckets = 0.0, []
             for bound, count in zip((*self.bounds, float("inf")), found[: n + 1], strict=True):
                 cumulative += count
@@ -134,14 +149,15 @@ class Metrics(Collector):
         self.resilience = resilience
         self._inflight = inflight
         self._client_rate_limited = client_rate_limited
-        self.requests: dict[tuple[str, str, str, str], float] = {}
-        self.attempts: dict[tuple[str, str], float] = {}
-        self.tokens: dict[tuple[str, str, str], float] = {}
+        # (endpoint, model, provider, status): the requests counter and duration histogram.
+        self.requests = Histograms(DURATION_BUCKETS)
+        # (provider, outcome): the attempts counter and upstream duration histogram.
+        self.attempts = Histograms(DURATION_BUCKETS)
+        self.ttft = Histograms(TTFT_BUCKETS)
+        self.tokens: dict[tuple[str, str], list[int]] = {}  # (model, provider): [in, out]
+        self.key_tokens: dict[str, list[int]] = {}  # client key id: [in, out]
         self.cost: dict[tuple[str, str, str], float] = {}
         self.provider_rate_limited = 0
-        self.durations = Histograms(DURATION_BUCKETS)
-        self.ttft = Histograms(TTFT_BUCKETS)
-        self.upstream = Histograms(DURATION_BUCKETS)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
         ProcessCollector(registry=self.registry)
@@ -160,24 +176,25 @@ class Metrics(Collector):
         model = self.model_label(record)
         provider = record.provider_id or ""
         status = REQUEST_STATUS.get(record.status, "error")
-        key = (record.endpoint, model, provider, status)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        self.durations.observe(key[:3], record.latency_ms / 1000)
+        self.requests.observe((record.endpoint, model, provider, status), record.latency_ms / 1000)
         if record.ttft_ms is not None:
             self.ttft.observe((model, provider), record.ttft_ms / 1000)
-        attempts = self.attempts
-        for attempt in record.attempts:
-            pair = (attempt.provider_id, attempt_outcome(attempt.status, attempt.status_code))
-            attempts[pair] = attempts.get(pair, 0) + 1
-            self.upstream.observe((attempt.provider_id,), attempt.latency_ms / 1000)
-        tokens = self.tokens
-        if record.prompt_tokens:
-            triple = (model, provider, "prompt")
-            tokens[triple] = tokens.get(triple, 0) + record.prompt_tokens
-        if record.completion_tokens:
-            triple = (model, provider, "completion")
-            tokens[triple] = tokens.get(triple, 0) + record.completion_tokens
+        for a in record.attempts:
+            outcome = "ok" if a.status == "success" else attempt_outcome(a.status, a.status_code)
+            self.attempts.observe((a.provider_id, outcome), a.latency_ms / 1000)
+        if record.prompt_tokens or record.completion_tokens:
+            tokens = self.tokens.get((model, provider))
+            if tokens is None:
+                tokens = self.tokens[(model, provider)] = [0, 0]
+            tokens[0] += record.prompt_tokens or 0
+            tokens[1] += record.completion_tokens or 0
+            key_id = record.client_key_id
+            if key_id is not None:
+                tokens = self.key_tokens.get(key_id)
+                if tokens is None:
+                    tokens = self.key_tokens[key_id] = [0, 0]
+                tokens[0] += record.prompt_tokens or 0
+                tokens[1] += record.completion_tokens or 0
         if record.cost and record.currency:
             triple = (model, provider, record.currency)
             self.cost[triple] = self.cost.get(triple, 0) + record.cost
@@ -199,12 +216,13 @@ class Metrics(Collector):
         p = PREFIX
         yield _counter(
             f"{p}requests", "Client requests by front door, model, provider and outcome.",
-            ("endpoint", "model", "provider", "status"), self.requests,
+            ("endpoint", "model", "provider", "status"), self.requests.counts(),
         )  # fmt: skip
-        yield self.durations.family(
+        yield self.requests.family(
             f"{p}request_duration_seconds",
             "Time from a request's arrival to its last byte sent.",
             ("endpoint", "model", "provider"),
+            width=3,
         )
         yield self.ttft.family(
             f"{p}time_to_first_token_seconds",
@@ -213,16 +231,34 @@ class Metrics(Collector):
         )
         yield _counter(
             f"{p}upstream_attempts", "Upstream attempts by provider and outcome.",
-            ("provider", "outcome"), self.attempts,
+            ("provider", "outcome"), self.attempts.counts(),
         )  # fmt: skip
-        yield self.upstream.family(
+        yield self.attempts.family(
             f"{p}upstream_duration_seconds",
             "Time of one upstream attempt, to its last byte.",
             ("provider",),
+            width=1,
         )
+        tokens = {}
+        for (model, provider), (prompt, completion) in self.tokens.items():
+            if prompt:
+                tokens[(model, provider, "prompt")] = prompt
+            if completion:
+                tokens[(model, provider, "completion")] = completion
         yield _counter(
             f"{p}tokens", "Tokens the upstreams reported, by model, provider and kind.",
-            ("model", "provider", "kind"), self.tokens,
+            ("model", "provider", "kind"), tokens,
+        )  # fmt: skip
+        by_key = {}
+        for key_id, (prompt, completion) in self.key_tokens.items():
+            if prompt:
+                by_key[(key_id, "prompt")] = prompt
+            if completion:
+                by_key[(key_id, "completion")] = completion
+        yield _counter(
+            f"{p}client_key_tokens",
+            "Tokens by client key (its id; keys are made by the admin, so the set is bounded).",
+            ("client_key", "kind"), by_key,
         )  # fmt: skip
         yield _counter(
             f"{p}cost", "Cost of the answered requests from the catalog's prices.",

@@ -39,6 +39,7 @@ PINNED: dict[str, tuple[str, tuple[str, ...]]] = {
     "provider_router_upstream_attempts": ("counter", ("provider", "outcome")),
     "provider_router_upstream_duration_seconds": ("histogram", ("provider",)),
     "provider_router_tokens": ("counter", ("model", "provider", "kind")),
+    "provider_router_client_key_tokens": ("counter", ("client_key", "kind")),
     "provider_router_cost": ("counter", ("model", "provider", "currency")),
     "provider_router_circuit_state": ("gauge", ("provider",)),
     "provider_router_rate_limited": ("counter", ("scope",)),
@@ -316,6 +317,14 @@ async def test_router_rate_limits_are_counted_by_scope(tmp_path: Path) -> None:
     assert [r.status_code for r in by_key] == [200, 429, 429]
     assert value(text, "provider_router_rate_limited_total", scope="provider") == 1
     assert value(text, "provider_router_rate_limited_total", scope="client_key") == 2
+    # The one answered request of the key counts its tokens under the key's id.
+    key_id = key.json()["id"]
+    prompt = value(text, "provider_router_client_key_tokens_total", client_key=key_id,
+                   kind="prompt")  # fmt: skip
+    assert prompt == value(text, "provider_router_tokens_total", model="m2", provider="free",
+                           kind="prompt") > 0  # fmt: skip
+    assert {s.labels["client_key"] for s in samples(text, "provider_router_client_key_tokens_total")
+            } == {key_id}  # fmt: skip
 
 
 async def test_recorder_counters_read_the_recorder(tmp_path: Path) -> None:
@@ -370,3 +379,17 @@ def test_a_value_on_a_bucket_bound_falls_in_that_bucket() -> None:
     assert buckets == {"0.1": 1, "1.0": 3, "+Inf": 4}
     total = next(s.value for s in family.samples if s.name == "h_seconds_sum")
     assert total == pytest.approx(8.6)
+
+
+def test_every_metric_and_its_labels_are_documented() -> None:
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "metrics.md").read_text()
+    observability = (root / "docs" / "observability.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in doc.splitlines() if "| `" in line}
+    for name, (kind, labels) in PINNED.items():
+        shown = f"{name}_total" if kind == "counter" else name
+        assert shown in rows, f"{shown} is not in docs/metrics.md"
+        row = rows[shown].split("|")
+        assert row[2].strip() == kind, shown
+        assert [label.strip(" `") for label in row[3].split(",") if label.strip()] == list(labels)
+    assert "metrics.md" in observability and "scrape_configs" in observability

@@ -1,20 +1,22 @@
 """What the Prometheus metrics (and the access log) cost a request: CPU per request, on vs off.
 
-    python -m bench.metrics [--requests 20000] [--rounds 7] [--access-log]
-    python -m bench.metrics --serve [--requests 3000] [--rounds 5]
+    python -m bench.metrics [--requests 500] [--rounds 60] [--access-log]
+    python -m bench.metrics --serve [--requests 500] [--rounds 30] [--access-log]
 
 Drives :class:`router.gateway.handler.Proxy` in process with an instant fake adapter (no
-socket, no upstream), so the proxy's own work is all that is measured; the recorder is a stub
-that drops records. Each round serves the same JSON and streamed (20-block) requests with metrics
-off and on, in alternating order, timing process CPU; the report gives the median microseconds
-per request for each and their ratio. ``--access-log`` also measures the access line (to a
-discarding handler at INFO), which is a separate switch (``logging.access_log``).
+socket, no upstream), so the proxy's own work is all that is measured (the recorder is a stub
+that drops records): the share metrics take is at its largest here. Variants (metrics off,
+metrics on, and with ``--access-log`` metrics on plus the access line formatted and written to
+/dev/null) serve blocks of the same JSON or streamed (20-block) request in turn, rotating who
+goes first, so neighbouring blocks share the machine's load; the report gives each variant's
+median CPU microseconds per request and the median of its per-block ratios to "off".
 
-``--serve`` measures real servers instead: two ``provider-router serve`` processes (metrics on,
-metrics off; access log off in both) in front of one ``provider-router mock-upstream`` process,
-all on loopback. One client sends the same JSON chat request to each in turn, in rounds, over a
-kept-alive connection; each server's CPU (utime + stime from /proc) over its rounds, divided by
-its requests, is its CPU per request.
+``--serve`` measures real servers instead: ``provider-router serve`` processes (metrics off,
+metrics on, and with ``--access-log`` metrics and access line on; log level info) in front of one
+``provider-router mock-upstream`` process, all on loopback. One client sends the same JSON chat
+request to each in turn, in blocks, over a kept-alive connection; each server's CPU (utime +
+stime from /proc, in clock ticks) over all its blocks, divided by its requests, is its CPU per
+request.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from providers.base import Adapter, AdapterOptions, ChatStream, Reply, Usage
+from router import logs
 from router.gateway.handler import Message, Proxy
 from router.gateway.metrics import Metrics
 from router.gateway.recorder import Recorder, RequestRecord
@@ -122,35 +125,42 @@ async def serve(proxy: Proxy, body: bytes, count: int) -> float:
     return time.process_time() - started
 
 
-async def main(requests: int, rounds: int, access_log: bool) -> None:
-    logging.getLogger("provider_router.access").addHandler(logging.NullHandler())
-    logging.getLogger("provider_router.access").propagate = False
-    logging.getLogger("provider_router.access").setLevel(logging.INFO)
+def sink_access_log() -> None:
+    """Format (text, scrubbed) and write the access line to /dev/null, as serve does to stderr."""
+    access = logging.getLogger("provider_router.access")
+    sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - open until exit
+    sink.setFormatter(logs.formatter("text"))
+    access.addHandler(sink)
+    access.propagate = False
+    access.setLevel(logging.INFO)
+
+
+async def main(requests: int, blocks: int, access_log: bool) -> None:
     json_body = b'{"model":"m","messages":[{"role":"user","content":"hello"}]}'
     stream_body = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"hello"}]}'
-    results: dict[tuple[str, str], list[float]] = {}
+    print(
+        f"in process: {blocks} blocks of {requests} requests per variant, variants interleaved;"
+        " CPU us/request (process_time), median over blocks, and the median of the per-block"
+        " ratios to 'off'"
+    )
     for kind, body in (("json", json_body), ("stream", stream_body)):
-        off, on = build(False, False), build(True, False)
-        logged = build(True, True) if access_log else None
-        await serve(off, body, requests // 10)  # warm up
-        await serve(on, body, requests // 10)
-        for n in range(rounds):
-            order = [("off", off), ("on", on)]
-            if logged is not None:
-                order.append(("on+access", logged))
-            for label, proxy in order if n % 2 == 0 else reversed(order):
-                seconds = await serve(proxy, body, requests)
-                results.setdefault((kind, label), []).append(seconds / requests * 1e6)
-    print(f"{requests} requests x {rounds} rounds, median CPU us/request (process_time)")
-    for kind in ("json", "stream"):
-        base = statistics.median(results[(kind, "off")])
-        for label in ("on", "on+access"):
-            if (kind, label) not in results:
-                continue
-            value = statistics.median(results[(kind, label)])
+        variants = [("off", build(False, False)), ("on", build(True, False))]
+        if access_log:
+            variants.append(("on+access", build(True, True)))
+        for _, proxy in variants:
+            await serve(proxy, body, requests)  # warm up
+        results: dict[str, list[float]] = {label: [] for label, _ in variants}
+        for n in range(blocks):
+            # Neighbours in time share the machine's load; rotate who goes first.
+            turn = variants[n % len(variants) :] + variants[: n % len(variants)]
+            for label, proxy in turn:
+                results[label].append(await serve(proxy, body, requests) / requests * 1e6)
+        base = results["off"]
+        for label, values in results.items():
+            ratio = statistics.median(v / b for v, b in zip(values, base, strict=True))
             print(
-                f"{kind:6} metrics off {base:7.2f}  {label:9} {value:7.2f}  "
-                f"ratio {value / base:.3f} ({(value / base - 1) * 100:+.1f} %)"
+                f"{kind:6} {label:9} {statistics.median(values):7.2f} us/request"
+                f"  ratio {ratio:.3f} ({(ratio - 1) * 100:+.1f} %)"
             )
 
 
@@ -183,7 +193,7 @@ def _wait_up(url: str, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} never answered")
 
 
-def serve_mode(requests: int, rounds: int) -> None:
+def serve_mode(requests: int, rounds: int, access_log: bool) -> None:
     import httpx
 
     router = [sys.executable, "-m", "router"]
@@ -198,11 +208,15 @@ def serve_mode(requests: int, rounds: int) -> None:
             started.append(upstream)
             _wait_up(f"http://127.0.0.1:{upstream_port}/health", upstream)
             servers: dict[str, tuple[str, int]] = {}
-            for label, enabled in (("off", "false"), ("on", "true")):
+            kinds = [("off", "false", "false"), ("on", "true", "false")]
+            if access_log:
+                kinds.append(("on+access", "true", "true"))
+            for label, enabled, access in kinds:
                 config = Path(tmp) / f"{label}.toml"
+                # log_level info, so the access line (when on) is formatted and written.
                 config.write_text(
-                    f'[server]\nlog_level = "warning"\n[metrics]\nenabled = {enabled}\n'
-                    "[logging]\naccess_log = false\n[[providers]]\n"
+                    f'[server]\nlog_level = "info"\n[metrics]\nenabled = {enabled}\n'
+                    f"[logging]\naccess_log = {access}\n[[providers]]\n"
                     'id = "mock"\nname = "mock"\ntype = "openai"\nmodels = ["m"]\n'
                     f'config = {{ baseURL = "http://127.0.0.1:{upstream_port}/v1",'
                     ' apiKey = "sk-bench" }\n'
@@ -217,14 +231,16 @@ def serve_mode(requests: int, rounds: int) -> None:
                 _wait_up(f"http://127.0.0.1:{port}/health", server)
                 servers[label] = (f"http://127.0.0.1:{port}", server.pid)
             body = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
-            per_request: dict[str, list[float]] = {"off": [], "on": []}
+            per_request: dict[str, list[float]] = {label: [] for label, _, _ in kinds}
             with httpx.Client(timeout=10) as client:
                 for url, _ in servers.values():  # warm up
-                    for _ in range(requests // 5):
+                    for _ in range(requests):
                         client.post(f"{url}/v1/chat/completions", json=body)
+                order = list(servers.items())
                 for n in range(rounds):
-                    order = list(servers.items())
-                    for label, (url, pid) in order if n % 2 == 0 else reversed(order):
+                    # Neighbours in time share the machine's load; rotate who goes first.
+                    turn = order[n % len(order) :] + order[: n % len(order)]
+                    for label, (url, pid) in turn:
                         before = _cpu_seconds(pid)
                         for _ in range(requests):
                             response = client.post(f"{url}/v1/chat/completions", json=body)
@@ -235,12 +251,19 @@ def serve_mode(requests: int, rounds: int) -> None:
             for process in reversed(started):
                 process.terminate()
                 process.wait(20)
-    off, on = (statistics.median(per_request[k]) for k in ("off", "on"))
-    print(f"provider-router serve, {requests} JSON requests x {rounds} rounds per server")
-    print(f"server CPU us/request: metrics off {off:.1f}, on {on:.1f}")
-    print(f"rounds off: {', '.join(f'{v:.1f}' for v in per_request['off'])}")
-    print(f"rounds on:  {', '.join(f'{v:.1f}' for v in per_request['on'])}")
-    print(f"ratio {on / off:.3f} ({(on / off - 1) * 100:+.1f} %)")
+    print(
+        f"provider-router serve: {rounds} blocks of {requests} JSON requests per server, servers"
+        " interleaved; server CPU (utime+stime) us/request over all blocks, and the median of"
+        " the per-block ratios to 'off'"
+    )
+    base = per_request["off"]
+    for label, values in per_request.items():
+        mean = statistics.fmean(values)
+        ratio = statistics.median(v / b for v, b in zip(values, base, strict=True))
+        print(
+            f"{label:9} {mean:6.1f} us/request  total ratio {mean / statistics.fmean(base):.3f}"
+            f"  median block ratio {ratio:.3f} ({(ratio - 1) * 100:+.1f} %)"
+        )
 
 
 if __name__ == "__main__":
@@ -251,6 +274,8 @@ if __name__ == "__main__":
     parser.add_argument("--serve", action="store_true")
     args = parser.parse_args()
     if args.serve:
-        serve_mode(args.requests or 3000, args.rounds or 5)
+        serve_mode(args.requests or 500, args.rounds or 30, args.access_log)
     else:
-        asyncio.run(main(args.requests or 20000, args.rounds or 7, args.access_log))
+        if args.access_log:
+            sink_access_log()
+        asyncio.run(main(args.requests or 500, args.rounds or 60, args.access_log))

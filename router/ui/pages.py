@@ -352,7 +352,12 @@ async def settings_page(request: Request) -> Response:
         value = getattr(settings, name)
         if name in SECRET_SETTINGS:
             # Not even the last characters: these are the keys to everything else.
-            value = "(set, hidden)" if value else "(generated into a file beside the database)"
+            if value:
+                value = "(set, hidden)"
+            elif name == "metrics_token":
+                value = "(not set: only the admin token opens /metrics)"
+            else:
+                value = "(generated into a file beside the database)"
         rows.append(
             {
                 "name": setting,

@@ -38,7 +38,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("provider_router.tracing")
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-OPERATIONS = {"chat.completions": "chat", "messages": "chat", "embeddings": "embeddings"}
+OPERATIONS = {
+    "chat.completions": "chat",
+    "messages": "chat",
+    "responses": "chat",
+    "embeddings": "embeddings",
+}
 # gen_ai.provider.name's well-known values, by adapter type (the rest are their own names).
 PROVIDER_NAMES = {"gemini": "gcp.gemini"}
 _MS = 1_000_000  # nanoseconds

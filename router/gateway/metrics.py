@@ -73,27 +73,29 @@ def attempt_outcome(status: str, status_code: int | None) -> str:
 
 
 class Histograms:
-    """Histograms by label values, as plain lists: ``[bucket counts..., count, sum]``.
+    """Histograms of durations by label values, as plain lists: ``[bucket counts..., count,
+    sum]``, observed in milliseconds (what the records hold) and exposed in seconds.
 
     A series' count doubles as a counter: the requests counter and the request-duration
     histogram share one series per key, so a request costs one lookup for both; a family can
     leave trailing labels out (``width``), summing the series that differ only there.
     """
 
-    __slots__ = ("bounds", "series")
+    __slots__ = ("bounds", "bounds_ms", "series")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(float(b) for b in bounds)
+        self.bounds_ms = tuple(b * 1000 for b in self.bounds)
         self.series: dict[tuple[str, ...], list[float]] = {}
 
-    def observe(self, key: tuple[str, ...], value: float) -> None:
+    def observe(self, key: tuple[str, ...], ms: float) -> None:
         found = self.series.get(key)
         if found is None:
             found = self.series[key] = [0.0] * (len(self.bounds) + 3)
         # bisect_left: a value equal to a bound falls into that bucket (le is "<=").
-        found[bisect_left(self.bounds, value)] += 1
+        found[bisect_left(self.bounds_ms, ms)] += 1
         found[-2] += 1
-        found[-1] += value
+        found[-1] += ms
 
     def counts(self) -> dict[tuple[str, ...], float]:
         return {key: found[-2] for key, found in self.series.items()}
@@ -113,7 +115,7 @@ class Histograms:
             for bound, count in zip((*self.bounds, float("inf")), found[: n + 1], strict=True):
                 cumulative += count
                 buckets.append((_le(bound), cumulative))
-            family.add_metric(list(key), buckets, found[-1])
+            family.add_metric(list(key), buckets, found[-1] / 1000)
         return family
 
 
@@ -176,12 +178,13 @@ class Metrics(Collector):
         model = self.model_label(record)
         provider = record.provider_id or ""
         status = REQUEST_STATUS.get(record.status, "error")
-        self.requests.observe((record.endpoint, model, provider, status), record.latency_ms / 1000)
+        self.requests.observe((record.endpoint, model, provider, status), record.latency_ms)
         if record.ttft_ms is not None:
-            self.ttft.observe((model, provider), record.ttft_ms / 1000)
+            self.ttft.observe((model, provider), record.ttft_ms)
+        observe_attempt = self.attempts.observe
         for a in record.attempts:
             outcome = "ok" if a.status == "success" else attempt_outcome(a.status, a.status_code)
-            self.attempts.observe((a.provider_id, outcome), a.latency_ms / 1000)
+            observe_attempt((a.provider_id, outcome), a.latency_ms)
         if record.prompt_tokens or record.completion_tokens:
             tokens = self.tokens.get((model, provider))
             if tokens is None:

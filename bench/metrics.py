@@ -2,6 +2,8 @@
 
     python -m bench.metrics [--requests 500] [--rounds 60] [--access-log]
     python -m bench.metrics --serve [--requests 500] [--rounds 30] [--access-log]
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python -m bench.metrics \
+        --only on --requests 2000   # instructions, noise-free; subtract a --requests 1000 run
 
 Drives :class:`router.gateway.handler.Proxy` in process with an instant fake adapter (no
 socket, no upstream), so the proxy's own work is all that is measured (the recorder is a stub
@@ -272,8 +274,18 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--serve", action="store_true")
+    parser.add_argument(
+        "--only", choices=("off", "on", "on+access"), help="serve --requests JSON requests with"
+        " one variant and exit (to count instructions under callgrind)",
+    )  # fmt: skip
     args = parser.parse_args()
-    if args.serve:
+    if args.only:
+        if args.only == "on+access":
+            sink_access_log()
+        proxy = build(args.only != "off", args.only == "on+access")
+        body = b'{"model":"m","messages":[{"role":"user","content":"hello"}]}'
+        asyncio.run(serve(proxy, body, args.requests or 1000))
+    elif args.serve:
         serve_mode(args.requests or 500, args.rounds or 30, args.access_log)
     else:
         if args.access_log:

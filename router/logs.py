@@ -34,15 +34,39 @@ _STANDARD = frozenset(
 )
 
 
+class TextFormatter(ScrubbingFormatter):
+    """The text lines: ``time level logger: message``, scrubbed of credentials.
+
+    The date and time are formatted once per second, not once per line (the access log writes
+    a line per request)."""
+
+    _second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        seconds = int(record.created)
+        cached = self._second  # one tuple, read and replaced whole: safe across threads
+        if cached[0] != seconds:
+            cached = self._second = (seconds, time.strftime(_TEXT_TIME, self.converter(seconds)))
+        return f"{cached[1]},{int(record.msecs):03d}"
+
+
+_TEXT_TIME = "%Y-%m-%d %H:%M:%S"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line, scrubbed of credentials."""
 
+    _second: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
         seconds = int(record.created)
-        millis = int((record.created - seconds) * 1000)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        cached = self._second
+        if cached[0] != seconds:
+            cached = self._second = (seconds, time.strftime(_JSON_TIME, time.gmtime(seconds)))
         line: dict[str, Any] = {
-            "time": f"{stamp}.{millis:03d}Z",
+            "time": f"{cached[1]}.{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -60,11 +84,14 @@ class JsonFormatter(logging.Formatter):
         return scrub(orjson.dumps(line, default=str).decode())
 
 
+_JSON_TIME = "%Y-%m-%dT%H:%M:%S"
+
+
 def formatter(log_format: str) -> logging.Formatter:
     """The formatter of ``logging.format`` (``text`` or ``json``)."""
     if log_format == "json":
         return JsonFormatter()
-    return ScrubbingFormatter(TEXT_FORMAT)
+    return TextFormatter(TEXT_FORMAT)
 
 
 def configure(level: str, log_format: str, stream: TextIO | None = None) -> logging.Handler:

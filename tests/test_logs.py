@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import orjson
 import pytest
 
 from router import logs
+from router.gateway.access import AccessRecord
 from router.mock.upstream import MockOptions, MockUpstream
 from router.settings import SettingsError, load_settings
 from tests.helpers import (
@@ -220,3 +222,18 @@ async def test_sse_answers_ask_proxies_not_to_buffer(tmp_path: Path) -> None:
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
         assert response.headers["x-accel-buffering"] == "no"
+
+
+def test_an_access_record_works_with_any_standard_format() -> None:
+    fmt = (
+        "%(asctime)s %(created)f %(msecs)d %(relativeCreated)d %(levelname)s %(levelno)d"
+        " %(name)s %(pathname)s %(filename)s %(module)s %(funcName)s %(lineno)d %(process)s"
+        " %(processName)s %(thread)s %(threadName)s %(message)s"
+    )
+    record = AccessRecord("access chat.completions model=m%s", {"event": "access"})
+    line = logging.Formatter(fmt).format(record)
+    assert line.endswith(" access chat.completions model=m%s")  # no %-args applied
+    assert " INFO 20 provider_router.access " in line
+    assert " access.py access log_access 0 " in line
+    assert abs(record.created - time.time()) < 60
+    assert orjson.loads(logs.JsonFormatter().format(record))["event"] == "access"

@@ -100,8 +100,12 @@ def check_messages(body: dict[str, Any], *, max_tokens: bool) -> None:
                 f"Field 'max_tokens' is required and must be a positive integer, got {value!r}.",
                 param="max_tokens",
             )
-    if not isinstance(body.get("stream", False), bool):
-        raise InvalidRequest("Field 'stream' must be true or false.", param="stream")
+    stream = body.get("stream", False)
+    if stream is None:
+        # OpenAI reads null as "not streamed"; an upstream given the body as it is may not.
+        del body["stream"]
+    elif not isinstance(stream, bool):
+        raise InvalidRequest("Field 'stream' must be true, false or null.", param="stream")
 
 
 class MessagesDoor(FrontDoor):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 import uvicorn
 
 from router import redact
 from router.app import create_app, prepare_database
-from router.gateway.auth import check_exposure
-from router.settings import Settings
+from router.connections import ClientLimits, ClientServer, configure
+from router.gateway.auth import check_exposure, is_loopback
+from router.settings import Settings, SettingsError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -29,6 +31,7 @@ def serve(settings: Settings) -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.root.level))
     asyncio.run(prepare_database(settings))
     asyncio.run(check_exposure(settings))
+    check_tls(settings)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -42,11 +45,46 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
         server_header=False,
+        ssl_certfile=settings.tls_cert or None,
+        ssl_keyfile=settings.tls_key or None,
     )
-    logging.getLogger("provider_router").info(
-        "provider-router listening on http://%s:%d (database %s)",
+    configure(config, ClientLimits.from_settings(settings))
+    logger = logging.getLogger("provider_router")
+    warning = cleartext_warning(settings)
+    if warning:
+        logger.warning(warning)
+    logger.info(
+        "provider-router listening on %s://%s:%d (database %s)",
+        "https" if settings.tls_cert else "http",
         settings.host,
         settings.port,
         settings.database_path,
     )
-    uvicorn.Server(config).run()
+    ClientServer(config).run()
+
+
+def cleartext_warning(settings: Settings) -> str | None:
+    """What to tell an operator who serves plain HTTP on an address other machines can reach."""
+    if settings.tls_cert or is_loopback(settings.host):
+        return None
+    return (
+        f"Serving plain HTTP on {settings.host}: the admin token, client keys, prompts and "
+        "answers cross the network in clear. Set server.tls_cert and server.tls_key to serve "
+        "HTTPS, or put a TLS-terminating proxy in front and listen on 127.0.0.1."
+    )
+
+
+def check_tls(settings: Settings) -> None:
+    """Stop start-up with a sentence when the TLS certificate or key cannot be used."""
+    if not settings.tls_cert:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert, settings.tls_key
+        )
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SettingsError(
+            f"Settings 'server.tls_cert' ({settings.tls_cert}) and 'server.tls_key' "
+            f"({settings.tls_key}) cannot be used: {reason}."
+        ) from None

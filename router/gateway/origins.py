@@ -34,7 +34,7 @@ Headers = list[tuple[bytes, bytes]]
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _EXPOSED = b"x-request-id, x-provider-router-provider, retry-after"
 _METHODS = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
-_MAX_CACHED_HOSTS = 64
+_MAX_CACHED = 64
 
 
 def host_name(host: bytes) -> str:
@@ -63,13 +63,14 @@ class WebGuard:
         self.cors_origins = frozenset(o.rstrip("/").encode() for o in settings.cors_origins)
         self.any_origin = b"*" in self.cors_origins
         self._hosts: dict[bytes, bool] = {}
+        self._types: dict[bytes, bool] = {}
 
     def host_allowed(self, host: bytes) -> bool:
         known = self._hosts.get(host)
         if known is None:
             name = host_name(host)
             known = is_loopback(name) or name.endswith(".localhost") or name in self.allowed_hosts
-            if len(self._hosts) < _MAX_CACHED_HOSTS:  # a client can send any name
+            if len(self._hosts) < _MAX_CACHED:  # a client can send any name
                 self._hosts[host] = known
         return known
 
@@ -79,24 +80,15 @@ class WebGuard:
         Returns the ``Origin`` of an allowed cross-origin request (its answer needs CORS
         headers), else None.
         """
-        host = origin = content_type = None
-        has_body = False
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                has_body = value != b"0"
-            elif name == b"transfer-encoding":
-                has_body = True
+        # One dict built in C beats a Python loop over the headers (a browser sends each of
+        # these once; a duplicate from a program is its own business).
+        headers = dict(scope["headers"])
+        host = headers.get(b"host")
         if (
             host is not None
             and not self.any_host
-            and not self.auth.client_keys_required
             and not self.host_allowed(host)
+            and not self.auth.client_keys_required
         ):
             raise HostNotAllowed(
                 f"Host {host_name(host)!r} is not allowed: while no client key exists the "
@@ -104,28 +96,38 @@ class WebGuard:
                 "the names it is served under in server.allowed_hosts, or create a client key."
             )
         cross = None
-        if origin is not None:
-            same = host is not None and origin.partition(b"://")[2] == host
-            if not same:
-                if not (self.any_origin or origin in self.cors_origins):
-                    raise OriginNotAllowed(
-                        f"Requests from the web origin {origin.decode('latin-1')!r} are not "
-                        "allowed; list it in server.cors_origins to let its pages call the "
-                        "gateway."
-                    )
-                cross = origin
-        if (
-            has_body
-            and scope["method"] in _BODY_METHODS
-            and not (content_type is not None and is_json(content_type))
-            and not scope["path"].startswith("/ui")
-        ):
-            got = "none" if content_type is None else repr(content_type.decode("latin-1"))
-            raise UnsupportedMediaType(
-                f"The request body must be JSON, sent with 'Content-Type: application/json' "
-                f"(got {got})."
-            )
+        origin = headers.get(b"origin")
+        if origin is not None and (host is None or origin.partition(b"://")[2] != host):
+            if not (self.any_origin or origin in self.cors_origins):
+                raise OriginNotAllowed(
+                    f"Requests from the web origin {origin.decode('latin-1')!r} are not "
+                    "allowed; list it in server.cors_origins to let its pages call the gateway."
+                )
+            cross = origin
+        if scope["method"] in _BODY_METHODS:
+            content_type = headers.get(b"content-type")
+            json = content_type is not None and self.is_json(content_type)
+            if (
+                not json
+                and (
+                    headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+                )
+                and not scope["path"].startswith("/ui")
+            ):
+                got = "none" if content_type is None else repr(content_type.decode("latin-1"))
+                raise UnsupportedMediaType(
+                    "The request body must be JSON, sent with 'Content-Type: application/json' "
+                    f"(got {got})."
+                )
         return cross
+
+    def is_json(self, content_type: bytes) -> bool:
+        known = self._types.get(content_type)
+        if known is None:
+            known = is_json(content_type)
+            if len(self._types) < _MAX_CACHED:
+                self._types[content_type] = known
+        return known
 
     @staticmethod
     def is_preflight(scope: Scope) -> bool:

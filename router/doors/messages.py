@@ -163,6 +163,9 @@ class MessagesDoor(FrontDoor):
         return status, error_body(error_type(status), message), "application/json"
 
     def stream_error(self, exc: RouterError) -> bytes:
-        failure = exc.upstream if isinstance(exc, StreamInterrupted) else None
-        data = {"type": "error", "error": {"type": upstream_type(failure), "message": exc.message}}
+        if isinstance(exc, StreamInterrupted):
+            kind = upstream_type(exc.upstream)
+        else:  # the router's own reason (a revoked key: authentication_error)
+            kind = error_type(exc.status_code)
+        data = {"type": "error", "error": {"type": kind, "message": exc.message}}
         return event("error", data)

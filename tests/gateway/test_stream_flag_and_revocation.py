@@ -57,20 +57,21 @@ async def test_stream_of_another_type_is_still_refused(tmp_path: Path) -> None:
     assert upstream.requests == []
 
 
-async def test_revoking_a_key_ends_its_stream_in_flight(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+async def test_revoking_a_key_ends_its_stream_in_flight(tmp_path: Path, path: str) -> None:
     options = MockOptions(chunks=30, chunk_delay_ms=50)
     async with gateway(tmp_path, options) as (client, app, _):
         created = await client.post("/v1/keys", json={"name": "laptop"}, headers=ADMIN)
         key = created.json()
         auth = {"authorization": f"Bearer {key['key']}"}
         received = b""
-        body = {**CHAT, "stream": True}
-        async with client.stream("POST", "/v1/chat/completions", json=body, headers=auth) as r:
+        body = {**CHAT, "stream": True, "max_tokens": 64}
+        async with client.stream("POST", path, json=body, headers=auth) as r:
             assert r.status_code == 200
             revoked = False
             async for block in r.aiter_bytes():
                 received += block
-                if not revoked and b'"content"' in received:
+                if not revoked and b"mock" in received:
                     gone = await client.delete(f"/v1/keys/{key['id']}", headers=ADMIN)
                     assert gone.status_code == 200, gone.text
                     revoked = True
@@ -79,10 +80,14 @@ async def test_revoking_a_key_ends_its_stream_in_flight(tmp_path: Path) -> None:
 
     events = sse_data(received)
     last = orjson.loads(events[-1])
-    assert last["error"]["code"] == "key_revoked"
-    assert "[DONE]" not in events
+    if path == "/v1/messages":
+        assert last["error"]["type"] == "authentication_error"
+        assert "revoked" in last["error"]["message"]
+    else:
+        assert last["error"]["code"] == "key_revoked"
+        assert "[DONE]" not in events
     # 30 chunks were coming; the stream ended within a block or two of the revocation.
-    assert len(events) < 10, events
+    assert len(events) < 12, events
     assert (row["status"], row["status_code"]) == ("error", 401)
     assert row["attempt_details"][0]["status"] == "client_closed"
     # The provider did nothing wrong: no failure is counted against it.

@@ -50,9 +50,9 @@ def serve(settings: Settings) -> None:
     )
     configure(config, ClientLimits.from_settings(settings))
     logger = logging.getLogger("provider_router")
-    warning = cleartext_warning(settings)
-    if warning:
-        logger.warning(warning)
+    for warning in (cleartext_warning(settings), host_warning(settings)):
+        if warning:
+            logger.warning(warning)
     logger.info(
         "provider-router listening on %s://%s:%d (database %s)",
         "https" if settings.tls_cert else "http",
@@ -71,6 +71,18 @@ def cleartext_warning(settings: Settings) -> str | None:
         f"Serving plain HTTP on {settings.host}: the admin token, client keys, prompts and "
         "answers cross the network in clear. Set server.tls_cert and server.tls_key to serve "
         "HTTPS, or put a TLS-terminating proxy in front and listen on 127.0.0.1."
+    )
+
+
+def host_warning(settings: Settings) -> str | None:
+    """An open gateway (behind an authenticating proxy) off loopback answers only loopback Host
+    names until client keys exist (router/gateway/origins.py); say so before clients get 403."""
+    if not settings.allow_open_proxy or settings.allowed_hosts or is_loopback(settings.host):
+        return None
+    return (
+        "While no client key exists, only loopback Host names are accepted (against DNS "
+        "rebinding); list the names clients reach this gateway by in server.allowed_hosts "
+        '("*" for any), or they get 403 host_not_allowed.'
     )
 
 

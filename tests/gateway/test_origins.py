@@ -18,7 +18,7 @@ import pytest
 
 from router.app import create_app
 from router.mock.upstream import MockUpstream
-from router.server import cleartext_warning
+from router.server import cleartext_warning, host_warning
 from router.settings import Settings
 from tests.helpers import ADMIN, add_provider, free_port, make_settings, serve_asgi, start
 from tests.transport.servers import Certificates
@@ -209,6 +209,11 @@ def test_plain_http_off_loopback_is_warned_about() -> None:
     assert warning is not None and "server.tls_cert" in warning and "in clear" in warning
     assert cleartext_warning(Settings(host="127.0.0.1")) is None
     assert cleartext_warning(Settings(host="0.0.0.0", tls_cert="c", tls_key="k")) is None
+    behind_proxy = Settings(host="0.0.0.0", allow_open_proxy=True)
+    assert "server.allowed_hosts" in (host_warning(behind_proxy) or "")
+    assert (
+        host_warning(Settings(host="0.0.0.0", allow_open_proxy=True, allowed_hosts=("*",))) is None
+    )
 
 
 async def test_serve_speaks_https_with_tls_cert_and_key(

@@ -87,7 +87,7 @@ class WebGuard:
         if (
             host is not None
             and not self.any_host
-            and not self.host_allowed(host)
+            and not (self._hosts.get(host) or self.host_allowed(host))
             and not self.auth.client_keys_required
         ):
             raise HostNotAllowed(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import ssl
 
 import uvicorn
@@ -50,7 +51,7 @@ def serve(settings: Settings) -> None:
     )
     configure(config, ClientLimits.from_settings(settings))
     logger = logging.getLogger("provider_router")
-    for warning in (cleartext_warning(settings), host_warning(settings)):
+    for warning in (cleartext_warning(settings), host_warning(settings), fd_warning(settings)):
         if warning:
             logger.warning(warning)
     logger.info(
@@ -71,6 +72,22 @@ def cleartext_warning(settings: Settings) -> str | None:
         f"Serving plain HTTP on {settings.host}: the admin token, client keys, prompts and "
         "answers cross the network in clear. Set server.tls_cert and server.tls_key to serve "
         "HTTPS, or put a TLS-terminating proxy in front and listen on 127.0.0.1."
+    )
+
+
+def fd_warning(settings: Settings, soft_limit: int | None = None) -> str | None:
+    """Whether the open-file limit is reached before ``server.max_connections``: then clients
+    would meet accept() failures, not the cap's clear 503. Read as the server starts."""
+    if soft_limit is None:
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    # Upstream connections, the database and the log need descriptors too.
+    needed = settings.max_client_connections + 128
+    if soft_limit == resource.RLIM_INFINITY or soft_limit >= needed:
+        return None
+    return (
+        f"The open-file limit ({soft_limit}) is below server.max_connections "
+        f"({settings.max_client_connections}) plus room for upstream connections: raise it "
+        f"(ulimit -n {needed}) or lower server.max_connections."
     )
 
 

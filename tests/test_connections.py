@@ -20,6 +20,8 @@ import uvicorn
 
 from router.app import create_app
 from router.connections import ClientLimits, ClientServer, configure
+from router.server import fd_warning
+from router.settings import Settings
 from router.mock.upstream import MockUpstream
 from tests.helpers import (
     add_provider,
@@ -224,3 +226,10 @@ async def test_serve_applies_the_limits_from_its_config(tmp_path: Path) -> None:
             server.stdout.close()
     assert 0.9 < held < 5, held
     assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+def test_an_open_file_limit_below_the_connection_cap_is_warned_about() -> None:
+    settings = Settings(max_client_connections=1000)
+    warning = fd_warning(settings, soft_limit=1024)
+    assert warning is not None and "server.max_connections" in warning and "1128" in warning
+    assert fd_warning(settings, soft_limit=4096) is None

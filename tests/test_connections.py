@@ -20,9 +20,9 @@ import uvicorn
 
 from router.app import create_app
 from router.connections import ClientLimits, ClientServer, configure
+from router.mock.upstream import MockUpstream
 from router.server import fd_warning
 from router.settings import Settings
-from router.mock.upstream import MockUpstream
 from tests.helpers import (
     add_provider,
     free_port,

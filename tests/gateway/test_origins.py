@@ -261,4 +261,3 @@ def test_a_tls_key_without_a_certificate_stops_start_up(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "server.tls_cert" in result.stderr and "Traceback" not in result.stderr
-

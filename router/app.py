@@ -46,6 +46,7 @@ from router.store import migrations
 from router.store.credentials import prepare_credentials
 from router.store.db import database_for
 from router.store.seed import seed_from_config
+from router.transport.limits import ResponseLimits
 from router.ui import UI
 from router.ui import mount as ui_mount
 from router.ui.session import Sessions
@@ -189,6 +190,8 @@ class ProviderRouterApp:
                 ),
                 connect_timeout_ms=settings.upstream_connect_timeout_ms,
                 max_connections=settings.upstream_max_connections,
+                pool_timeout_ms=settings.upstream_pool_timeout_ms,
+                response_limits=ResponseLimits.from_settings(settings),
             ),
             timeouts=timeouts_from_settings(settings),
         )

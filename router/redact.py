@@ -172,10 +172,12 @@ class StreamScrubber:
     """Scrubs a body piece by piece, holding back the end of a piece only while it could be the
     start of a credential (so an SSE event, which ends with a blank line, is never held)."""
 
-    __slots__ = ("_held", "_needles")
+    __slots__ = ("_held", "_last_bytes", "_needles")
 
     def __init__(self, needles: tuple[bytes, ...]) -> None:
         self._needles = needles
+        # A piece can end inside a credential only if its last byte occurs in one.
+        self._last_bytes = frozenset(b for needle in needles for b in needle)
         self._held = b""
 
     def feed(self, data: bytes) -> bytes:
@@ -186,6 +188,8 @@ class StreamScrubber:
         for secret in self._needles:
             if secret in data:
                 data = data.replace(secret, _REDACTED_BYTES)
+        if not data or data[-1] not in self._last_bytes:
+            return data
         hold = 0
         size = len(data)
         for secret in self._needles:

@@ -299,7 +299,12 @@ def client_from_config(
         if isinstance(value, int) and not isinstance(value, bool):
             timeout_ms = max(timeout_ms, value)
     connect_ms = int(config.get("connectTimeout") or min(timeout_ms, options.connect_timeout_ms))
+    # Waiting for a free connection must end before the first-byte timer does, or the wait (a
+    # limit of ours) would be reported as the provider's timeout.
     pool_ms = min(options.pool_timeout_ms, timeout_ms)
+    first_byte = config.get("firstByteTimeout")
+    if isinstance(first_byte, int) and not isinstance(first_byte, bool) and first_byte > 1:
+        pool_ms = min(pool_ms, first_byte // 2)
     merged = {"content-type": "application/json"}
     merged.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
     merged.update(headers)

@@ -190,7 +190,12 @@ class ProviderRouterApp:
                 ),
                 connect_timeout_ms=settings.upstream_connect_timeout_ms,
                 max_connections=settings.upstream_max_connections,
-                pool_timeout_ms=settings.upstream_pool_timeout_ms,
+                # Below the first-byte timer, which also runs while a request waits for a
+                # connection: that wait is the proxy's limit, not the provider's slowness.
+                pool_timeout_ms=min(
+                    settings.upstream_pool_timeout_ms,
+                    max(1, settings.upstream_first_byte_timeout_ms // 2),
+                ),
                 response_limits=ResponseLimits.from_settings(settings),
             ),
             timeouts=timeouts_from_settings(settings),

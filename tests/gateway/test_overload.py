@@ -58,13 +58,23 @@ class SlowUpstream:
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
 
+@pytest.mark.parametrize(
+    ("pool_timeout_ms", "config"),
+    [(200, {}), (10_000, {"firstByteTimeout": 600})],
+    ids=["pool-timeout", "first-byte-timeout-shorter"],
+)
 async def test_pool_exhaustion_answers_503_and_leaves_the_circuit_closed(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    pool_timeout_ms: int,
+    config: dict[str, Any],
 ) -> None:
+    """The second case: a provider whose first-byte timeout is shorter than the pool timeout
+    still gets its pool wait cut first, so the wait is not reported as its timeout."""
     caplog.set_level(logging.WARNING, "provider_router.overload")
     upstream = SlowUpstream()
     settings = make_settings(
-        tmp_path, upstream_max_connections=2, upstream_pool_timeout_ms=200,
+        tmp_path, upstream_max_connections=2, upstream_pool_timeout_ms=pool_timeout_ms,
         breaker_failure_threshold=3,
     )  # fmt: skip
     app = create_app(settings)
@@ -74,7 +84,7 @@ async def test_pool_exhaustion_answers_503_and_leaves_the_circuit_closed(
         httpx.AsyncClient(base_url=url, timeout=30) as client,
         contextlib.AsyncExitStack() as streams,
     ):
-        await add_provider(client, "slow", f"{upstream_url}/v1", ["gpt-test"])
+        await add_provider(client, "slow", f"{upstream_url}/v1", ["gpt-test"], config=config)
         readers = []  # kept: an iterator collected as garbage would close its stream
         for _ in range(2):  # both connections busy with a stream in flight
             response = await streams.enter_async_context(

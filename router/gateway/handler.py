@@ -299,11 +299,7 @@ class Proxy:
             )
         if last is not None and not blamed:
             # Nothing reached a provider: the proxy itself is at a limit, and says so.
-            raise GatewayOverloaded(
-                f"provider-router is at one of its own limits and did not send the request: "
-                f"{last.message} Retry shortly.",
-                retry_after=1,
-            )
+            raise GatewayOverloaded(f"{last.message} Retry in a moment.", retry_after=1)
         if last is not None:
             tried = len(record.attempts)
             raise AllProvidersFailed(

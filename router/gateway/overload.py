@@ -35,7 +35,8 @@ class OverloadLog:
         missed = self._missed.pop(limit, 0)
         also = f" ({missed} more request(s) since the last warning)" if missed else ""
         log.warning(
-            "provider-router is at its limit %s: answering 503 gateway_overloaded%s. %s",
+            "provider-router is at its limit %s: requests that hit it are not sent upstream "
+            "(503 gateway_overloaded when no other provider takes them)%s. %s",
             limit,
             also,
             message,

@@ -45,7 +45,7 @@ from router.errors import (
 )
 from router.redact import Scrubber
 from router.transport.egress import Egress, TransportKind, open_transport, tls_context
-from router.transport.limits import GuardedBody, ResponseLimits, ResponseTooLarge
+from router.transport.limits import ResponseLimits, ResponseTooLarge, guard
 
 _MAX_CACHED_URLS = 64
 
@@ -160,31 +160,14 @@ class UpstreamClient:
         reading it raises :class:`ResponseTooLarge`) and scrubbed of the provider's credentials.
         """
         transport = self._client._transport_for_url(request.url)
-        upstream = await transport.handle_async_request(request)
-        upstream.request = request
-        body = GuardedBody(upstream, self.limits, self.scrubber, streamed=stream)
-        headers: Any = upstream.headers
-        if body.decoded:  # the body handed on is no longer compressed
-            headers = [h for h in headers.raw if h[0].lower() != b"content-encoding"]
-        scrubber = self.scrubber
-        if scrubber is not None:
-            headers = [(name, scrubber.bytes(value)) for name, value in _raw(headers)]
-        if stream:
-            return httpx.Response(
-                upstream.status_code,
-                headers=headers,
-                stream=body,
-                request=request,
-                extensions=upstream.extensions,
-            )
-        try:
-            content = await body.read()
-        finally:
-            await upstream.aclose()
-        response = httpx.Response(
-            upstream.status_code, headers=headers, request=request, extensions=upstream.extensions
-        )
-        response._content = content
+        response = await transport.handle_async_request(request)
+        response.request = request
+        guard(response, self.limits, self.scrubber, streamed=stream)
+        if not stream:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         return response
 
     async def post(self, path: str, content: bytes, *, stream: bool = False) -> httpx.Response:
@@ -255,10 +238,6 @@ async def open_stream(
     finally:
         await response.aclose()
     raise on_status(response, error_body)
-
-
-def _raw(headers: Any) -> list[tuple[bytes, bytes]]:
-    return headers.raw if isinstance(headers, httpx.Headers) else list(headers)
 
 
 def credentials_in(config: Mapping[str, Any]) -> list[str]:

@@ -134,7 +134,7 @@ class Scrubber:
         scrubber.bytes(b'{"error": "bad key sk-abcdefghij"}')  # b'{"error": "bad key [redacted]"}'
     """
 
-    __slots__ = ("_needles", "_texts")
+    __slots__ = ("_last_bytes", "_needles", "_texts")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         values = {s for s in secrets if len(s) >= MIN_PROVIDER_SECRET_CHARS}
@@ -147,6 +147,7 @@ class Scrubber:
         ordered = sorted(forms, key=len, reverse=True)
         self._texts = tuple(ordered)
         self._needles = tuple(text.encode() for text in ordered)
+        self._last_bytes = frozenset(b for needle in self._needles for b in needle)
 
     def __bool__(self) -> bool:
         return bool(self._needles)
@@ -157,7 +158,12 @@ class Scrubber:
                 text = text.replace(secret, REDACTED)
         return text
 
+    def found(self, data: bytes) -> bool:
+        """Whether ``data`` holds one of the credentials."""
+        return any(secret in data for secret in self._needles)
+
     def bytes(self, data: bytes) -> bytes:
+        """``data`` scrubbed: the same object when there was nothing to replace."""
         for secret in self._needles:
             if secret in data:
                 data = data.replace(secret, _REDACTED_BYTES)
@@ -165,7 +171,7 @@ class Scrubber:
 
     def stream(self) -> StreamScrubber:
         """A scrubber for one body that arrives in pieces (a match may span two)."""
-        return StreamScrubber(self._needles)
+        return StreamScrubber(self._needles, self._last_bytes)
 
 
 class StreamScrubber:
@@ -174,10 +180,10 @@ class StreamScrubber:
 
     __slots__ = ("_held", "_last_bytes", "_needles")
 
-    def __init__(self, needles: tuple[bytes, ...]) -> None:
+    def __init__(self, needles: tuple[bytes, ...], last_bytes: frozenset[int]) -> None:
         self._needles = needles
         # A piece can end inside a credential only if its last byte occurs in one.
-        self._last_bytes = frozenset(b for needle in needles for b in needle)
+        self._last_bytes = last_bytes
         self._held = b""
 
     def feed(self, data: bytes) -> bytes:

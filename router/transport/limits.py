@@ -29,7 +29,7 @@ import httpx
 from router.redact import Scrubber, StreamScrubber
 from router.settings import Settings
 
-__all__ = ["GuardedBody", "ResponseLimits", "ResponseTooLarge", "body_limit_message"]
+__all__ = ["GuardedBody", "ResponseLimits", "ResponseTooLarge", "body_limit_message", "guard"]
 
 # The most one decompression step produces: what a bomb can add to memory at once.
 _INFLATE_STEP: Final = 256 * 1024
@@ -136,8 +136,8 @@ def _separator(response: httpx.Response) -> bytes | None:
 class GuardedBody(httpx.AsyncByteStream):
     """A response's body decoded, bounded and scrubbed, read from its transport's stream.
 
-    ``streamed`` bodies of events are bounded per event, everything else in total. The upstream
-    response is closed with this one.
+    ``streamed`` bodies of events are bounded per event, everything else in total. Closing it
+    closes the transport's stream.
     """
 
     __slots__ = (
@@ -150,7 +150,6 @@ class GuardedBody(httpx.AsyncByteStream):
         "_since",
         "_source",
         "_tail",
-        "_upstream",
     )
 
     def __init__(
@@ -161,7 +160,9 @@ class GuardedBody(httpx.AsyncByteStream):
         *,
         streamed: bool,
     ) -> None:
-        self._upstream = upstream
+        source = upstream.stream
+        assert isinstance(source, httpx.AsyncByteStream), "an async transport's response"
+        self._source = source
         self._request = upstream.request
         encoding = _encoding(upstream)
         self._inflater = _Inflater(encoding) if encoding is not None else None
@@ -171,7 +172,7 @@ class GuardedBody(httpx.AsyncByteStream):
             self._limit, self._setting = limits.max_body_bytes, "upstream.max_body_bytes"
         else:
             self._limit, self._setting = limits.max_event_bytes, "upstream.max_event_bytes"
-        self._scrubber: StreamScrubber | None = scrubber.stream() if scrubber else None
+        self._scrubber: StreamScrubber | None = None if scrubber is None else scrubber.stream()
         self._since = 0  # bytes counted against the limit so far (since the last boundary)
         self._tail = b""  # the last byte of the previous piece, for a boundary split in two
 
@@ -204,9 +205,7 @@ class GuardedBody(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         inflater = self._inflater
         scrubber = self._scrubber
-        source = self._upstream.stream
-        assert isinstance(source, httpx.AsyncByteStream), "an async transport's response"
-        async for raw in source:
+        async for raw in self._source:
             if inflater is None:
                 self._count(raw)
                 yield scrubber.feed(raw) if scrubber is not None else raw
@@ -222,9 +221,21 @@ class GuardedBody(httpx.AsyncByteStream):
                 yield rest
 
     async def aclose(self) -> None:
-        await self._upstream.aclose()
+        await self._source.aclose()
 
-    async def read(self) -> bytes:
-        """The whole body (within the limit)."""
-        parts = [part async for part in self]
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+def guard(response: httpx.Response, limits: ResponseLimits, scrubber: Scrubber | None, *,
+          streamed: bool) -> None:  # fmt: skip
+    """Make ``response`` (its head just parsed, its body unread) yield its body decoded,
+    bounded and scrubbed: its stream becomes a :class:`GuardedBody` over the transport's, and
+    its headers lose the Content-Encoding that was undone and any credential they echo."""
+    body = GuardedBody(response, limits, scrubber, streamed=streamed)
+    response.stream = body
+    headers = response.headers
+    if body.decoded:
+        del headers["content-encoding"]
+    if scrubber is not None:
+        raw = headers.raw
+        if scrubber.found(b"\n".join([value for _, value in raw])):
+            for name, value in raw:
+                headers[name.decode("latin-1")] = scrubber.bytes(value).decode("latin-1")

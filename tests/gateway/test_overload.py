@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 from router.app import create_app
-from router.errors import LocalLimitReached, UpstreamConnectError
+from router.doors.messages import MessagesDoor
+from router.errors import GatewayOverloaded, LocalLimitReached, UpstreamConnectError
 from router.gateway.overload import OverloadLog
 from router.resilience.policy import Resilience
 from tests.helpers import ADMIN, add_provider, eventually, make_settings, serve_asgi
@@ -146,3 +147,9 @@ def test_the_overload_log_warns_once_per_interval_per_limit(
     assert len(messages) == 3
     assert "limit b" in messages[1]
     assert "5 more request(s) since the last warning" in messages[2]
+
+
+def test_anthropic_clients_see_the_proxys_overload_as_overloaded_error() -> None:
+    status, body = MessagesDoor().error(GatewayOverloaded("Every connection is busy."))
+    assert status == 529  # what Claude Code and the Anthropic SDKs retry
+    assert orjson.loads(body)["error"]["type"] == "overloaded_error"

@@ -224,8 +224,9 @@ class GuardedBody(httpx.AsyncByteStream):
         await self._source.aclose()
 
 
-def guard(response: httpx.Response, limits: ResponseLimits, scrubber: Scrubber | None, *,
-          streamed: bool) -> None:  # fmt: skip
+def guard(
+    response: httpx.Response, limits: ResponseLimits, scrubber: Scrubber | None, *, streamed: bool
+) -> None:
     """Make ``response`` (its head just parsed, its body unread) yield its body decoded,
     bounded and scrubbed: its stream becomes a :class:`GuardedBody` over the transport's, and
     its headers lose the Content-Encoding that was undone and any credential they echo."""

@@ -68,6 +68,7 @@ class GeminiAdapter(Adapter):
     """Google's Gemini API (generativelanguage.googleapis.com) with an API key."""
 
     type = "gemini"
+    requires_api_key = True
     config_keys: ClassVar[Mapping[str, ConfigKey]] = {
         "baseURL": ConfigKey(
             str, default=DEFAULT_BASE_URL, description="default " + DEFAULT_BASE_URL

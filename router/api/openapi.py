@@ -385,7 +385,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 _query("provider_id", {"type": "string"}),
                 _query(
                     "status",
-                    {"type": "string", "enum": ["success", "error", "client_disconnected"]},
+                    {"type": "string", "enum": ["success", "error", "client_closed"]},
                 ),
                 _query("since", _MS),
                 _query("until", _MS),

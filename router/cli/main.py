@@ -7,10 +7,12 @@ import sqlite3
 import sys
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import orjson
 
 from router.cli import security as cli_security
+from router.cli.output import Parser, Subcommands
 from router.redact import scrub
 from router.settings import Settings, SettingsError, load_settings
 from router.store import migrations
@@ -78,11 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     from router.cli import providers as cli_providers
     from router.mock.upstream import add_mock_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="provider-router",
         description="An OpenAI-compatible LLM gateway with fallback, streaming and history.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = cast(
+        "Subcommands", parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    )
 
     def with_config(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", help="TOML config file (default: $PROVIDER_ROUTER_CONFIG)")

@@ -193,18 +193,22 @@ class Proxy:
             if guard is not None:
                 guard.stop()
             record.status, record.status_code, record.error = "error", exc.status_code, exc.message
+            if record.provider_id is None and record.attempts:
+                # A failure after tries belongs to the last provider tried, so per-provider
+                # filters and stats count it (every attempt's provider stays in `attempts`).
+                record.provider_id = record.attempts[-1].provider_id
             if exc.code == "model_denied":
                 record.skip(None, "key_not_allowed")
             headers = response_headers(record.id, None, b"application/json") + _retry_after(exc)
             status, body = door.error(exc)
             await send_body(send, status, body, headers)
         except ClientDisconnected:
-            record.status, record.status_code = "client_disconnected", 499
+            record.status, record.status_code = "client_closed", 499
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if guard is None or not guard.gone or task is None or task.uncancel() > 0:
                 raise
-            record.status, record.status_code = "client_disconnected", 499
+            record.status, record.status_code = "client_closed", 499
             record.error = "The client disconnected while waiting for the upstream."
         except Exception as exc:
             if guard is not None:
@@ -389,7 +393,7 @@ class Proxy:
         if record.status == "success":
             attempt.status = "success"
             breaker.success()
-        elif record.status == "client_disconnected":
+        elif record.status == "client_closed":
             attempt.status = "client_closed"
             breaker.release(record)
         else:
@@ -500,7 +504,7 @@ class Proxy:
             task = asyncio.current_task()
             if not guard.gone or task is None or task.uncancel() > 0:
                 raise
-            record.status, record.status_code = "client_disconnected", 499
+            record.status, record.status_code = "client_closed", 499
             record.error = "The client disconnected during the stream."
         finally:
             guard.stop()

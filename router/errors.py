@@ -145,7 +145,7 @@ class NoProviderAvailable(RouterError):
     status_code = 503
     error_type = "service_unavailable"
     default_code = "no_provider_available"
-    should_retry = False
+    should_retry: bool | None = False
 
 
 class ProvidersCoolingDown(NoProviderAvailable):

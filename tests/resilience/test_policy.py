@@ -190,7 +190,8 @@ async def test_provider_rpd_limit(upstreams: respx.MockRouter, tmp_path: Path) -
     assert (first.status_code, second.status_code) == (200, 429)
     # A day's wait: Retry-After at its cap, no SDK retry, the real wait in the message.
     assert second.headers["retry-after"] == "60" and second.headers["x-should-retry"] == "false"
-    assert int(re.search(r"retry in (\d+) s", second.json()["error"]["message"])[1]) > 86_000
+    said = re.search(r"retry in (\d+) s", second.json()["error"]["message"])
+    assert said is not None and int(said[1]) > 86_000
 
 
 async def test_attempts_are_capped_and_each_provider_tried_once(

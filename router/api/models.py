@@ -18,8 +18,8 @@ from router.api.common import (
     services,
 )
 from router.doors.messages import MessagesDoor
-from router.gateway.auth import client_token
 from router.errors import InvalidRequest, ModelNotFound, RouterError
+from router.gateway.auth import client_token
 from router.store import lifecycle, models
 
 

@@ -29,13 +29,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from router.server import serve
-
-    serve(_settings(args))
-    return 0
-
-
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from router.mock.upstream import options_from_args, run_mock_upstream
 
@@ -78,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     from router.cli import data as cli_data
     from router.cli import models as cli_models
     from router.cli import providers as cli_providers
+    from router.cli import serve as cli_serve
     from router.mock.upstream import add_mock_arguments
 
     parser = Parser(
@@ -96,11 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: $PROVIDER_ROUTER_DATABASE_URL or the config file)",
         )
 
-    serve = commands.add_parser("serve", help="run the proxy")
-    with_config(serve)
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (default 8080)")
-    serve.set_defaults(func=cmd_serve)
+    cli_serve.register(commands, with_config)
 
     mock = commands.add_parser(
         "mock-upstream", help="run a fake OpenAI-compatible upstream for trying things out"

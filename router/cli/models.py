@@ -258,4 +258,6 @@ def register(
     requests.set_defaults(parser=requests)
     usage = add(commands, "stats", cmd_stats, "requests, errors, tokens, cost, p50/p95 latency")
     usage.add_argument("--since", help="Unix ms or a duration back from now: 30m, 24h, 7d")
-    usage.add_argument("--by", choices=("provider", "model"), default="provider")
+    usage.add_argument(
+        "--by", choices=("provider", "model"), default="provider", help="group rows by this"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import io
 import sqlite3
 import time
@@ -15,7 +16,6 @@ from typing import Any
 import orjson
 import pytest
 
-from router.cli import providers as cli_providers
 from router.cli.main import build_parser, main
 from router.mock.upstream import MockOptions, MockUpstream
 from tests.helpers import add_provider, app_client, make_settings, query, serve_asgi
@@ -294,7 +294,7 @@ def test_interactive_add_asks_again_for_a_bad_answer_and_keeps_the_rest(
         "m1, m2",  # models
     ]  # fmt: skip
     monkeypatch.setattr("sys.stdin", Terminal("\n".join(answers) + "\n"))
-    monkeypatch.setattr(cli_providers.getpass, "getpass", lambda prompt: "")
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: "")
     code, _, err = cli("provider", "add")
     assert code == 0, err
     assert "No provider type 'nosuchtype'" in err
@@ -311,7 +311,7 @@ def test_interactive_add_of_a_keyless_anthropic_adds_it_disabled(
 ) -> None:
     answers = ["anthropic", "claude", "", "", "", "", "0", ""]
     monkeypatch.setattr("sys.stdin", Terminal("\n".join(answers) + "\n"))
-    monkeypatch.setattr(cli_providers.getpass, "getpass", lambda prompt: "")
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: "")
     code, _, err = cli("provider", "add")
     assert code == 0, err
     assert "needs an apiKey; adding the provider disabled" in err

@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,7 @@ class Resilience:
     # What :meth:`circuit_changes` last reported, per provider: (state, cooldown_until).
     _published: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     log_interval_s: float = 10.0
+    log_clock: Callable[[], float] = time.monotonic
     # Per kind of log line: when one last went out, and how many were held back since.
     _logged: dict[str, tuple[float, int]] = field(default_factory=dict)
 
@@ -106,7 +107,7 @@ class Resilience:
     def log_limited(self, key: str, level: int, message: str, *args: Any) -> None:
         """Log a line of kind ``key`` unless one went out within ``log_interval_s``; the next
         line that does says how many were held back, so a failing upstream cannot flood."""
-        now = time.monotonic()
+        now = self.log_clock()
         last, held = self._logged.get(key, (-math.inf, 0))
         if now - last < self.log_interval_s:
             self._logged[key] = (last, held + 1)

@@ -131,7 +131,7 @@ async def test_a_late_body_is_cut_at_the_body_limit(tmp_path: Path, case: str) -
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
     assert b"server.body_timeout_ms" in answer
     # The endpoint saw the client gone, and recorded it; nothing went upstream.
-    assert row["status"] == "client_disconnected"
+    assert row["status"] == "client_closed"
     assert row["attempts"] == 0
 
 

@@ -70,10 +70,20 @@ class FrontDoor:
     translates: ClassVar[bool] = True
     # Written after the last relayed block of a stream that ended well.
     stream_end: ClassVar[bytes] = b""
+    # True when the door keeps state between requests (stored responses): the router then
+    # awaits prepare() before routing. False spares the other doors that await.
+    stateful: ClassVar[bool] = False
 
     def parse(self, raw: bytes, headers: list[tuple[bytes, bytes]]) -> RouterRequest:
         """Turn the client's body into the router's request; raise ``RouterError`` if bad."""
         raise NotImplementedError
+
+    async def prepare(self, request: RouterRequest, owner: str | None, request_id: str) -> None:
+        """A stateful door's work before routing (load what the request continues, say).
+
+        ``owner`` is the caller's client key id (None: the admin token, or no keys in use);
+        ``request_id`` the history row's id. Called only when ``stateful`` is true.
+        """
 
     def reply(self, reply: Reply, request: RouterRequest) -> Reply:
         """A complete chat answer from an adapter, in the door's dialect."""
@@ -83,6 +93,13 @@ class FrontDoor:
         """A chat stream from an adapter, as the door's stream (its ``usage`` kept)."""
         return stream
 
+    def native_answer(
+        self, answer: Reply | ChatStream, request: RouterRequest
+    ) -> Reply | ChatStream:
+        """An answer passed through from an upstream that speaks the door's dialect, as it goes
+        to the client (unchanged by default; a stateful door may watch it)."""
+        return answer
+
     def error(self, exc: RouterError) -> tuple[int, bytes]:
         """The status and body of an error answered before the first byte."""
         return exc.status_code, exc.body()
@@ -91,6 +108,7 @@ class FrontDoor:
         """An upstream's own 4xx passed on to the client: (status, body, content type)."""
         return exc.status_code or 502, exc.body, exc.content_type
 
-    def stream_error(self, exc: RouterError) -> bytes:
-        """The last event of a stream that broke off after its first byte."""
+    def stream_error(self, exc: RouterError, request: RouterRequest | None = None) -> bytes:
+        """The last event of a stream that broke off after its first byte (``request``: the
+        request it answered, for a door whose events carry the stream's state)."""
         return b"data: " + exc.body() + b"\n\n"

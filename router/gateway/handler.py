@@ -39,6 +39,8 @@ from providers.base import ChatStream, Reply
 from router.doors.base import FrontDoor, RouterRequest
 from router.doors.chat import ChatDoor, EmbeddingsDoor
 from router.doors.messages import MessagesDoor
+from router.doors.responses import ResponsesDoor
+from router.doors.responses_keeper import ResponseKeeper
 from router.errors import (
     AdapterFailure,
     AllProvidersFailed,
@@ -145,6 +147,7 @@ class Proxy:
         auth: Authenticator | None = None,
         limits: InputLimits | None = None,
         resilience: Resilience | None = None,
+        responses: ResponseKeeper | None = None,
     ):
         self.snapshots = snapshots
         self.recorder = recorder
@@ -152,6 +155,7 @@ class Proxy:
         self.resilience = resilience or Resilience()
         self.auth = auth
         self.limits = limits
+        self.responses_door = ResponsesDoor(responses)
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handle(self.chat_door, scope, receive, send)
@@ -161,6 +165,9 @@ class Proxy:
 
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handle(self.messages_door, scope, receive, send)
+
+    async def responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handle(self.responses_door, scope, receive, send)
 
     async def handle(self, door: FrontDoor, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request that came in through ``door``."""
@@ -182,6 +189,8 @@ class Proxy:
             record.model = request.model
             if client is not None:
                 client.check_model(request.model)
+            if door.stateful:
+                await door.prepare(request, client.id if client else None, record.id)
             record.stream = request.stream
             record.snapshot = snapshot = self.snapshots.current
             candidates = snapshot.candidates(request.model)
@@ -382,7 +391,7 @@ class Proxy:
             return None
         stream, first = result
         failure = await self._relay(
-            stream, first, door, candidate, record, started, deadline, guard, send
+            stream, first, door, request, candidate, record, started, deadline, guard, send
         )
         attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
         attempt.status_code = 200
@@ -416,6 +425,7 @@ class Proxy:
                 request.native_headers,
                 stream=request.stream,
             )
+            result = door.native_answer(result, request)
             if isinstance(result, Reply):
                 return result
             stream = result
@@ -459,6 +469,7 @@ class Proxy:
         stream: ChatStream,
         first: bytes | None,
         door: FrontDoor,
+        request: RouterRequest,
         candidate: Candidate,
         record: RequestRecord,
         started: float,
@@ -490,7 +501,7 @@ class Proxy:
                 error = StreamInterrupted(
                     f"The upstream stream broke off: {failure.message}", upstream=failure
                 )
-                event = door.stream_error(error)
+                event = door.stream_error(error, request)
                 await send({"type": "http.response.body", "body": event, "more_body": False})
             else:
                 end = door.stream_end

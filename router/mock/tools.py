@@ -3,8 +3,8 @@
 A request that has tools gets a tool call instead of text when its last user turn contains the
 magic word ``mock-tool-call`` (the first tool is called) or ``mock-tool-call:NAME`` (tool NAME).
 A turn that answers a tool call (tool results) always gets text, so an agent's loop ends. The
-call's arguments are built from the tool's JSON schema: strings "mock", numbers 1, booleans
-true, null for other types. Coding agents (Claude Code, Codex) put the magic word in
+call's arguments are built from the tool's JSON schema: an enum's first value, strings "mock",
+numbers 1, booleans true, null for other types. Coding agents (Claude Code, Codex) put the magic word in
 their prompt, as the tests through the gateway do.
 """
 
@@ -37,13 +37,19 @@ def requested_tool(text: str, names: list[str]) -> str | None:
 
 
 def sample_input(schema: Any) -> dict[str, Any]:
-    """Arguments for a tool from its JSON schema's top-level properties (null for types
-    other than strings, numbers and booleans)."""
+    """Arguments for a tool from its JSON schema's top-level properties: an enum's first value,
+    else by type (null for types other than strings, numbers and booleans)."""
     properties = schema.get("properties") if isinstance(schema, dict) else None
-    return {
-        name: _SAMPLES.get(spec.get("type") if isinstance(spec, dict) else None)
-        for name, spec in (properties or {}).items()
-    }
+    return {name: _sample(spec) for name, spec in (properties or {}).items()}
+
+
+def _sample(spec: Any) -> Any:
+    if not isinstance(spec, dict):
+        return None
+    choices = spec.get("enum")
+    if isinstance(choices, list) and choices:
+        return choices[0]
+    return _SAMPLES.get(spec.get("type"))
 
 
 def openai_tool_call(body: dict[str, Any]) -> dict[str, Any] | None:

@@ -4,8 +4,8 @@ A request that has tools gets a tool call instead of text when its last user tur
 magic word ``mock-tool-call`` (the first tool is called) or ``mock-tool-call:NAME`` (tool NAME).
 A turn that answers a tool call (tool results) always gets text, so an agent's loop ends. The
 call's arguments are built from the tool's JSON schema: an enum's first value, strings "mock",
-numbers 1, booleans true, null for other types. Coding agents (Claude Code, Codex) put the magic word in
-their prompt, as the tests through the gateway do.
+numbers 1, booleans true, null for other types. Coding agents (Claude Code, Codex) put the magic
+word in their prompt, as the tests through the gateway do.
 """
 
 from __future__ import annotations

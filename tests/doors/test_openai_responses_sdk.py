@@ -49,8 +49,8 @@ def test_create_retrieve_list_and_delete(sdk: openai.OpenAI, model: str) -> None
     assert again.id == response.id and again.output_text == FIVE_WORDS
     items = list(sdk.responses.input_items.list(response.id))
     assert len(items) == 1 and items[0].type == "message"
-    assert items[0].content[0].type == "input_text"  # type: ignore[union-attr]
-    assert items[0].content[0].text == "Hello there"  # type: ignore[union-attr]
+    assert items[0].content[0].type == "input_text"
+    assert items[0].content[0].text == "Hello there"
 
     sdk.responses.delete(response.id)
     with pytest.raises(openai.NotFoundError):

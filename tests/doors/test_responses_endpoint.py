@@ -390,7 +390,7 @@ async def test_an_anthropic_upstream_serves_responses_through_chat(tmp_path: Pat
 
 
 # A provider that serves the Responses API itself: an inline fake that records what it got.
-NATIVE_EVENTS = [
+NATIVE_EVENTS: list[dict[str, Any]] = [
     {"type": "response.created", "response": {"id": "resp_up", "status": "in_progress"}},
     {"type": "response.output_text.delta", "delta": "native"},
     {
@@ -416,9 +416,13 @@ def native_upstream(received: list[dict[str, Any]]) -> Starlette:
 
         async def frames() -> AsyncIterator[bytes]:
             for n, data in enumerate(NATIVE_EVENTS):
-                yield b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(
-                    {**data, "sequence_number": n}
-                ) + b"\n\n"
+                yield (
+                    b"event: "
+                    + data["type"].encode()
+                    + b"\ndata: "
+                    + orjson.dumps({**data, "sequence_number": n})
+                    + b"\n\n"
+                )
 
         return StreamingResponse(frames(), media_type="text/event-stream")
 

@@ -20,12 +20,18 @@ from typing import Any
 import pytest
 
 from tests.doors.gateway_process import Gateway, gateway
-from tests.doors.test_claude_code import _Tattletale, tattletale  # noqa: F401 - a fixture
+from tests.doors.tattletale import Tattletale, listening
 from tests.helpers import require
 
 ROOT = Path(__file__).resolve().parents[2]
 CODEX = ROOT / ".tools" / "bin" / "codex"
 KEY_VARIABLE = "PROVIDER_ROUTER_KEY"
+
+
+@pytest.fixture
+def tattletale() -> Iterator[Tattletale]:
+    with listening() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +67,7 @@ plugins = false
 def codex(
     prompt: str,
     running: Gateway,
-    trap: _Tattletale,
+    trap: Tattletale,
     tmp_path: Path,
     *,
     websockets: bool = False,
@@ -72,7 +78,7 @@ def codex(
     home.mkdir()
     work.mkdir()
     (home / "config.toml").write_text(codex_config(running.url, websockets=websockets))
-    proxy = f"http://127.0.0.1:{trap.server_address[1]}"
+    proxy = trap.url
     # Codex's HTTP client (reqwest) matches NO_PROXY by host, without the port.
     gateway_host = running.url.removeprefix("http://").rsplit(":", 1)[0]
     env = {
@@ -112,7 +118,7 @@ def agent_messages(found: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def test_a_plain_prompt(running: Gateway, tattletale: _Tattletale, tmp_path: Path) -> None:  # noqa: F811
+def test_a_plain_prompt(running: Gateway, tattletale: Tattletale, tmp_path: Path) -> None:
     before = len(running.mock_requests())
     found = codex("Say hello.", running, tattletale, tmp_path)
     assert agent_messages(found) == ["mock reply alpha bravo charlie"]
@@ -130,7 +136,7 @@ def test_a_plain_prompt(running: Gateway, tattletale: _Tattletale, tmp_path: Pat
     assert "authorization" in sent[0]["headers"] and running.client_key not in str(sent)
 
 
-def test_a_tool_calling_run(running: Gateway, tattletale: _Tattletale, tmp_path: Path) -> None:  # noqa: F811
+def test_a_tool_calling_run(running: Gateway, tattletale: Tattletale, tmp_path: Path) -> None:
     before = len(running.mock_requests())
     found = codex("List my files: mock-tool-call:exec_command", running, tattletale, tmp_path)
     assert agent_messages(found) == ["mock reply alpha bravo charlie"]
@@ -150,7 +156,7 @@ def test_a_tool_calling_run(running: Gateway, tattletale: _Tattletale, tmp_path:
 
 def test_websockets_fall_back_to_http(
     running: Gateway,
-    tattletale: _Tattletale,  # noqa: F811
+    tattletale: Tattletale,
     tmp_path: Path,
 ) -> None:
     """With ``supports_websockets = true`` Codex tries the upgrade first; the gateway's 426

@@ -184,13 +184,14 @@ class Proxy:
             if self.limits is not None:
                 self.limits.log_body(record.id, raw)
             request = door.parse(raw, scope["headers"])
+            record.model = request.model
+            if door.stateful:
+                # Before the limits: they apply to the whole conversation it continues.
+                await door.prepare(request, client.id if client else None, record.id)
             if self.limits is not None:
                 self.limits.check_body(raw, request.body)
-            record.model = request.model
             if client is not None:
                 client.check_model(request.model)
-            if door.stateful:
-                await door.prepare(request, client.id if client else None, record.id)
             record.stream = request.stream
             record.snapshot = snapshot = self.snapshots.current
             candidates = snapshot.candidates(request.model)

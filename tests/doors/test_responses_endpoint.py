@@ -265,6 +265,17 @@ async def test_stored_responses_can_be_read_listed_continued_and_deleted(tmp_pat
     assert broken.json()["error"]["param"] == "previous_response_id"
 
 
+async def test_the_message_limit_counts_the_whole_conversation(tmp_path: Path) -> None:
+    async with stack(tmp_path, max_messages=2) as s:
+        first = (await s.post(HELLO)).json()  # system + user: 2 messages
+        follow = {"model": "mock-gpt", "input": "More?", "previous_response_id": first["id"]}
+        refused = await s.post(follow)  # user, assistant (earlier), and the new user turn: 3
+        row = await last_request(s.client, s.app)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "too_many_messages"
+    assert row["model"] == "mock-gpt" and row["endpoint"] == "responses"
+
+
 async def test_input_items_are_paged_as_openai_pages_them(tmp_path: Path) -> None:
     texts = [f"turn {n}" for n in range(5)]
     turns = [{"role": "user", "content": text} for text in texts]

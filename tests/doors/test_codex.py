@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.doors.gateway_process import Gateway, gateway
-from tests.doors.tattletale import Tattletale, listening
+from tests.doors.tattletale import Tattletale, listening, tapping
 from tests.helpers import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,13 +71,14 @@ def codex(
     tmp_path: Path,
     *,
     websockets: bool = False,
+    url: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``codex exec --json``; return its events (one JSON object a line)."""
     require(CODEX.exists(), "Codex CLI (scripts/install-agent-clis)")
     home, work = tmp_path / "codex-home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
-    (home / "config.toml").write_text(codex_config(running.url, websockets=websockets))
+    (home / "config.toml").write_text(codex_config(url or running.url, websockets=websockets))
     proxy = trap.url
     # Codex's HTTP client (reqwest) matches NO_PROXY by host, without the port.
     gateway_host = running.url.removeprefix("http://").rsplit(":", 1)[0]
@@ -155,11 +156,14 @@ def test_a_tool_calling_run(running: Gateway, tattletale: Tattletale, tmp_path: 
 
 
 def test_websockets_fall_back_to_http(
-    running: Gateway,
-    tattletale: Tattletale,
-    tmp_path: Path,
+    running: Gateway, tattletale: Tattletale, tmp_path: Path
 ) -> None:
     """With ``supports_websockets = true`` Codex tries the upgrade first; the gateway's 426
-    sends it straight to HTTP."""
-    found = codex("Say hello.", running, tattletale, tmp_path, websockets=True)
+    sends it straight to HTTP, in the same run."""
+    with tapping(running.url) as tap:
+        found = codex("Say hello.", running, tattletale, tmp_path, websockets=True, url=tap.url)
+        seen = tap.requests()
     assert agent_messages(found) == ["mock reply alpha bravo charlie"]
+    assert ("GET", "/v1/responses", "websocket") in seen, seen
+    first_try = seen.index(("GET", "/v1/responses", "websocket"))
+    assert ("POST", "/v1/responses", None) in seen[first_try:], seen

@@ -29,12 +29,17 @@ class RouterRequest:
     ``body`` is what ``Adapter.chat``/``chat_stream``/``embeddings`` get. ``native`` is the
     client's body in the door's dialect (for ``Adapter.send_native``), with ``native_headers``
     the client headers that travel with it (``anthropic-version``, say). ``state`` is the door's
-    own (what it needs to render the answer).
+    own (what it needs to render the answer). ``untranslatable``: why ``body`` could not be
+    built (a valid request only a native provider can take): the router then tries only the
+    candidates that speak the door's dialect, and answers this error when there are none.
     """
 
     # A plain class with slots: built once per request on the hot path, with no dict made for
     # the defaults (a dataclass would need a default factory for native_headers).
-    __slots__ = ("body", "embeddings", "model", "native", "native_headers", "state", "stream")
+    __slots__ = (
+        "body", "embeddings", "model", "native", "native_headers", "state", "stream",
+        "untranslatable",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -54,6 +59,7 @@ class RouterRequest:
         self.native = native
         self.native_headers = native_headers
         self.state = state
+        self.untranslatable: RouterError | None = None
 
 
 class FrontDoor:

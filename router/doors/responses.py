@@ -35,6 +35,7 @@ from router.doors.responses_answer import (
 )
 from router.doors.responses_keeper import ResponseKeeper
 from router.doors.responses_request import (
+    Untranslatable,
     chat_body,
     check_request,
     input_items,
@@ -91,16 +92,14 @@ class ResponsesDoor(FrontDoor):
             raise InvalidRequest("Field 'input' is required.", param="input")
         items = input_items(body["input"])
         state = _State(body, items, response_id(), body.get("store", True) is not False)
+        request = RouterRequest(
+            body["model"], {}, stream=body.get("stream") is True, native=body, state=state
+        )
         # With a previous response the chat body is built in prepare(), over the whole
         # conversation.
-        chat = chat_body(body, items) if body.get("previous_response_id") is None else {}
-        return RouterRequest(
-            body["model"],
-            chat,
-            stream=body.get("stream") is True,
-            native=body,
-            state=state,
-        )
+        if body.get("previous_response_id") is None:
+            translate(request, items)
+        return request
 
     async def prepare(self, request: RouterRequest, owner: str | None, request_id: str) -> None:
         """Load the stored conversation ``previous_response_id`` names, and build the chat body
@@ -124,7 +123,7 @@ class ResponsesDoor(FrontDoor):
         earlier = [item for stored in found for item in conversation_items(stored)]
         state.earlier = earlier
         items = resolve_references(state.items, earlier)
-        request.body = chat_body(body, earlier + items)
+        translate(request, earlier + items)
         native = {k: v for k, v in body.items() if k != "previous_response_id"}
         native["input"] = earlier + items
         request.native = native
@@ -211,6 +210,17 @@ class ResponsesDoor(FrontDoor):
         response["usage"] = usage_object(None)
         sequence = state.last_sequence + 1 if state is not None else 0
         return event({"type": "response.failed", "response": response, "sequence_number": sequence})
+
+
+def translate(request: RouterRequest, items: list[dict[str, Any]]) -> None:
+    """Build the request's chat body over ``items``; what only a Responses provider could take
+    is noted (``untranslatable``) rather than refused here, before routing knows the providers."""
+    state: _State = request.state
+    try:
+        request.body = chat_body(state.body, items)
+    except Untranslatable as exc:
+        request.body = {"model": request.model, "messages": []}
+        request.untranslatable = exc
 
 
 def conversation_items(stored: StoredResponse) -> list[dict[str, Any]]:

@@ -41,6 +41,12 @@ ROLES = {"user": "user", "system": "system", "developer": "system", "assistant":
 TEXT_PARTS = frozenset({"input_text", "output_text", "text", "refusal", "summary_text"})
 
 
+class Untranslatable(InvalidRequest):
+    """A valid Responses request that a chat upstream cannot carry (a built-in tool's item, a
+    file input): a provider that serves the Responses API itself may still take it, so the
+    router refuses it with this 400 only when the model has no such provider."""
+
+
 def item_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(24)}"
 
@@ -143,12 +149,11 @@ def input_items(given: Any) -> list[dict[str, Any]]:
                 raise InvalidRequest(f"{where}.id must be a string.", param=f"{where}.id")
             items.append(item)
             continue
+        elif isinstance(kind, str) and kind:
+            prefix = "item"  # another type (a built-in tool's call, say): chat_messages decides
         else:
             raise InvalidRequest(
-                f"{where} has type {kind!r}, which provider-router cannot send to a chat "
-                "upstream (it takes message, function_call, function_call_output, reasoning "
-                "and item_reference items).",
-                param=f"{where}.type",
+                f"{where} needs a 'type' (or a 'role', for a message).", param=f"{where}.type"
             )
         found = item.get("id")
         given_id = found if isinstance(found, str) else item_id(prefix)
@@ -202,7 +207,7 @@ def _chat_content(content: Any, where: str) -> str | list[dict[str, Any]]:
         elif part.get("type") == "input_image":
             url = part.get("image_url")
             if not isinstance(url, str) or not url:
-                raise InvalidRequest(
+                raise Untranslatable(
                     f"{at}: only images given by 'image_url' (a URL or a data URL) can be sent "
                     "to a chat upstream.",
                     param=at,
@@ -212,7 +217,7 @@ def _chat_content(content: Any, where: str) -> str | list[dict[str, Any]]:
                 image["detail"] = part["detail"]
             parts.append({"type": "image_url", "image_url": image})
         else:
-            raise InvalidRequest(
+            raise Untranslatable(
                 f"{at} has type {part.get('type')!r}, which a chat upstream cannot take "
                 "(input_text, output_text and input_image can).",
                 param=at,
@@ -229,7 +234,7 @@ def _output_text(output: Any, where: str) -> str:
     for j, part in enumerate(output):
         text = _part_text(part, f"{where}.output[{j}]")
         if text is None:
-            raise InvalidRequest(
+            raise Untranslatable(
                 f"{where}.output[{j}]: a tool result sent to a chat upstream must be text.",
                 param=f"{where}.output",
             )
@@ -269,6 +274,13 @@ def chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> list
         elif kind == "function_call_output":
             text = _output_text(item["output"], where)
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
+        elif kind != "reasoning":
+            raise Untranslatable(
+                f"{where} has type {kind!r}, which provider-router cannot send to a chat "
+                "upstream (it takes message, function_call, function_call_output, reasoning "
+                "and item_reference items).",
+                param=f"{where}.type",
+            )
     return messages
 
 

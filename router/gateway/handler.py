@@ -53,6 +53,7 @@ from router.errors import (
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
+    UpstreamUnsupported,
 )
 from router.gateway.auth import Authenticator
 from router.gateway.disconnect import DisconnectGuard, Expiry
@@ -195,6 +196,10 @@ class Proxy:
             record.stream = request.stream
             record.snapshot = snapshot = self.snapshots.current
             candidates = snapshot.candidates(request.model)
+            if request.untranslatable is not None and not any(
+                door.dialect in c.adapter.native_dialects for c in candidates
+            ):
+                raise request.untranslatable
             if client is not None and (client.rpm_limit or client.tpm_limit):
                 self.resilience.check_client(client)
             guard = DisconnectGuard(receive)
@@ -430,6 +435,11 @@ class Proxy:
             if isinstance(result, Reply):
                 return result
             stream = result
+        elif request.untranslatable is not None:
+            raise UpstreamUnsupported(
+                f"Provider {candidate.provider_id!r} (type {adapter.type!r}) cannot take this "
+                f"request: {request.untranslatable.message}"
+            )
         elif not request.stream:
             reply = await adapter.chat(body, candidate.upstream_model)
             return door.reply(reply, request) if door.translates else reply

@@ -474,6 +474,38 @@ async def test_a_responses_provider_gets_the_body_with_only_the_model_replaced(
     assert row["provider_id"] == "native" and row["prompt_tokens"] == 7
 
 
+async def test_what_only_a_responses_provider_can_take_skips_the_chat_ones(
+    tmp_path: Path,
+) -> None:
+    """A built-in tool's item cannot go to a chat upstream: such providers of the model are
+    skipped (not counted as failing), and the one that serves Responses itself gets it."""
+    received: list[dict[str, Any]] = []
+    item = {"type": "computer_call_output", "call_id": "c1", "output": {"type": "x"}}
+    ask = {"model": "mixed", "input": [item], "store": False}
+    async with (
+        serve_asgi(native_upstream(received)) as native_url,
+        stack(tmp_path) as s,
+    ):
+        await add_provider(s.client, "native", f"{native_url}/v1", [], priority=1,
+                           config={"responsesAPI": True})  # fmt: skip
+        for provider in ("oa", "native"):
+            link = {"model_id": "mixed", "upstream_model": "gpt-up"}
+            linked = await s.client.post(f"/v1/providers/{provider}/models", json=link,
+                                         headers=ADMIN)  # fmt: skip
+            assert linked.status_code == 201, linked.text
+        await s.client.put("/v1/providers/oa", json={"priority": 5}, headers=ADMIN)
+        served = await s.post(ask)
+        row = await last_request(s.client, s.app)
+        refused = await s.post({**ask, "model": "mock-gpt"})  # only the chat provider
+        chat_calls = len(s.upstream.requests)
+    assert served.status_code == 200, served.text
+    assert received == [{**ask, "model": "gpt-up"}]
+    assert [a["provider_id"] for a in row["attempt_details"]] == ["oa", "native"]
+    assert "cannot take this request" in row["attempt_details"][0]["error"]
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "input[0].type"
+    assert chat_calls == 0
+
+
 @pytest.mark.parametrize("ws", ["wsproto", "none"])
 async def test_a_websocket_upgrade_is_answered_426_at_once(tmp_path: Path, ws: str) -> None:
     """A real upgrade handshake over a socket, as Codex sends it, to a real uvicorn server: with

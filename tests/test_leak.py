@@ -205,8 +205,8 @@ def run_scenario(tmp_path: Path, upstream: str, evidence: Evidence) -> dict[str,
             streamed = {**ask, "stream": True}
             assert call("responses stream", "POST", "/v1/responses", json=streamed,
                         headers=client).status_code == 200  # fmt: skip
-            for path in ("", "/input_items"):
-                found = f"/v1/responses/{stored.json()['id']}{path}"
+            for tail in ("", "/input_items"):
+                found = f"/v1/responses/{stored.json()['id']}{tail}"
                 assert call("stored response", "GET", found, headers=client).status_code == 200
             embed = {"model": "chat-a", "input": "x"}
             assert (

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
@@ -72,7 +72,6 @@ class _State:
     request_id: str | None = None
     renderer: ResponsesStream | None = None
     last_sequence: int = -1  # a native stream's last sequence_number
-    earlier: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ResponsesDoor(FrontDoor):
@@ -121,7 +120,6 @@ class ResponsesDoor(FrontDoor):
                 code="previous_response_not_found",
             )
         earlier = [item for stored in found for item in conversation_items(stored)]
-        state.earlier = earlier
         items = resolve_references(state.items, earlier)
         translate(request, earlier + items)
         native = {k: v for k, v in body.items() if k != "previous_response_id"}

@@ -93,8 +93,15 @@ def finish(response: dict[str, Any], reason: Any, usage: Any) -> dict[str, Any]:
     return response
 
 
-def text_item(text: str, status: str = "completed", found: str | None = None) -> dict[str, Any]:
-    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def text_item(
+    text: str, status: str = "completed", found: str | None = None, *, refusal: bool = False
+) -> dict[str, Any]:
+    """An assistant message item with one ``output_text`` part (or ``refusal`` part)."""
+    part: dict[str, Any] = (
+        {"type": "refusal", "refusal": text}
+        if refusal
+        else {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    )
     return {
         "id": found or item_id("msg"),
         "type": "message",
@@ -140,6 +147,9 @@ def response_from_completion(data: dict[str, Any], response: dict[str, Any]) -> 
     text = message.get("content")
     if isinstance(text, str) and text:
         output.append(text_item(text))
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        output.append(text_item(refusal, refusal=True))
     for call in message.get("tool_calls") or []:
         if isinstance(call, dict):
             output.append(call_item(call))
@@ -243,6 +253,9 @@ class ResponsesStream:
             text = delta.get("content")
             if isinstance(text, str) and text:
                 self._text(text, out)
+            refusal = delta.get("refusal")
+            if isinstance(refusal, str) and refusal:
+                self._text(refusal, out, refusal=True)
             for call in delta.get("tool_calls") or []:
                 if isinstance(call, dict):
                     self._tool_call(call, out)
@@ -274,11 +287,12 @@ class ResponsesStream:
         }
         out.append(self.frame(delta))
 
-    def _text(self, text: str, out: list[bytes]) -> None:
+    def _text(self, text: str, out: list[bytes], *, refusal: bool = False) -> None:
+        kind = "refusal" if refusal else "output_text"
         item = self.open
         index = len(self.output) - 1
-        if item is None or item["type"] != "message":
-            item = text_item("", "in_progress")
+        if item is None or item["type"] != "message" or item["content"][0]["type"] != kind:
+            item = text_item("", "in_progress", refusal=refusal)
             part = item["content"].pop()
             index = self._added(item, out)
             added = {
@@ -290,15 +304,18 @@ class ResponsesStream:
             }
             out.append(self.frame(added))
             item["content"].append(part)
-        item["content"][0]["text"] += text
-        delta = {
-            "type": "response.output_text.delta",
+        delta: dict[str, Any] = {
+            "type": f"response.{kind}.delta",
             "item_id": item["id"],
             "output_index": index,
             "content_index": 0,
             "delta": text,
-            "logprobs": [],
         }
+        if refusal:
+            item["content"][0]["refusal"] += text
+        else:
+            item["content"][0]["text"] += text
+            delta["logprobs"] = []
         out.append(self.frame(delta))
 
     def _tool_call(self, call: dict[str, Any], out: list[bytes]) -> None:
@@ -338,13 +355,13 @@ class ResponsesStream:
         common = {"item_id": item["id"], "output_index": index}
         if item["type"] == "message":
             part = item["content"][0]
-            text = part["text"]
-            out.append(
-                self.frame(
-                    {"type": "response.output_text.done", **common, "content_index": 0,
-                     "text": text, "logprobs": []}
-                )
-            )  # fmt: skip
+            kind = part["type"]
+            done = {"type": f"response.{kind}.done", **common, "content_index": 0}
+            if kind == "refusal":
+                done["refusal"] = part["refusal"]
+            else:
+                done |= {"text": part["text"], "logprobs": []}
+            out.append(self.frame(done))
             out.append(
                 self.frame(
                     {"type": "response.content_part.done", **common, "content_index": 0,

@@ -19,7 +19,7 @@ import pytest
 
 from providers.base import ChatStream, Usage
 from router.doors.responses import ResponsesDoor
-from router.doors.responses_answer import ResponsesStream, skeleton
+from router.doors.responses_answer import ResponsesStream, response_from_completion, skeleton
 from router.errors import StreamInterrupted, UpstreamProtocolError, UpstreamStatusError
 from tests.doors.test_messages_stream import call, chunk
 
@@ -57,6 +57,13 @@ CASES: dict[str, list[bytes]] = {
         chunk(call(1, "call_b", "get_time", "")),
         chunk(call(1, None, None, '{"tz":"CET"}')),
         chunk({}, "tool_calls"),
+        USAGE_CHUNK,
+    ],
+    "refusal_after_text": [
+        chunk({"role": "assistant", "content": "Well,"}),
+        chunk({"refusal": "I can't"}),
+        chunk({"refusal": " help with that."}),
+        chunk({}, "stop"),
         USAGE_CHUNK,
     ],
     "max_output_tokens": [
@@ -111,7 +118,7 @@ async def test_the_stream_matches_its_golden_transcript(name: str) -> None:
 ITEM_EVENTS = {
     "message": [
         "response.content_part.added", "response.output_text.delta", "response.output_text.done",
-        "response.content_part.done",
+        "response.refusal.delta", "response.refusal.done", "response.content_part.done",
     ],
     "function_call": [
         "response.function_call_arguments.delta", "response.function_call_arguments.done"
@@ -151,7 +158,8 @@ def test_every_golden_transcript_keeps_the_grammar(name: str) -> None:
     assert usage["output_tokens_details"] == {"reasoning_tokens": 2}
     for item in final["output"]:
         if item["type"] == "message":
-            assert all(part["annotations"] == [] for part in item["content"])
+            for part in item["content"]:
+                assert part["type"] == "refusal" or part["annotations"] == []
 
 
 async def test_usage_details_are_there_even_when_the_upstream_gives_none() -> None:
@@ -249,3 +257,11 @@ async def test_a_native_stream_failure_continues_its_sequence_numbers() -> None:
     assert len(seen) == 2  # relayed as they came
     last = parse(door.stream_error(StreamInterrupted("Gone."), request).decode())
     assert last[0][0] == "response.failed" and last[0][1]["sequence_number"] == 2
+
+
+def test_a_refusal_in_a_whole_answer_is_a_refusal_part() -> None:
+    message = {"role": "assistant", "content": None, "refusal": "No."}
+    data = {"choices": [{"message": message, "finish_reason": "stop"}]}
+    response = response_from_completion(data, skeleton("resp_x", REQUEST))
+    assert response["output"][0]["content"] == [{"type": "refusal", "refusal": "No."}]
+    assert response["status"] == "completed"

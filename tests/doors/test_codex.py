@@ -4,8 +4,8 @@
 Codex gets a temporary CODEX_HOME whose config.toml names the gateway as a custom model
 provider (``wire_api = "responses"``, the client key in the variable ``env_key`` names), with
 update checks, analytics and plugins off. To prove it calls nothing but the gateway, every proxy
-variable points at a loopback listener that records any connection (only the gateway's address
-is exempt): it must see none.
+variable points at a loopback listener that records any connection (only the gateway's host,
+127.0.0.1, is exempt: Codex's HTTP client matches NO_PROXY without the port): it must see none.
 """
 
 from __future__ import annotations

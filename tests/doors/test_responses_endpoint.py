@@ -171,6 +171,24 @@ async def test_a_stream_follows_the_grammar_and_is_recorded(tmp_path: Path) -> N
     assert row["endpoint"] == "responses" and row["stream"] and row["completion_tokens"] == 5
 
 
+async def test_fallback_and_cost_work_as_for_chat_completions(tmp_path: Path) -> None:
+    broken = MockUpstream(MockOptions(fail="status:503"))
+    async with serve_asgi(broken.app()) as broken_url, stack(tmp_path) as s:
+        await add_provider(s.client, "first", f"{broken_url}/v1", [], priority=5)
+        for provider, prices in (
+            ("first", {}),
+            ("oa", {"input_cost_per_1k": 1.0, "output_cost_per_1k": 2.0}),
+        ):
+            link = {"model_id": "priced", "upstream_model": "mock-gpt", **prices}
+            await s.client.post(f"/v1/providers/{provider}/models", json=link, headers=ADMIN)
+        streamed = await s.post({**HELLO, "model": "priced", "stream": True})
+        row = await last_request(s.client, s.app)
+    assert events(streamed.content)[-1][0] == "response.completed"
+    assert streamed.headers["x-provider-router-provider"] == "oa"
+    assert [a["provider_id"] for a in row["attempt_details"]] == ["first", "oa"]
+    assert row["cost"] == pytest.approx(4 * 1.0 / 1000 + 5 * 2.0 / 1000)
+
+
 async def test_a_length_finish_is_an_incomplete_response(tmp_path: Path) -> None:
     async with stack(tmp_path) as s:
         plain = (await s.post({**HELLO, "max_output_tokens": 2})).json()

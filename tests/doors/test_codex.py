@@ -40,10 +40,10 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield found
 
 
-def codex_config(url: str, *, websockets: bool = False) -> str:
+def codex_config(url: str, *, websockets: bool = False, model: str = "mock-gpt") -> str:
     """The CODEX_HOME/config.toml docs/codex.md shows, pointed at ``url``."""
     return f"""
-model = "mock-gpt"
+model = "{model}"
 model_provider = "provider-router"
 check_for_update_on_startup = false
 
@@ -72,13 +72,16 @@ def codex(
     *,
     websockets: bool = False,
     url: str | None = None,
+    model: str = "mock-gpt",
 ) -> list[dict[str, Any]]:
     """Run ``codex exec --json``; return its events (one JSON object a line)."""
     require(CODEX.exists(), "Codex CLI (scripts/install-agent-clis)")
     home, work = tmp_path / "codex-home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
-    (home / "config.toml").write_text(codex_config(url or running.url, websockets=websockets))
+    (home / "config.toml").write_text(
+        codex_config(url or running.url, websockets=websockets, model=model)
+    )
     proxy = trap.url
     # Codex's HTTP client (reqwest) matches NO_PROXY by host, without the port.
     gateway_host = running.url.removeprefix("http://").rsplit(":", 1)[0]
@@ -167,3 +170,22 @@ def test_websockets_fall_back_to_http(
     assert ("GET", "/v1/responses", "websocket") in seen, seen
     first_try = seen.index(("GET", "/v1/responses", "websocket"))
     assert ("POST", "/v1/responses", None) in seen[first_try:], seen
+
+
+def test_a_tool_calling_run_over_an_anthropic_upstream(
+    running: Gateway, tattletale: Tattletale, tmp_path: Path
+) -> None:
+    before = len(running.mock_requests())
+    prompt = "List my files: mock-tool-call:exec_command"
+    found = codex(prompt, running, tattletale, tmp_path, model="claude-via-anthropic")
+    assert agent_messages(found)[-1] == "mock reply alpha bravo charlie"
+    sent: Any = running.mock_requests()[before:]
+    assert [r["path"] for r in sent] == ["/v1/messages", "/v1/messages"]
+    # The Anthropic fake says some text before its call; both come back in the next turn.
+    called, answered = sent[1]["json"]["messages"][-2:]
+    assert [block["type"] for block in called["content"]] == ["text", "tool_use"]
+    call = called["content"][1]
+    assert call["name"] == "exec_command" and call["input"]["sandbox_permissions"] == "use_default"
+    result = answered["content"][0]
+    assert result["type"] == "tool_result" and result["tool_use_id"] == call["id"]
+    assert "Process exited with code 127" in result["content"]

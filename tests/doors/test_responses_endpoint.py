@@ -65,8 +65,9 @@ async def stack(tmp_path: Path, kind: str = "openai", **settings: Any) -> AsyncI
         if kind == "openai":
             await add_provider(client, "oa", f"{mock_url}/v1", ["mock-gpt"])
         else:
-            config = {"baseURL": mock_url, "apiKey": "sk-ant-upstream"}
-            await add_provider(client, "ant", mock_url, ["mock-gpt"], type=kind, config=config)
+            root = f"{mock_url}/v1beta" if kind == "gemini" else mock_url
+            config = {"baseURL": root, "apiKey": "sk-upstream"}
+            await add_provider(client, "other", root, ["mock-gpt"], type=kind, config=config)
         yield Stack(app, client, upstream)
 
 
@@ -408,14 +409,32 @@ async def test_a_stream_that_breaks_off_ends_with_response_failed(tmp_path: Path
     assert row["status"] == "error" and row["endpoint"] == "responses"
 
 
-async def test_an_anthropic_upstream_serves_responses_through_chat(tmp_path: Path) -> None:
-    async with stack(tmp_path, kind="anthropic") as s:
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [("anthropic", "/v1/messages"), ("gemini", "/v1beta/models/mock-gpt:streamGenerateContent"),
+     ("ollama", "/api/chat")],
+)  # fmt: skip
+async def test_other_upstream_types_serve_responses_through_chat(
+    tmp_path: Path, kind: str, path: str
+) -> None:
+    ask = {"model": "mock-gpt", "tools": [WEATHER], "input": "Weather? mock-tool-call"}
+    async with stack(tmp_path, kind=kind) as s:
         plain = (await s.post(HELLO)).json()
         streamed = events((await s.post({**HELLO, "stream": True})).content)
         sent = s.upstream.requests[-1]
-    assert plain["output"][0]["content"][0]["text"] == FIVE_WORDS
+        called = events((await s.post({**ask, "stream": True})).content)
+    assert plain["status"] == "completed" and plain["usage"]["output_tokens"] == 5
+    assert plain["output"][-1]["content"][0]["text"] == FIVE_WORDS
     assert streamed[-1][0] == "response.completed"
-    assert sent.path == "/v1/messages" and sent.json["system"] == "Be brief."
+    assert "".join(d["delta"] for n, d in streamed if n == "response.output_text.delta") == (
+        FIVE_WORDS
+    )
+    assert sent.path.startswith(path), sent.path
+    calls = [i for i in called[-1][1]["response"]["output"] if i["type"] == "function_call"]
+    assert [c["name"] for c in calls] == ["get_weather"]
+    # The Gemini and Ollama fakes pass the prompt as the call's arguments.
+    expected = {"city": "mock"} if kind == "anthropic" else {"query": ask["input"]}
+    assert orjson.loads(calls[0]["arguments"]) == expected
 
 
 # A provider that serves the Responses API itself: an inline fake that records what it got.

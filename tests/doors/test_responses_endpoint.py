@@ -498,6 +498,8 @@ async def test_a_responses_provider_gets_the_body_with_only_the_model_replaced(
             lambda: client.get("/v1/responses/resp_up", headers=ADMIN), "stored"
         )
         row = await last_request(client, app)
+        follow = {"model": "gpt-front", "input": "And?", "previous_response_id": "resp_up"}
+        continued = await client.post("/v1/responses", json=follow, headers=ADMIN)
 
     assert received[0] == {**ask, "model": "gpt-up"}  # nothing added: no stream_options
     assert received[1] == {**HELLO, "model": "gpt-up", "store": False}
@@ -509,6 +511,13 @@ async def test_a_responses_provider_gets_the_body_with_only_the_model_replaced(
     assert plain.json()["id"] == "resp_up"
     assert stored.status_code == 200 and stored.json()["output"][0]["id"] == "msg_up"
     assert row["provider_id"] == "native" and row["prompt_tokens"] == 7
+    # Continued through the gateway's store: the conversation goes up as items, no id.
+    assert continued.status_code == 200
+    sent = received[-1]
+    assert "previous_response_id" not in sent and sent["model"] == "gpt-up"
+    texts = [item.get("content") for item in sent["input"]]
+    assert texts[0] == [{"type": "input_text", "text": "Hello there"}]
+    assert sent["input"][1]["id"] == "msg_up" and texts[-1][0]["text"] == "And?"
 
 
 async def test_what_only_a_responses_provider_can_take_skips_the_chat_ones(

@@ -163,7 +163,7 @@ class MessagesDoor(FrontDoor):
             message = exc.message
         return status, error_body(error_type(status), message), "application/json"
 
-    def stream_error(self, exc: RouterError) -> bytes:
+    def stream_error(self, exc: RouterError, request: RouterRequest | None = None) -> bytes:
         if isinstance(exc, StreamInterrupted):
             kind = upstream_type(exc.upstream)
         else:  # the router's own reason (a revoked key: authentication_error)

@@ -16,12 +16,16 @@ is decided by :mod:`router.transport.egress` from the keys in ``HTTP_CONFIG_KEYS
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import email.utils
+import errno
 import math
+import os
+import re
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -31,13 +35,17 @@ import orjson
 from providers.base import AdapterOptions, ConfigKey
 from router.errors import (
     InvalidRequest,
+    LocalLimitReached,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamResponseTooLarge,
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from router.redact import Scrubber
 from router.transport.egress import Egress, TransportKind, open_transport, tls_context
+from router.transport.limits import ResponseLimits, ResponseTooLarge, guard
 
 _MAX_CACHED_URLS = 64
 
@@ -59,7 +67,9 @@ __all__ = [
     "UpstreamClient",
     "call_json",
     "client_from_config",
+    "credentials_in",
     "egress_from_config",
+    "header_problems",
     "http_config_problems",
     "open_stream",
     "retry_after_seconds",
@@ -84,10 +94,18 @@ class UpstreamClient:
         *,
         max_connections: int = 256,
         egress: Egress | None = None,
+        limits: ResponseLimits | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.limits = limits = limits or ResponseLimits()
+        scrubber = Scrubber(secrets)
+        self.scrubber: Scrubber | None = scrubber if scrubber else None
         transport, self.transport_kind = open_transport(
-            self.base_url, egress or Egress(), max_connections=max_connections
+            self.base_url,
+            egress or Egress(),
+            max_connections=max_connections,
+            max_header_bytes=limits.max_header_bytes,
         )
         self._client = httpx.AsyncClient(
             timeout=timeout, follow_redirects=False, transport=transport
@@ -137,10 +155,15 @@ class UpstreamClient:
         return request
 
     async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
-        """Send ``request``; unless ``stream``, read the whole body and release the connection."""
+        """Send ``request``; unless ``stream``, read the whole body and release the connection.
+
+        The answer comes back decoded, within the provider's :class:`ResponseLimits` (past one,
+        reading it raises :class:`ResponseTooLarge`) and scrubbed of the provider's credentials.
+        """
         transport = self._client._transport_for_url(request.url)
         response = await transport.handle_async_request(request)
         response.request = request
+        guard(response, self.limits, self.scrubber, streamed=stream)
         if not stream:
             try:
                 await response.aread()
@@ -218,6 +241,25 @@ async def open_stream(
     raise on_status(response, error_body)
 
 
+def credentials_in(config: Mapping[str, Any]) -> list[str]:
+    """The credentials a provider's config holds, to scrub from its upstream's answers: its
+    ``apiKey``, the values of its ``headers``, the password of its ``proxy``."""
+    found = []
+    key = config.get("apiKey")
+    if isinstance(key, str):
+        found.append(key)
+    headers = config.get("headers")
+    if isinstance(headers, Mapping):
+        found += [value for value in headers.values() if isinstance(value, str)]
+    proxy = config.get("proxy")
+    if isinstance(proxy, str) and proxy:
+        with contextlib.suppress(ValueError):
+            password = urlsplit(proxy).password
+            if password:
+                found.append(password)
+    return found
+
+
 def client_from_config(
     config: Mapping[str, Any],
     options: AdapterOptions,
@@ -237,16 +279,31 @@ def client_from_config(
         if isinstance(value, int) and not isinstance(value, bool):
             timeout_ms = max(timeout_ms, value)
     connect_ms = int(config.get("connectTimeout") or min(timeout_ms, options.connect_timeout_ms))
+    extra = config.get("headers") or {}
+    # Checked when written; a row from before that check (or edited by hand) must not break
+    # the framing of every request, so it makes the provider unusable instead (the snapshot
+    # logs why and routes around it).
+    problems = header_problems(extra)
+    if problems:
+        raise InvalidRequest("The provider's config cannot be used: " + " ".join(problems))
+    # Waiting for a free connection must end before the first-byte timer does, or the wait (a
+    # limit of ours) would be reported as the provider's timeout.
+    pool_ms = min(options.pool_timeout_ms, timeout_ms)
+    first_byte = config.get("firstByteTimeout")
+    if isinstance(first_byte, int) and not isinstance(first_byte, bool) and first_byte > 1:
+        pool_ms = min(pool_ms, first_byte // 2)
     merged = {"content-type": "application/json"}
-    merged.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
+    merged.update({str(k): str(v) for k, v in extra.items()})
     merged.update(headers)
     try:
         return UpstreamClient(
             base_url.rstrip("/"),
             merged,
-            httpx.Timeout(timeout_ms / 1000, connect=connect_ms / 1000),
+            httpx.Timeout(timeout_ms / 1000, connect=connect_ms / 1000, pool=pool_ms / 1000),
             max_connections=options.max_connections,
             egress=egress_from_config(config),
+            limits=options.response_limits,
+            secrets=credentials_in(config),
         )
     except (OSError, ValueError, ImportError) as exc:
         # Checked when written, but a file can go away later, and the environment's proxy is
@@ -304,9 +361,53 @@ def http_config_problems(config: Mapping[str, Any], *, allow_query: bool = True)
     if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
         problems.append(f"Config key 'timeout' is in milliseconds and must be > 0, got {timeout}.")
     headers = config.get("headers")
-    if isinstance(headers, dict) and not all(isinstance(v, str) for v in headers.values()):
-        problems.append("Config key 'headers' must map header names to strings.")
+    if isinstance(headers, dict):
+        problems += header_problems(headers)
     return problems + _egress_problems(config)
+
+
+# Headers the transport owns (framing, the connection, the origin) or that only mean something
+# between one client and one proxy: one set in config would be sent twice, or contradict the
+# framing the transport writes.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+        "te", "trailer", "expect", "http2-settings",
+    }
+)  # fmt: skip
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_problems(headers: Mapping[Any, Any]) -> list[str]:
+    """What is wrong with a provider's extra ``headers``, one sentence per header, naming it.
+
+    Values are never quoted: they often hold a credential.
+    """
+    problems = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            problems.append(
+                f"Config key 'headers': {name!r} is not a valid header name (ASCII letters, "
+                "digits and !#$%&'*+-.^_`|~ only)."
+            )
+        elif name.lower() in _RESERVED_HEADERS or name.lower().startswith("proxy-"):
+            problems.append(
+                f"Config key 'headers': header {name!r} is not allowed; provider-router sets "
+                "the framing and connection headers itself (Host, Content-Length, "
+                "Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Expect, "
+                "Proxy-*)."
+            )
+        elif not isinstance(value, str):
+            problems.append(
+                f"Config key 'headers' must map header names to strings; header {name!r} does not."
+            )
+        elif _BAD_VALUE.search(value):
+            problems.append(
+                f"Config key 'headers': the value of header {name!r} contains a line break or "
+                "another control character."
+            )
+    return problems
 
 
 def _egress_problems(config: Mapping[str, Any]) -> list[str]:
@@ -349,9 +450,47 @@ def _egress_problems(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+# A connection that failed for one of these reasons failed here, not at the provider.
+_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_LOCAL_ERRNO_TEXT = re.compile(r"\[Errno (" + "|".join(map(str, sorted(_LOCAL_ERRNOS))) + r")\]")
+
+
+def _local_errno(exc: BaseException) -> int | None:
+    """The errno of a local resource shortage (no file descriptor, no buffer space) behind
+    ``exc``, found along its chain of causes or in its text; None when there is none."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in _LOCAL_ERRNOS:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    found = _LOCAL_ERRNO_TEXT.search(str(exc))
+    return int(found.group(1)) if found else None
+
+
 def translate_httpx_error(provider_id: str, exc: httpx.HTTPError) -> UpstreamError:
     """Map an httpx failure to the most specific upstream error. The message holds no URL."""
     detail = str(exc) or type(exc).__name__
+    if isinstance(exc, ResponseTooLarge):
+        return UpstreamResponseTooLarge(f"Provider {provider_id!r}: {detail}.")
+    if isinstance(exc, httpx.PoolTimeout):
+        return LocalLimitReached(
+            f"Every connection to provider {provider_id!r} is busy "
+            "(upstream.max_connections); the request was not sent.",
+            limit="upstream.max_connections",
+        )
+    if isinstance(exc, httpx.ConnectError):
+        number = _local_errno(exc)
+        if number is not None:
+            return LocalLimitReached(
+                f"provider-router could not open a connection to provider {provider_id!r}: "
+                f"{os.strerror(number)} (a limit of this process or host, such as "
+                "RLIMIT_NOFILE); the request was not sent.",
+                limit="open files (RLIMIT_NOFILE)"
+                if number in (errno.EMFILE, errno.ENFILE)
+                else "socket buffers (kernel memory)",
+            )
     if isinstance(exc, httpx.ConnectTimeout):
         return UpstreamConnectError(f"Provider {provider_id!r}: connect timed out.")
     if isinstance(exc, httpx.ConnectError):

@@ -20,7 +20,7 @@ from router.gateway.recorder import RequestRecord
 
 access_log = logging.getLogger("provider_router.access")
 
-OUTCOMES = {"success": "ok", "error": "error", "client_disconnected": "client_closed"}
+OUTCOMES = {"success": "ok", "error": "error", "client_closed": "client_closed"}
 _STARTED_NS = time.time_ns()
 
 

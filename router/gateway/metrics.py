@@ -12,8 +12,9 @@ The names, types and labels below are a public interface, listed in ``docs/metri
 pinned by ``tests/gateway/test_metrics.py``: renaming one breaks dashboards and alerts.
 
 Cardinality stays bounded: ``model`` is a catalog model id (anything else, a typo or a pinned
-``provider/model`` name that is not in the catalog, becomes ``unknown``), ``provider`` a
-provider id or ``""`` when no provider answered, ``endpoint`` a front door's name.
+``provider/model`` name that is not in the catalog, becomes ``unknown``), ``provider`` the
+provider the request is attributed to in the history (the one that answered, or after failures
+the last one tried) or ``""`` when none was tried, ``endpoint`` a front door's name.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ PREFIX = "provider_router_"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
-REQUEST_STATUS = {"success": "ok", "error": "error", "client_disconnected": "client_closed"}
+REQUEST_STATUS = {"success": "ok", "error": "error", "client_closed": "client_closed"}
 CIRCUIT_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 

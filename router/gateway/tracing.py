@@ -247,6 +247,6 @@ def _provider_name(adapter_type: str) -> str:
 
 
 def _error_type(status: str, status_code: int) -> str:
-    if status == "client_disconnected":
+    if status == "client_closed":
         return "client_closed"
     return str(status_code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import stat
 import subprocess
 import sys
 import tomllib
@@ -202,7 +203,7 @@ async def test_provider_test_and_remote_models_against_a_fake_upstream(cli: Any)
 def test_provider_types_lists_the_builtins(cli: Any) -> None:
     code, out, _ = cli("provider", "types", "--json")
     assert code == 0
-    types = {t["type"]: t["config_keys"] for t in orjson.loads(out)["data"]}
+    types = {t["type"]: [k["name"] for k in t["config_keys"]] for t in orjson.loads(out)["data"]}
     assert {"openai", "anthropic", "gemini", "ollama", "lm-studio"} <= set(types)
     for name in ("openai", "anthropic", "gemini", "ollama", "lm-studio"):
         assert {"proxy", "caBundle", "clientCert", "http2"} <= set(types[name]), name
@@ -310,6 +311,8 @@ def test_backup_copies_the_database(cli: Any, tmp_path: Path) -> None:
     target = tmp_path / "copy.db"
     code, out, _ = cli("backup", str(target))
     assert code == 0 and "Backed up" in out
+    # Like the key files: the copy holds the history and the encrypted credentials.
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
     conn = sqlite3.connect(target)
     assert conn.execute("SELECT id FROM providers").fetchall() == [("main",)]
     conn.close()

@@ -221,10 +221,11 @@ async def test_every_counter_equals_what_happened_over_real_sockets(tmp_path: Pa
         tuple(sorted({**door, "model": m, "provider": p, "status": s}.items())): n
         for m, p, s, n in [
             ("m-ok", "good", "ok", 5),
-            ("m-fail", "", "error", 2),
+            # A request that failed belongs to the last provider tried, as in the history.
+            ("m-fail", "bad", "error", 2),
             ("m-fallback", "good", "ok", 2),
             ("m-400", "rejects", "error", 1),
-            ("m-429", "", "error", 1),
+            ("m-429", "throttled", "error", 1),
             ("unknown", "", "error", 1),
             ("m-slow", "slow", "client_closed", 1),
         ]

@@ -217,7 +217,10 @@ async def test_sse_answers_ask_proxies_not_to_buffer(tmp_path: Path) -> None:
             "/v1/messages",
             json={"model": "m", "max_tokens": 16, "stream": True, **CHAT},
         )
-    for response in (chat, messages):
+        responses = await client.post(
+            "/v1/responses", json={"model": "m", "input": "hello", "stream": True}
+        )
+    for response in (chat, messages, responses):
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"

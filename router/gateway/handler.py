@@ -186,7 +186,7 @@ class Proxy:
             record.snapshot = snapshot = self.snapshots.current
             candidates = snapshot.candidates(request.model)
             if client is not None and (client.rpm_limit or client.tpm_limit):
-                self.resilience.check_client(client)
+                await self.resilience.check_client(client)
             guard = DisconnectGuard(receive)
             await self._attempt_all(candidates, door, request, record, started, guard, send)
         except RouterError as exc:
@@ -241,17 +241,15 @@ class Proxy:
         for candidate in record.order:
             if len(record.attempts) >= res.max_attempts:
                 break
+            verdict = await res.admit(
+                candidate.provider_id, candidate.limits, record, candidate.timeouts.total_s
+            )
+            if verdict is not None:
+                reason, wait = verdict
+                (cooling if reason == "circuit_open" else limited).append(wait)
+                record.skip(candidate.provider_id, reason, wait)
+                continue
             breaker = res.breakers.get(candidate.provider_id)
-            if not breaker.allow(record):
-                cooling.append(breaker.retry_in())
-                record.skip(candidate.provider_id, "circuit_open", cooling[-1])
-                continue
-            wait = res.limiter.acquire(provider_key(candidate.provider_id), candidate.limits)
-            if wait is not None:
-                breaker.release(record)
-                limited.append(wait)
-                record.skip(candidate.provider_id, "rate_limited", wait)
-                continue
             retries = 0
             try:
                 while True:

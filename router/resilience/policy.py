@@ -2,7 +2,9 @@
 
 One :class:`Resilience` per process (built by the app from settings) holds the per-provider
 circuit breakers and rate-limit counters. Both are keyed by provider id and live outside the
-routing snapshot, so a snapshot rebuild (any management write) keeps them.
+routing snapshot, so a snapshot rebuild (any management write) keeps them. With ``redis.url``
+set, they are shared by every replica (:mod:`router.resilience.shared`); :meth:`Resilience.admit`
+is the one call the attempt loop makes either way.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,13 @@ from router.errors import (
 )
 from router.resilience.breaker import CLOSED, BreakerPolicy, Breakers
 from router.resilience.ratelimit import Limits, RateLimiter
+from router.resilience.shared import (
+    RedisDown,
+    SharedBreaker,
+    SharedBreakers,
+    SharedLimiter,
+    SharedState,
+)
 from router.resilience.timeouts import Timeouts
 from router.settings import Settings
 from router.store.client_keys import ClientKey
@@ -50,6 +60,8 @@ class Resilience:
     connect_retries: int = 1
     retry_backoff_s: float = 0.1
     rng: random.Random = field(default_factory=lambda: random.Random(os.urandom(16)))
+    # Set with redis.url: breakers and limiter are then its SharedBreakers and SharedLimiter.
+    shared: SharedState | None = None
     # What :meth:`circuit_changes` last reported, per provider: (state, cooldown_until).
     _published: dict[str, tuple[str, int | None]] = field(default_factory=dict)
 
@@ -62,8 +74,21 @@ class Resilience:
             max_cooldown_s=settings.breaker_max_cooldown_ms / 1000,
             rate_limit_cooldown_s=settings.breaker_rate_limit_cooldown_ms / 1000,
         )
+        shared = None
+        breakers, limiter = Breakers(policy), RateLimiter()
+        if settings.redis_url:
+            shared = SharedState(
+                settings.redis_url,
+                policy=policy,
+                on_failure=settings.redis_on_failure,
+                timeout_s=settings.redis_timeout_ms / 1000,
+                prefix=settings.redis_prefix,
+            )
+            breakers, limiter = SharedBreakers(shared), SharedLimiter(shared)
         return cls(
-            breakers=Breakers(policy),
+            breakers=breakers,
+            limiter=limiter,
+            shared=shared,
             max_attempts=settings.max_attempts,
             connect_retries=settings.connect_retries,
             retry_backoff_s=settings.retry_backoff_ms / 1000,
@@ -89,11 +114,59 @@ class Resilience:
         else:
             breaker.failure(exc.message, owner=owner)
 
-    def check_client(self, client: ClientKey) -> None:
+    async def admit(
+        self, provider_id: str, limits: Limits | None, owner: object, lease_s: float
+    ) -> tuple[str, float] | None:
+        """May ``owner`` (a request) try this provider now? Counts it if so and returns None;
+        else ``("circuit_open" | "rate_limited", seconds until it may)``. ``lease_s``: how long
+        a half-open probe may take before another replica may probe instead.
+
+        Shared: one Redis script decides (circuit, then limits). Per process, or when Redis is
+        away and ``redis.on_failure`` is "local": this process's breaker and limiter."""
+        breaker = self.breakers.get(provider_id)
+        shared = self.shared
+        if shared is not None:
+            if shared.available:
+                try:
+                    found = await shared.admit(provider_key(provider_id), limits, owner, lease_s)
+                except RedisDown:
+                    pass
+                else:
+                    assert isinstance(breaker, SharedBreaker)
+                    breaker.mirror(found[3:])
+                    if found[0] != "ok":
+                        return found[0], int(found[1]) / 1000
+                    if found[2]:
+                        breaker.admitted_probe(owner)
+                    return None
+            if shared.on_failure == "closed":
+                raise shared.refuse()
+        if not breaker.allow(owner):
+            return "circuit_open", breaker.retry_in()
+        wait = self.limiter.acquire(provider_key(provider_id), limits)
+        if wait is not None:
+            breaker.release(owner)
+            return "rate_limited", wait
+        return None
+
+    async def check_client(self, client: ClientKey) -> None:
         """Count one request for a client key; raise 429 when it is over its rpm or tpm."""
-        wait = self.limiter.acquire(
-            client_key(client.id), Limits(rpm=client.rpm_limit, tpm=client.tpm_limit)
-        )
+        limits = Limits(rpm=client.rpm_limit, tpm=client.tpm_limit)
+        wait: float | None = None
+        shared = self.shared
+        if shared is not None and shared.available:
+            try:
+                found = await shared.admit(client_key(client.id), limits, None, 0)
+            except RedisDown:
+                if shared.on_failure == "closed":
+                    raise shared.refuse() from None
+                wait = self.limiter.acquire(client_key(client.id), limits)
+            else:
+                wait = int(found[1]) / 1000 if found[0] != "ok" else None
+        elif shared is not None and shared.on_failure == "closed":
+            raise shared.refuse()
+        else:
+            wait = self.limiter.acquire(client_key(client.id), limits)
         if wait is not None:
             raise RateLimited(
                 f"Client key {client.name!r} is over its rate limit "
@@ -116,6 +189,21 @@ class Resilience:
         else:
             circuit = breaker.as_dict()
         return {"circuit": circuit, "usage": self.limiter.usage(provider_key(provider_id))}
+
+    def shared_status(self) -> dict[str, Any]:
+        """Where limits and circuits are kept, for ``/health`` and metrics."""
+        if self.shared is None:
+            return {"backend": "process"}
+        return self.shared.status()
+
+    async def refresh_shared(self, provider_ids: list[str]) -> None:
+        """Mirror the shared circuits and usage of ``provider_ids`` (no-op per process)."""
+        if self.shared is not None and isinstance(self.breakers, SharedBreakers):
+            await self.shared.refresh(self.breakers, provider_ids)
+
+    async def aclose(self) -> None:
+        if self.shared is not None:
+            await self.shared.aclose()
 
     def reset(self, provider_id: str) -> None:
         """Close the provider's circuit. Rate-limit counts stay: they mirror the upstream's."""
@@ -157,6 +245,19 @@ async def publish_circuits(db: Database, resilience: Resilience, interval_s: flo
             await write_circuit_changes(db, resilience)
         except Exception:
             log.exception("Could not record circuit states; trying again next interval")
+
+
+async def mirror_shared(
+    resilience: Resilience, provider_ids: Callable[[], list[str]], interval_s: float
+) -> None:
+    """Refresh this process's mirror of the shared circuits and usage every ``interval_s``, so
+    the API shows what other replicas decided too. Cancel to stop."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await resilience.refresh_shared(provider_ids())
+        except Exception:
+            log.exception("Could not mirror the shared circuits; trying again next interval")
 
 
 async def write_circuit_changes(db: Database, resilience: Resilience) -> int:

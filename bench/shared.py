@@ -158,7 +158,9 @@ def main() -> None:
                   f"redis {rates['redis']:.0f} req/s, redis/process {ratios[-1]:.2f}")  # fmt: skip
         print(f"redis/process median {statistics.median(ratios):.2f}, "
               f"range {min(ratios):.2f}-{max(ratios):.2f}")  # fmt: skip
-        if "unreachable" in (tmp / "redis.log").read_text():
+        log = (tmp / "redis.log").read_text()
+        if "unreachable" in log:
+            print(log[-3000:])
             raise SystemExit("Redis was unreachable during the run: the numbers are per process")
     finally:
         for process in processes:

@@ -82,7 +82,7 @@ class Settings:
     # scale-out (issue 18): shared limits and circuits; None keeps them per process
     redis_url: str | None = field(default=None, repr=False)
     redis_on_failure: str = "local"
-    redis_timeout_ms: int = 250
+    redis_timeout_ms: int = 500
     redis_prefix: str = "provider-router:"
     seed_providers: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
     config_path: str | None = None

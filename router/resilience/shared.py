@@ -40,6 +40,7 @@ from router.redact import public_url, remember
 from router.resilience import lua
 from router.resilience.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerPolicy, Breakers
 from router.resilience.ratelimit import Limits, RateLimiter
+from router.resilience.scripts import ScriptRunner
 
 log = logging.getLogger("provider_router.shared")
 
@@ -63,7 +64,7 @@ class SharedState:
         *,
         policy: BreakerPolicy,
         on_failure: str = "local",
-        timeout_s: float = 0.25,
+        timeout_s: float = 0.5,
         prefix: str = "provider-router:",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -86,14 +87,14 @@ class SharedState:
             health_check_interval=0,
             decode_responses=True,
         )
-        self._admit = self.redis.register_script(lua.ADMIT)
-        self._tokens = self.redis.register_script(lua.ADD_TOKENS)
-        self._failure = self.redis.register_script(lua.FAILURE)
-        self._rate_limited = self.redis.register_script(lua.RATE_LIMITED)
-        self._success = self.redis.register_script(lua.SUCCESS)
-        self._release = self.redis.register_script(lua.RELEASE)
-        self._view = self.redis.register_script(lua.VIEW)
-        self._usage = self.redis.register_script(lua.USAGE)
+        self.runner = ScriptRunner(
+            self.redis,
+            {
+                "admit": lua.ADMIT, "tokens": lua.ADD_TOKENS, "failure": lua.FAILURE,
+                "rate_limited": lua.RATE_LIMITED, "success": lua.SUCCESS,
+                "release": lua.RELEASE, "view": lua.VIEW, "usage": lua.USAGE,
+            },
+        )  # fmt: skip
         # Members of the windows must be unique across replicas and calls.
         self._instance = os.urandom(6).hex()
         self._seq = itertools.count()
@@ -176,6 +177,7 @@ class SharedState:
         """Wait for the background writes (tests, shutdown)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self.runner.drain()
 
     async def aclose(self) -> None:
         await self.drain()
@@ -206,12 +208,14 @@ class SharedState:
             rpm, rpd, tpm, self.owner_token(owner), int(lease_s * 1000), self.nonce(),
             int(self.policy.window_s * 1000),
         )  # fmt: skip
-        found: list[Any] = await self.call(lambda: self._admit(self.keys(subject), args))
+        keys = self.keys(subject)
+        found: list[Any] = await self.call(lambda: self.runner.run("admit", keys, args))
         return found
 
     def add_tokens(self, subject: str, n: int) -> None:
         keys = self.keys(subject)[4:]
-        self.background(lambda: self._tokens(keys, (n, self.nonce())))
+        args = (n, self.nonce())
+        self.background(lambda: self.runner.run("tokens", keys, args))
 
     def failure(
         self, breaker: SharedBreaker, error: str, retry_after: float | None, owner: object
@@ -224,7 +228,7 @@ class SharedState:
             int(time.time() * 1000), self.nonce(),
         )  # fmt: skip
         keys = self.keys(breaker.subject)[:2]
-        self.background(lambda: self._failure(keys, args), breaker.mirror)
+        self.background(lambda: self.runner.run("failure", keys, args), breaker.mirror)
 
     def rate_limited(self, breaker: SharedBreaker, error: str, wait_s: float) -> None:
         policy = self.policy
@@ -233,17 +237,17 @@ class SharedState:
             int(time.time() * 1000), int(policy.window_s * 1000),
         )  # fmt: skip
         keys = self.keys(breaker.subject)[:2]
-        self.background(lambda: self._rate_limited(keys, args), breaker.mirror)
+        self.background(lambda: self.runner.run("rate_limited", keys, args), breaker.mirror)
 
     def success(self, breaker: SharedBreaker) -> None:
         keys = self.keys(breaker.subject)[:2]
         window = int(self.policy.window_s * 1000)
-        self.background(lambda: self._success(keys, (window,)), breaker.mirror)
+        self.background(lambda: self.runner.run("success", keys, (window,)), breaker.mirror)
 
     def release(self, breaker: SharedBreaker, owner: object) -> None:
         keys = self.keys(breaker.subject)[:1]
         token = self.owner_token(owner)
-        self.background(lambda: self._release(keys, (token,)))
+        self.background(lambda: self.runner.run("release", keys, (token,)))
 
     def reset(self, subject: str) -> None:
         keys = self.keys(subject)[:2]
@@ -256,13 +260,12 @@ class SharedState:
         window = int(self.policy.window_s * 1000)
 
         async def read() -> list[Any]:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for pid in subjects:
-                    keys = self.keys(f"provider:{pid}")
-                    await self._view(keys[:2], (window,), client=pipe)
-                    await self._usage(keys[2:], (), client=pipe)
-                found: list[Any] = await pipe.execute()
-                return found
+            calls = []
+            for pid in subjects:
+                keys = self.keys(f"provider:{pid}")
+                calls.append(self.runner.run("view", keys[:2], (window,)))
+                calls.append(self.runner.run("usage", keys[2:], ()))
+            return await asyncio.gather(*calls)
 
         try:
             found = await self.call(read)

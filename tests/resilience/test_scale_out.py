@@ -38,14 +38,14 @@ BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def write_config(path: Path, upstream: str, prefix: str, *, rpm: int | None = None,
-                 on_failure: str = "local") -> Path:  # fmt: skip
+                 on_failure: str = "local", timeout_ms: int = 3000) -> Path:  # fmt: skip
     limits = f"limits = {{ rpm = {rpm} }}" if rpm else ""
     path.write_text(
         f"""
 [redis]
 prefix = "{prefix}"
 on_failure = "{on_failure}"
-timeout_ms = 200
+timeout_ms = {timeout_ms}
 
 [breaker]
 failure_threshold = 3
@@ -234,8 +234,11 @@ async def test_redis_stopped_mid_run_local_counts_alone_closed_refuses_none_hang
     tmp_path: Path, prefix: str, upstream: tuple[MockUpstream, str]
 ) -> None:
     _, url = upstream
-    local = write_config(tmp_path / "local.toml", url, prefix, rpm=1000)
-    closed = write_config(tmp_path / "closed.toml", url, prefix, rpm=1000, on_failure="closed")
+    # A short Redis timeout (500 ms): the requests below must not wait longer than that.
+    local = write_config(tmp_path / "local.toml", url, prefix, rpm=1000, timeout_ms=500)
+    closed = write_config(
+        tmp_path / "closed.toml", url, prefix, rpm=1000, on_failure="closed", timeout_ms=500
+    )
     with own_redis() as (redis_process, redis_url):
         async with (
             replicas(tmp_path, redis_url, [local, closed]) as (a, b),
@@ -244,7 +247,7 @@ async def test_redis_stopped_mid_run_local_counts_alone_closed_refuses_none_hang
             assert [(await timed(client, u))[0] for u in (a, b)] == [200, 200]
 
             # A hung Redis (stopped, its socket still open): every call runs into
-            # redis.timeout_ms (200 ms); no request waits longer than that, plus margin.
+            # redis.timeout_ms (500 ms); no request waits longer than that, plus margin.
             redis_process.send_signal(signal.SIGSTOP)
             hung = [await timed(client, u) for u in (a, b, a, b)]
             assert [(s, c) for s, _, c in hung] == [

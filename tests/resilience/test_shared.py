@@ -42,6 +42,9 @@ def replica(url: str, prefix: str, **settings: Any) -> Resilience:
         "redis_prefix": prefix,
         "breaker_failure_threshold": 3,
         "breaker_cooldown_ms": 300,
+        # Generous: a loaded machine must not look like a Redis outage (tests of the timeout
+        # set their own).
+        "redis_timeout_ms": 3000,
         **settings,
     }
     return Resilience.from_settings(Settings(**values))

@@ -324,8 +324,12 @@ class SharedBreaker(Breaker):
         self.state, self.probing, self._probe_owner = HALF_OPEN, True, owner
 
     def success(self) -> None:
+        if self.state == OPEN:
+            return  # a late answer (Breaker.success); Redis's SUCCESS script agrees
         before, failures = self.state, self.shared_failures
-        super().success()
+        # Not self.close(): that resets Redis unconditionally, and another replica may have
+        # opened the circuit since this mirror was refreshed. The script checks first.
+        Breaker.close(self)
         if before != CLOSED or failures:
             self.shared_failures = 0
             self.shared.success(self)

@@ -241,6 +241,31 @@ async def test_a_late_success_does_not_close_an_open_circuit(
     assert (await a.admit("p", None, Owner(2), 5) or ("",))[0] == "circuit_open"
 
 
+async def test_a_success_on_a_stale_mirror_does_not_close_a_circuit_opened_elsewhere(
+    pair: tuple[Resilience, Resilience],
+) -> None:
+    a, b = pair
+    await fail(a, 2)  # a's mirror: closed, 2 recent failures
+    await fail(b, 1)  # the third, on b: open
+    assert a.breakers.get("p").state == CLOSED
+    a.breakers.get("p").success()  # a request a let through before
+    assert a.shared is not None
+    await a.shared.drain()
+    assert (await b.admit("p", None, Owner(1), 5) or ("",))[0] == "circuit_open"
+
+
+async def test_a_success_clears_the_failures_counted_so_far(
+    pair: tuple[Resilience, Resilience],
+) -> None:
+    a, b = pair
+    await fail(a, 2)
+    a.breakers.get("p").success()
+    assert a.shared is not None
+    await a.shared.drain()
+    await fail(b, 2)  # 2, not 4: still closed
+    assert await a.admit("p", None, Owner(1), 5) is None
+
+
 async def test_an_upstream_429_cools_the_provider_down_everywhere(
     pair: tuple[Resilience, Resilience],
 ) -> None:

@@ -104,13 +104,18 @@ class SharedState:
         self.failures = 0  # calls that failed, since start
         self._retry_at = 0.0
         self.usage_seen: dict[str, dict[str, int]] = {}
+        self._keys: dict[str, list[str]] = {}  # one entry per provider and client key seen
 
     # -- keys -------------------------------------------------------------------------------
 
     def keys(self, subject: str) -> list[str]:
         """circuit, failures, minute, day, tokens, tokens_total of ``subject``."""
-        base = f"{self.prefix}{{{subject}}}"
-        return [f"{base}:{part}" for part in ("circuit", "failures", "m", "d", "t", "tt")]
+        found = self._keys.get(subject)
+        if found is None:
+            base = f"{self.prefix}{{{subject}}}"
+            parts = ("circuit", "failures", "m", "d", "t", "tt")
+            found = self._keys[subject] = [f"{base}:{part}" for part in parts]
+        return found
 
     def owner_token(self, owner: object) -> str:
         request_id = getattr(owner, "id", None)

@@ -27,6 +27,7 @@ from tests.helpers import (
     ADMIN_TOKEN,
     TEST_SECRET_KEY,
     free_port,
+    query,
     require,
     require_redis,
     serve_asgi,
@@ -71,15 +72,23 @@ models = ["mock-gpt"]
 
 
 @contextlib.asynccontextmanager
-async def replicas(tmp_path: Path, redis_url: str, configs: list[Path]) -> AsyncIterator[list[str]]:
-    """One ``serve`` per config, all on one database file and one Redis; yields their URLs."""
+async def replicas(
+    tmp_path: Path,
+    redis_url: str,
+    configs: list[Path],
+    processes: list[subprocess.Popen[bytes]] | None = None,
+    outputs: list[str] | None = None,
+) -> AsyncIterator[list[str]]:
+    """One ``serve`` per config, all on one database file and one Redis; yields their URLs.
+    ``processes`` and ``outputs``, when given, receive the processes and (at the end) what
+    each printed."""
     env = {
         "PROVIDER_ROUTER_REDIS_URL": redis_url,
         "PROVIDER_ROUTER_ADMIN_TOKEN": ADMIN_TOKEN,
         "PROVIDER_ROUTER_SECRET_KEY": TEST_SECRET_KEY,
         "PROVIDER_ROUTER_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
     }
-    processes: list[subprocess.Popen[bytes]] = []
+    processes = [] if processes is None else processes
     urls = []
     try:
         for config in configs:
@@ -106,6 +115,8 @@ async def replicas(tmp_path: Path, redis_url: str, configs: list[Path]) -> Async
             if process.stdout:
                 process.stdout.close()
             assert "sk-scale-out-upstream" not in output
+            if outputs is not None:
+                outputs.append(output)
 
 
 @pytest.fixture
@@ -194,6 +205,53 @@ async def test_a_circuit_opened_on_a_is_honoured_by_b_with_one_probe(
         await asyncio.sleep(0.3)
         again = await post_all(client, [a, b, a, b])
         assert [r.status_code for r in again] == [200] * 4
+
+
+async def test_history_from_both_replicas_lands_in_one_table_after_sigterm(
+    tmp_path: Path, prefix: str, upstream: tuple[MockUpstream, str]
+) -> None:
+    redis_url = require_redis()
+    _, url = upstream
+    config = write_config(tmp_path / "a.toml", url, prefix, rpm=1000)
+    processes: list[subprocess.Popen[bytes]] = []
+    outputs: list[str] = []
+    async with (
+        replicas(tmp_path, redis_url, [config, config], processes, outputs) as (a, b),
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        answers = await post_all(client, [a, b] * 20)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        codes = [await asyncio.to_thread(process.wait, 20) for process in processes]
+
+    assert [r.status_code for r in answers] == [200] * 40
+    assert codes == [-signal.SIGTERM] * 2
+    assert sum(int(o.split("Recorded ")[1].split(" ")[0]) for o in outputs) == 40
+    assert query(tmp_path / "shared.db", "SELECT count(*) FROM requests") == [(40,)]
+    assert query(tmp_path / "shared.db", "SELECT count(*) FROM attempts") == [(40,)]
+    assert query(tmp_path / "shared.db", "SELECT success_count FROM providers") == [(40,)]
+
+
+async def test_sigkill_of_one_replica_leaves_the_other_serving(
+    tmp_path: Path, prefix: str, upstream: tuple[MockUpstream, str]
+) -> None:
+    redis_url = require_redis()
+    fake, url = upstream
+    config = write_config(tmp_path / "a.toml", url, prefix, rpm=1000)
+    processes: list[subprocess.Popen[bytes]] = []
+    async with (
+        replicas(tmp_path, redis_url, [config, config], processes) as (a, b),
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        assert [r.status_code for r in await post_all(client, [a, b])] == [200, 200]
+        processes[0].kill()
+        await asyncio.to_thread(processes[0].wait, 20)
+        with pytest.raises(httpx.ConnectError):
+            await client.post(f"{a}/v1/chat/completions", json=BODY)
+        after = await post_all(client, [b] * 10)
+        assert [r.status_code for r in after] == [200] * 10
+        assert (await client.get(f"{b}/health")).json()["status"] == "ok"
+    assert chats(fake) == 12
 
 
 @contextlib.contextmanager

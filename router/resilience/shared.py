@@ -3,7 +3,8 @@
 With several provider-router processes behind a load balancer, per-process counting lets a
 provider limited to 60 rpm receive 60 x N, and a provider one replica gave up on keeps getting
 traffic from the others. With ``redis.url`` set, :class:`SharedState` counts and decides in Redis
-instead, each check one Lua script (:mod:`router.resilience.lua`), so one round trip:
+instead, each check one Lua script (:mod:`router.resilience.lua`), so one round trip, which the
+calls of one event-loop turn share (:mod:`router.resilience.scripts`):
 
 - admitting a candidate (its circuit, then its rpm/rpd/tpm) is one script per candidate tried;
   a client key with limits adds one more per request;
@@ -157,7 +158,8 @@ class SharedState:
 
     def refuse(self) -> SharedStateUnavailable:
         return SharedStateUnavailable(
-            f"The shared rate-limit and circuit state (Redis at {self.url}) is unreachable and "
+            # No address: clients have no business knowing where Redis runs (the log says).
+            "The shared rate-limit and circuit state (Redis) is unreachable and "
             "redis.on_failure is 'closed'; retry later.",
         )
 
@@ -189,10 +191,10 @@ class SharedState:
         await self.redis.aclose()
 
     def status(self) -> dict[str, Any]:
-        """For ``/health`` and metrics: where limits and circuits are kept, and whether it works."""
+        """For ``/health`` and metrics: where limits and circuits are kept, and whether it works
+        (no address: ``/health`` needs no credentials)."""
         return {
             "backend": "redis",
-            "url": self.url,
             "state": "ok" if self.up else "unreachable",
             "on_failure": self.on_failure,
             "down_since": self.down_since,

@@ -58,7 +58,7 @@ from router.gateway.limits import InputLimits
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
 from router.gateway.routing import Candidate, spread
 from router.gateway.snapshots import SnapshotManager
-from router.resilience.policy import Resilience, client_key, provider_key
+from router.resilience.policy import ClientCheck, Resilience, client_key, provider_key
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -185,10 +185,14 @@ class Proxy:
             record.stream = request.stream
             record.snapshot = snapshot = self.snapshots.current
             candidates = snapshot.candidates(request.model)
+            client_check = None
             if client is not None and (client.rpm_limit or client.tpm_limit):
-                await self.resilience.check_client(client)
+                # Per process: checked now. Shared: goes to Redis with the first admission.
+                client_check = self.resilience.check_client(client)
             guard = DisconnectGuard(receive)
-            await self._attempt_all(candidates, door, request, record, started, guard, send)
+            await self._attempt_all(
+                candidates, door, request, record, started, guard, send, client_check
+            )
         except RouterError as exc:
             if guard is not None:
                 guard.stop()
@@ -231,6 +235,7 @@ class Proxy:
         started: float,
         guard: DisconnectGuard,
         send: Send,
+        client_check: ClientCheck | None = None,
     ) -> None:
         res = self.resilience
         last: UpstreamError | None = None
@@ -242,8 +247,13 @@ class Proxy:
             if len(record.attempts) >= res.max_attempts:
                 break
             verdict = await res.admit(
-                candidate.provider_id, candidate.limits, record, candidate.timeouts.total_s
+                candidate.provider_id,
+                candidate.limits,
+                record,
+                candidate.timeouts.total_s,
+                client_check,
             )
+            client_check = None
             if verdict is not None:
                 reason, wait = verdict
                 (cooling if reason == "circuit_open" else limited).append(wait)
@@ -278,6 +288,8 @@ class Proxy:
             last = failure
             if isinstance(failure, UpstreamStatusError) and failure.status_code == 429:
                 throttled.append(breaker.retry_in())
+        if client_check is not None:  # no candidate reached admission: the client's verdict first
+            await res.settle_client(client_check)
         if last is not None and len(throttled) == len({a.provider_id for a in record.attempts}):
             # Every provider tried said "too many requests": that is the client's answer too,
             # with the soonest moment one of them (or a skipped one) may be tried again.

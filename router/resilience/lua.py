@@ -199,6 +199,17 @@ end
 return 0
 """
 
+# KEYS: circuit, minute, day; ARGV: nonce, owner. Takes back an admission whose request did not
+# go (its client key was over its own limit, decided in the same round trip).
+REFUND = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('HGET', KEYS[1], 'probe') == ARGV[2] then
+  redis.call('HDEL', KEYS[1], 'probe', 'probe_until')
+end
+return 1
+"""
+
 # KEYS: circuit, failures; ARGV: window ms. For the mirror and the API: the circuit as it is.
 VIEW = (
     _PRELUDE

@@ -21,6 +21,7 @@ from typing import Any
 from router.errors import (
     AdapterFailure,
     RateLimited,
+    RouterError,
     UpstreamError,
     UpstreamStatusError,
     UpstreamUnsupported,
@@ -50,6 +51,20 @@ def provider_key(provider_id: str) -> str:
 def client_key(key_id: str) -> str:
     """The rate limiter's key for a client key."""
     return f"client:{key_id}"
+
+
+@dataclass(frozen=True)
+class ClientCheck:
+    """A client key's rate-limit check, queued to share the request's first round trip."""
+
+    client: ClientKey
+    limits: Limits
+    pending: asyncio.Future[Any]
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass
@@ -115,11 +130,18 @@ class Resilience:
             breaker.failure(exc.message, owner=owner)
 
     async def admit(
-        self, provider_id: str, limits: Limits | None, owner: object, lease_s: float
+        self,
+        provider_id: str,
+        limits: Limits | None,
+        owner: object,
+        lease_s: float,
+        client_check: ClientCheck | None = None,
     ) -> tuple[str, float] | None:
         """May ``owner`` (a request) try this provider now? Counts it if so and returns None;
         else ``("circuit_open" | "rate_limited", seconds until it may)``. ``lease_s``: how long
-        a half-open probe may take before another replica may probe instead.
+        a half-open probe may take before another replica may probe instead. ``client_check``
+        (the request's first admission only): the client key's pending check, settled here
+        first; over its limit, this raises 429 and the provider's admission is taken back.
 
         Shared: one Redis script decides (circuit, then limits). Per process, or when Redis is
         away and ``redis.on_failure`` is "local": this process's breaker and limiter."""
@@ -127,11 +149,21 @@ class Resilience:
         shared = self.shared
         if shared is not None:
             if shared.available:
+                subject, nonce = provider_key(provider_id), shared.nonce()
                 try:
-                    found = await shared.admit(provider_key(provider_id), limits, owner, lease_s)
+                    found = await shared.call(
+                        lambda: shared.start_admit(subject, limits, owner, lease_s, nonce)
+                    )
                 except RedisDown:
-                    pass
-                else:
+                    found = None
+                if client_check is not None:
+                    try:
+                        await self.settle_client(client_check)
+                    except RouterError:
+                        if found is not None and found[0] == "ok":
+                            shared.refund(subject, nonce, owner)
+                        raise
+                if found is not None:
                     assert isinstance(breaker, SharedBreaker)
                     breaker.mirror(found[3:])
                     if found[0] != "ok":
@@ -139,6 +171,8 @@ class Resilience:
                     if found[2]:
                         breaker.admitted_probe(owner)
                     return None
+            elif client_check is not None:
+                await self.settle_client(client_check)
             if shared.on_failure == "closed":
                 raise shared.refuse()
         if not breaker.allow(owner):
@@ -149,24 +183,43 @@ class Resilience:
             return "rate_limited", wait
         return None
 
-    async def check_client(self, client: ClientKey) -> None:
-        """Count one request for a client key; raise 429 when it is over its rpm or tpm."""
+    def check_client(self, client: ClientKey) -> ClientCheck | None:
+        """Count one request for a client key; raise 429 when it is over its rpm or tpm.
+
+        Per process the check is made now. Shared, it is only queued, and returns the pending
+        check: pass it to the request's first :meth:`admit`, which sends both in one round trip
+        and settles the client's first (nothing goes upstream for a client over its limit)."""
         limits = Limits(rpm=client.rpm_limit, tpm=client.tpm_limit)
-        wait: float | None = None
         shared = self.shared
-        if shared is not None and shared.available:
-            try:
-                found = await shared.admit(client_key(client.id), limits, None, 0)
-            except RedisDown:
-                if shared.on_failure == "closed":
-                    raise shared.refuse() from None
-                wait = self.limiter.acquire(client_key(client.id), limits)
-            else:
-                wait = int(found[1]) / 1000 if found[0] != "ok" else None
-        elif shared is not None and shared.on_failure == "closed":
-            raise shared.refuse()
+        if shared is not None:
+            if shared.available:
+                subject = client_key(client.id)
+                pending = shared.start_admit(subject, limits, None, 0, shared.nonce())
+                # Settled by admit(); a request that never gets there must not leave an
+                # exception nobody retrieved.
+                pending.add_done_callback(_retrieve)
+                return ClientCheck(client, limits, pending)
+            if shared.on_failure == "closed":
+                raise shared.refuse()
+        self._client_verdict(client, self.limiter.acquire(client_key(client.id), limits))
+        return None
+
+    async def settle_client(self, check: ClientCheck) -> None:
+        """Wait for a queued client check (:meth:`check_client`); raise 429 when over."""
+        shared = self.shared
+        assert shared is not None
+        try:
+            found = await shared.call(lambda: check.pending)
+        except RedisDown:
+            if shared.on_failure == "closed":
+                raise shared.refuse() from None
+            wait = self.limiter.acquire(client_key(check.client.id), check.limits)
         else:
-            wait = self.limiter.acquire(client_key(client.id), limits)
+            wait = int(found[1]) / 1000 if found[0] != "ok" else None
+        self._client_verdict(check.client, wait)
+
+    @staticmethod
+    def _client_verdict(client: ClientKey, wait: float | None) -> None:
         if wait is not None:
             raise RateLimited(
                 f"Client key {client.name!r} is over its rate limit "

@@ -7,7 +7,8 @@ instead, each check one Lua script (:mod:`router.resilience.lua`), so one round 
 calls of one event-loop turn share (:mod:`router.resilience.scripts`):
 
 - admitting a candidate (its circuit, then its rpm/rpd/tpm) is one script per candidate tried;
-  a client key with limits adds one more per request;
+  a client key's limits are one more script, sent in the same round trip as the first
+  admission (and that admission is taken back when the client is over its limit);
 - a provider failure, a 429, a probe's verdict, a usage report and a reset are written in the
   background (never awaited by the request);
 - the circuit each process shows (API, UI, database copy) is a mirror of Redis's, refreshed by
@@ -94,6 +95,7 @@ class SharedState:
                 "admit": lua.ADMIT, "tokens": lua.ADD_TOKENS, "failure": lua.FAILURE,
                 "rate_limited": lua.RATE_LIMITED, "success": lua.SUCCESS,
                 "release": lua.RELEASE, "view": lua.VIEW, "usage": lua.USAGE,
+                "refund": lua.REFUND,
             },
         )  # fmt: skip
         # Members of the windows must be unique across replicas and calls.
@@ -203,21 +205,36 @@ class SharedState:
 
     # -- the scripts ------------------------------------------------------------------------
 
-    async def admit(
-        self, subject: str, limits: Limits | None, owner: object, lease_s: float
-    ) -> list[Any]:
-        """One check of ``subject``: {verdict, wait ms, probe, circuit view...}; raises
-        :class:`RedisDown`."""
+    def start_admit(
+        self, subject: str, limits: Limits | None, owner: object, lease_s: float, nonce: str
+    ) -> asyncio.Future[Any]:
+        """Queue one check of ``subject`` (sent when this loop turn ends, with the other calls
+        of the turn); await it with :meth:`call`. Its answer: {verdict, wait ms, probe, circuit
+        view...}. ``nonce`` names the admission, for :meth:`refund`."""
         rpm = rpd = tpm = 0
         if limits is not None:
             rpm, rpd, tpm = limits.rpm or 0, limits.rpd or 0, limits.tpm or 0
         args = (
-            rpm, rpd, tpm, self.owner_token(owner), int(lease_s * 1000), self.nonce(),
+            rpm, rpd, tpm, self.owner_token(owner), int(lease_s * 1000), nonce,
             int(self.policy.window_s * 1000),
         )  # fmt: skip
-        keys = self.keys(subject)
-        found: list[Any] = await self.call(lambda: self.runner.run("admit", keys, args))
+        return self.runner.run("admit", self.keys(subject), args)
+
+    async def admit(
+        self, subject: str, limits: Limits | None, owner: object, lease_s: float
+    ) -> list[Any]:
+        """One check of ``subject``, awaited; raises :class:`RedisDown`."""
+        nonce = self.nonce()
+        found: list[Any] = await self.call(
+            lambda: self.start_admit(subject, limits, owner, lease_s, nonce)
+        )
         return found
+
+    def refund(self, subject: str, nonce: str, owner: object) -> None:
+        """Take back admission ``nonce`` of ``owner`` (its request did not go after all)."""
+        circuit, _, minute, day, _, _ = self.keys(subject)
+        args = (nonce, self.owner_token(owner))
+        self.background(lambda: self.runner.run("refund", [circuit, minute, day], args))
 
     def add_tokens(self, subject: str, n: int) -> None:
         keys = self.keys(subject)[4:]

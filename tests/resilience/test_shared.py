@@ -120,13 +120,49 @@ async def test_a_client_key_limit_holds_across_replicas(
     key = ClientKey(id="k1", name="team", rpm_limit=3)
     outcomes = []
     for i in range(6):
+        replica = pair[i % 2]
         try:
-            await pair[i % 2].check_client(key)
+            await replica.admit("p", Limits(rpm=100), Owner(i), 5, replica.check_client(key))
             outcomes.append("ok")
         except RateLimited as exc:
             assert exc.retry_after is not None and 0 < exc.retry_after <= 60
+            assert "Client key 'team'" in exc.message
             outcomes.append("429")
     assert outcomes == ["ok"] * 3 + ["429"] * 3
+    # The provider's admissions of the three refused requests were taken back.
+    a = pair[0]
+    assert a.shared is not None
+    await a.shared.drain()
+    await a.refresh_shared(["p"])
+    assert a.state("p")["usage"]["requests_last_minute"] == 3
+
+
+async def test_a_client_check_shares_the_round_trip_of_the_first_admission(
+    pair: tuple[Resilience, Resilience],
+) -> None:
+    a, _ = pair
+    assert a.shared is not None
+    key = ClientKey(id="k2", name="team", rpm_limit=10, tpm_limit=10_000)
+    await a.admit("p", Limits(rpm=100), Owner(0), 5, a.check_client(key))  # scripts loaded
+    before = a.shared.runner.batches
+    for i in range(1, 4):
+        assert await a.admit("p", Limits(rpm=100), Owner(i), 5, a.check_client(key)) is None
+    assert a.shared.runner.batches - before == 3  # one pipeline per request, not two
+
+
+async def test_a_refused_client_gives_back_a_half_open_probe(
+    pair: tuple[Resilience, Resilience],
+) -> None:
+    a, b = pair
+    key = ClientKey(id="k3", name="team", rpm_limit=1)
+    await a.admit("q", None, Owner(0), 5, a.check_client(key))  # the key's one request
+    await fail(a, 3)
+    await asyncio.sleep(1.05)  # half-open
+    with pytest.raises(RateLimited):
+        await a.admit("p", None, Owner(1), 5, a.check_client(key))
+    assert a.shared is not None
+    await a.shared.drain()
+    assert await b.admit("p", None, Owner(2), 5) is None  # the probe was free again
 
 
 async def fail(res: Resilience, n: int, owner: object = None) -> None:
@@ -357,7 +393,7 @@ async def test_closed_mode_refuses_with_503_when_redis_is_away() -> None:
         assert "127.0.0.1" not in caught.value.message  # where Redis runs is not the client's
         # Within the second Redis is left alone, still refused, without trying it.
         with pytest.raises(SharedStateUnavailable):
-            await res.check_client(ClientKey(id="k", name="k", rpm_limit=1))
+            res.check_client(ClientKey(id="k", name="k", rpm_limit=1))
         assert res.shared is not None and res.shared.failures == 1
     finally:
         await res.aclose()

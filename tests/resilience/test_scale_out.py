@@ -26,6 +26,7 @@ from tests.helpers import (
     ADMIN,
     ADMIN_TOKEN,
     TEST_SECRET_KEY,
+    eventually,
     free_port,
     query,
     require,
@@ -163,6 +164,43 @@ async def test_a_provider_limited_to_10_rpm_gets_10_requests_from_both_replicas(
     assert {str(r.url).rsplit("/v1", 1)[0] for r in refused} == {a, b}
     assert all(1 <= int(r.headers["retry-after"]) <= 60 for r in refused)
     assert refused[0].json()["error"]["type"] == "rate_limit_error"
+
+
+async def test_a_client_key_limit_holds_across_both_replicas(
+    tmp_path: Path, prefix: str, upstream: tuple[MockUpstream, str]
+) -> None:
+    redis_url = require_redis()
+    fake, url = upstream
+    config = write_config(tmp_path / "a.toml", url, prefix)
+    async with (
+        replicas(tmp_path, redis_url, [config, config]) as (a, b),
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        created = await client.post(
+            f"{a}/v1/keys", json={"name": "team", "rpm_limit": 4}, headers=ADMIN
+        )
+        assert created.status_code == 201, created.text
+        key = {"authorization": f"Bearer {created.json()['key']}"}
+
+        async def b_knows_the_key() -> bool:
+            # Until it has loaded one, B takes any key; then only known ones.
+            bogus = {"authorization": "Bearer pr-not-a-key"}
+            if (await client.get(f"{b}/v1/models", headers=bogus)).status_code != 401:
+                return False
+            return (await client.get(f"{b}/v1/models", headers=key)).status_code == 200
+
+        await eventually(b_knows_the_key, "replica B knows the key created on A")
+        answers = await asyncio.gather(
+            *(client.post(f"{u}/v1/chat/completions", json=BODY, headers=key) for u in [a, b] * 5)
+        )
+
+    statuses = [r.status_code for r in answers]
+    assert statuses.count(200) == 4, statuses
+    assert statuses.count(429) == 6
+    assert chats(fake) == 4
+    refused = [r for r in answers if r.status_code == 429]
+    assert {str(r.url).rsplit("/v1", 1)[0] for r in refused} == {a, b}
+    assert "Client key 'team'" in refused[0].json()["error"]["message"]
 
 
 async def test_a_circuit_opened_on_a_is_honoured_by_b_with_one_probe(

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from router.errors import UpstreamUnsupported
+from router.transport.limits import ResponseLimits
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class AdapterOptions:
     timeout_ms: int = 120_000
     connect_timeout_ms: int = 10_000
     max_connections: int = 256
+    # How long a request waits for a free connection (one of max_connections) to its upstream.
+    pool_timeout_ms: int = 10_000
+    response_limits: ResponseLimits = field(default_factory=ResponseLimits)
 
 
 @dataclass

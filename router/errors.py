@@ -16,6 +16,7 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     ├── HeadersTooLarge              431 invalid_request_error / headers_too_large
     ├── NoProviderAvailable          503 service_unavailable / no_provider_available
     │   └── ProvidersCoolingDown     503 service_unavailable / providers_cooling_down
+    ├── GatewayOverloaded            503 service_unavailable / gateway_overloaded (+ Retry-After)
     ├── AllProvidersFailed           502 upstream_error / all_providers_failed
     └── StreamInterrupted            502 upstream_error / stream_interrupted (sent as an SSE event)
 
@@ -24,7 +25,9 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     ├── UpstreamTimeout              no answer in time              retryable
     ├── UpstreamStatusError          answered with an HTTP error    retryable on 408, 429, 5xx
     ├── UpstreamProtocolError        broken or incomplete answer    retryable
+    │   ├── UpstreamResponseTooLarge an answer over a size limit    retryable
     │   └── AdapterFailure           our adapter raised             retryable, not counted
+    ├── LocalLimitReached            the proxy's own limit          retryable, not counted
     └── UpstreamUnsupported          the type cannot do this        retryable (next candidate)
 
 Upstream errors are raised by adapters (translated from httpx at the edge) and handled by the
@@ -149,6 +152,19 @@ class ProvidersCoolingDown(NoProviderAvailable):
         self.retry_after = retry_after
 
 
+class GatewayOverloaded(RouterError):
+    """The proxy itself is at a limit (its upstream connections, its open files): not any
+    provider's failure. ``retry_after`` in seconds."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "gateway_overloaded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class AllProvidersFailed(RouterError):
     status_code = 502
     error_type = "upstream_error"
@@ -163,8 +179,10 @@ class StreamInterrupted(RouterError):
     error_type = "upstream_error"
     default_code = "stream_interrupted"
 
-    def __init__(self, message: str, *, upstream: UpstreamError | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, upstream: UpstreamError | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
         self.upstream = upstream
 
 
@@ -173,6 +191,9 @@ class UpstreamError(Exception):
 
     retryable: bool = True
     status_code: int | None = None
+    # The OpenAI error code a client sees when this failure ends its request (None: the
+    # generic one of the RouterError that reports it).
+    code: str | None = None
 
     def __init__(self, message: str) -> None:
         message = scrub(message)
@@ -190,6 +211,23 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     pass
+
+
+class UpstreamResponseTooLarge(UpstreamProtocolError):
+    """The answer passed one of the response limits (headers, body, one stream event)."""
+
+    code = "upstream_response_too_large"
+
+
+class LocalLimitReached(UpstreamError):
+    """The proxy could not make the attempt because of one of its own limits (every upstream
+    connection of the pool busy, no file descriptor left). Another provider may still be
+    tried, but the provider's circuit is not blamed: it never saw the request. ``limit``
+    names the limit, for the log."""
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class AdapterFailure(UpstreamProtocolError):

@@ -28,6 +28,7 @@ from router.gateway.health import probe_and_record
 from router.settings import Settings
 from router.store import configs, lifecycle, links, providers
 from router.store.db import Database
+from router.transport.limits import ResponseLimits
 
 
 def provider_state(provider: dict[str, Any]) -> str:
@@ -224,6 +225,8 @@ async def _adapter(db: Database, settings: Settings, provider_id: str) -> Adapte
         timeout_ms=settings.upstream_timeout_ms,
         connect_timeout_ms=settings.upstream_connect_timeout_ms,
         max_connections=settings.upstream_max_connections,
+        pool_timeout_ms=settings.upstream_pool_timeout_ms,
+        response_limits=ResponseLimits.from_settings(settings),
     )
     return adapter_class(provider_id, config, options)
 

@@ -42,6 +42,8 @@ from router.doors.messages import MessagesDoor
 from router.errors import (
     AdapterFailure,
     AllProvidersFailed,
+    GatewayOverloaded,
+    LocalLimitReached,
     PayloadTooLarge,
     ProvidersCoolingDown,
     RateLimited,
@@ -55,6 +57,7 @@ from router.errors import (
 from router.gateway.auth import Authenticator
 from router.gateway.disconnect import DisconnectGuard, Expiry
 from router.gateway.limits import InputLimits
+from router.gateway.overload import OverloadLog
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
 from router.gateway.routing import Candidate, spread
 from router.gateway.snapshots import SnapshotManager
@@ -152,6 +155,7 @@ class Proxy:
         self.resilience = resilience or Resilience()
         self.auth = auth
         self.limits = limits
+        self.overload = OverloadLog()
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handle(self.chat_door, scope, receive, send)
@@ -239,6 +243,7 @@ class Proxy:
     ) -> None:
         res = self.resilience
         last: UpstreamError | None = None
+        blamed = False  # whether a provider failed (not only the proxy's own limits)
         throttled: list[float] = []  # the cooldowns of tried providers that answered 429
         limited: list[float] = []
         cooling: list[float] = []
@@ -286,6 +291,10 @@ class Proxy:
                 raise
             res.failed(candidate.provider_id, failure, record)
             last = failure
+            if isinstance(failure, LocalLimitReached):
+                self.overload.report(failure.limit, failure.message)
+            else:
+                blamed = True
             if isinstance(failure, UpstreamStatusError) and failure.status_code == 429:
                 throttled.append(breaker.retry_in())
         if client_check is not None:  # no candidate reached admission: the client's verdict first
@@ -298,11 +307,15 @@ class Proxy:
                 f"(last: {last.message}); retry later.",
                 retry_after=min(throttled + limited + cooling),
             )
+        if last is not None and not blamed:
+            # Nothing reached a provider: the proxy itself is at a limit, and says so.
+            raise GatewayOverloaded(f"{last.message} Retry in a moment.", retry_after=1)
         if last is not None:
             tried = len(record.attempts)
             raise AllProvidersFailed(
                 f"All {tried} attempt(s) for model {record.model!r} failed; "
-                f"last error: {last.message}"
+                f"last error: {last.message}",
+                code=last.code,
             )
         if limited:
             raise RateLimited(
@@ -498,7 +511,9 @@ class Proxy:
             if failure is not None:
                 record.status, record.status_code, record.error = "error", 502, failure.message
                 error = StreamInterrupted(
-                    f"The upstream stream broke off: {failure.message}", upstream=failure
+                    f"The upstream stream broke off: {failure.message}",
+                    upstream=failure,
+                    code=failure.code,
                 )
                 event = door.stream_error(error)
                 await send({"type": "http.response.body", "body": event, "more_body": False})

@@ -20,6 +20,7 @@ from typing import Any
 
 from router.errors import (
     AdapterFailure,
+    LocalLimitReached,
     RateLimited,
     RouterError,
     UpstreamError,
@@ -115,9 +116,10 @@ class Resilience:
         return float(self.retry_backoff_s * (2**retry) * (0.5 + self.rng.random()))
 
     def failed(self, provider_id: str, exc: UpstreamError, owner: object = None) -> None:
-        """Tell the provider's breaker how an attempt failed; client errors do not count."""
+        """Tell the provider's breaker how an attempt failed; client errors, our adapter's bugs
+        and the proxy's own limits do not count."""
         breaker = self.breakers.get(provider_id)
-        if isinstance(exc, UpstreamUnsupported | AdapterFailure):
+        if isinstance(exc, UpstreamUnsupported | AdapterFailure | LocalLimitReached):
             breaker.release(owner)
         elif isinstance(exc, UpstreamStatusError):
             if exc.status_code == 429:

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -292,31 +292,31 @@ async def test_sigkill_of_one_replica_leaves_the_other_serving(
     assert chats(fake) == 12
 
 
-@contextlib.contextmanager
-def own_redis() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """A Redis server of the test's own, to stop mid-run."""
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    """A Redis server of the test's own on ``port``, answering when this returns."""
     binary = shutil.which("redis-server")
     require(binary is not None, "redis-server (scripts/test-services)")
     assert binary is not None
-    port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            time.sleep(0.05)
-        yield process, f"redis://127.0.0.1:{port}/0"
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-            process.kill()
-        process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"redis-server did not answer on port {port}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+    process.wait()
 
 
 async def timed(client: httpx.AsyncClient, url: str) -> tuple[int, float, str]:
@@ -335,9 +335,13 @@ async def test_redis_stopped_mid_run_local_counts_alone_closed_refuses_none_hang
     closed = write_config(
         tmp_path / "closed.toml", url, prefix, rpm=1000, on_failure="closed", timeout_ms=500
     )
-    with own_redis() as (redis_process, redis_url):
+    port = free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    redis_process = start_redis(port)
+    outputs: list[str] = []
+    try:
         async with (
-            replicas(tmp_path, redis_url, [local, closed]) as (a, b),
+            replicas(tmp_path, redis_url, [local, closed], None, outputs) as (a, b),
             httpx.AsyncClient(timeout=10) as client,
         ):
             assert [(await timed(client, u))[0] for u in (a, b)] == [200, 200]
@@ -352,8 +356,7 @@ async def test_redis_stopped_mid_run_local_counts_alone_closed_refuses_none_hang
             assert max(t for _, t, _ in hung) < 3
 
             # A dead Redis: refused at once.
-            redis_process.kill()
-            redis_process.wait()
+            stop(redis_process)
             dead = await asyncio.gather(*(timed(client, u) for u in (a, b) * 5))
             assert [(s, c) for s, _, c in dead] == [
                 (200, ""), (503, "shared_state_unavailable"),
@@ -365,3 +368,21 @@ async def test_redis_stopped_mid_run_local_counts_alone_closed_refuses_none_hang
                 assert health["status"] == "degraded"
                 assert health["shared_state"]["state"] == "unreachable"
                 assert health["shared_state"]["on_failure"] == on_failure
+
+            # Redis back (empty, as after a restart): both share again, B serves again.
+            redis_process = start_redis(port)
+
+            async def both_serve() -> bool:
+                found = [(await timed(client, u))[0] for u in (a, b)]
+                return found == [200, 200]
+
+            await eventually(both_serve, "both replicas serve through Redis again")
+            for replica in (a, b):
+                health = (await client.get(f"{replica}/health")).json()
+                assert health["status"] == "ok" and health["shared_state"]["state"] == "ok"
+    finally:
+        stop(redis_process)
+    # Each replica said so once when Redis went away (not once per request), and once back.
+    for output in outputs:
+        assert output.count("is unreachable") == 1, output
+        assert output.count("answers again") == 1, output

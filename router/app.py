@@ -235,6 +235,11 @@ class ProviderRouterApp:
         )
         mirror = None
         if proxy.resilience.shared is not None:
+            shared = proxy.resilience.shared
+            log.info(
+                "Rate limits and circuits are shared through Redis at %s (redis.on_failure = %r)",
+                shared.url, shared.on_failure,
+            )  # fmt: skip
             mirror = loop.create_task(
                 mirror_shared(
                     proxy.resilience,

@@ -384,5 +384,6 @@ async def test_redis_stopped_mid_run_local_counts_alone_closed_refuses_none_hang
         stop(redis_process)
     # Each replica said so once when Redis went away (not once per request), and once back.
     for output in outputs:
+        assert f"shared through Redis at {redis_url}" in output
         assert output.count("is unreachable") == 1, output
         assert output.count("answers again") == 1, output

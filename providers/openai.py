@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -40,6 +41,12 @@ class OpenAIAdapter(Adapter):
         "headers": ConfigKey(dict, sensitive=True, description="extra headers for every call"),
         **HTTP_CONFIG_KEYS,
     }
+
+    @classmethod
+    def needs_api_key(cls, config: Mapping[str, Any]) -> bool:
+        # Local OpenAI-compatible servers take no key; OpenAI itself refuses every call without.
+        base_url = str(config.get("baseURL") or cls.default_base_url or "")
+        return urlsplit(base_url).hostname == "api.openai.com"
 
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):
         super().__init__(provider_id, config, options)

@@ -23,7 +23,9 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     UpstreamError                    one failed attempt at one provider (never shown as is)
     ├── UpstreamConnectError         could not connect              retryable
     ├── UpstreamTimeout              no answer in time              retryable
-    ├── UpstreamStatusError          answered with an HTTP error    retryable on 408, 429, 5xx
+    ├── UpstreamStatusError          answered with an HTTP error    retryable on 408, 429, 5xx,
+    │                                                               and 401/403/404 (the provider's
+    │                                                               fault: credential, model)
     ├── UpstreamProtocolError        broken or incomplete answer    retryable
     │   ├── UpstreamResponseTooLarge an answer over a size limit    retryable
     │   └── AdapterFailure           our adapter raised             retryable, not counted
@@ -32,7 +34,8 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
 
 Upstream errors are raised by adapters (translated from httpx at the edge) and handled by the
 attempt loop in :mod:`router.gateway.handler`; they become :class:`AllProvidersFailed` or are passed
-through to the client when the upstream's answer is the client's own fault (a 4xx).
+through to the client when the upstream's answer is the client's own fault (a 4xx other than
+401, 403 and 404, which say the provider's credential or model is wrong).
 
 Every message passes through :func:`router.redact.scrub` when the error is made, so no
 credential reaches a client, a log line or a history row through an error.
@@ -53,6 +56,9 @@ class RouterError(Exception):
     status_code: ClassVar[int] = 500
     error_type: ClassVar[str] = "server_error"
     default_code: ClassVar[str | None] = None
+    # Sent as ``x-should-retry`` when not None: OpenAI's SDKs obey it over their own rules, so
+    # False spares a client retries that cannot help.
+    should_retry: bool | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         message = scrub(message)
@@ -137,15 +143,19 @@ class HeadersTooLarge(RouterError):
 
 
 class NoProviderAvailable(RouterError):
+    """No enabled provider serves the model: only an operator can change that, so no retry."""
+
     status_code = 503
     error_type = "service_unavailable"
     default_code = "no_provider_available"
+    should_retry: bool | None = False
 
 
 class ProvidersCoolingDown(NoProviderAvailable):
     """Every candidate's circuit is open; ``retry_after`` (s) is when the first one reopens."""
 
     default_code = "providers_cooling_down"
+    should_retry: bool | None = None  # a cooldown ends: Retry-After says when
 
     def __init__(self, message: str, *, retry_after: float):
         super().__init__(message)
@@ -240,6 +250,14 @@ class UpstreamUnsupported(UpstreamError):
 
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+# Answers that say the provider is misconfigured, not that the client erred: the client's key
+# never goes upstream, and the model was the router's choice. They fall back and count against
+# the provider, under these names.
+PROVIDER_FAULTS = {
+    401: ("credential rejected", "check the provider's apiKey"),
+    403: ("credential rejected", "check the provider's apiKey and its permissions"),
+    404: ("model not found", "check the link's upstream_model and the provider's baseURL"),
+}
 
 
 class UpstreamStatusError(UpstreamError):
@@ -254,9 +272,14 @@ class UpstreamStatusError(UpstreamError):
         content_type: str = "application/json",
         retry_after: float | None = None,
     ) -> None:
+        fault = PROVIDER_FAULTS.get(status_code)
+        if fault is not None:
+            message = f"{message} ({fault[0]}: {fault[1]})"
         super().__init__(message)
         self.status_code = status_code
         self.body = scrub_bytes(body)
         self.content_type = content_type
         self.retry_after = retry_after
-        self.retryable = status_code in RETRYABLE_STATUS
+        # "credential rejected" / "model not found", or None for any other answer
+        self.fault = None if fault is None else fault[0]
+        self.retryable = status_code in RETRYABLE_STATUS or fault is not None

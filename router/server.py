@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import resource
+import socket
 
 import uvicorn
 
@@ -38,6 +40,32 @@ def raise_open_files_limit() -> tuple[int, int, int]:
                 continue
             return soft, wanted, hard
     return soft, soft, hard
+
+
+class CannotListen(Exception):
+    """The address to serve on is taken or not ours to bind; the message is one sentence."""
+
+
+def check_listen(host: str, port: int, what: str = "provider-router") -> None:
+    """Bind and release ``host:port`` as uvicorn will, before anything else happens, so a
+    taken port stops ``serve`` with one sentence and no file created."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CannotListen(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn binds: a socket in TIME_WAIT from the last run does not count as in use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CannotListen(
+                    f"Port {port} on {host} is already in use (another {what} running?); "
+                    "stop it or choose another port with --port."
+                ) from None
+            raise CannotListen(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
 
 
 def serve(settings: Settings) -> None:

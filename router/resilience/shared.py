@@ -320,7 +320,7 @@ class SharedBreaker(Breaker):
     """
 
     def __init__(self, shared: SharedState, provider_id: str, clock: Callable[[], float]):
-        super().__init__(shared.policy, clock)
+        super().__init__(shared.policy, clock, provider_id)
         self.shared = shared
         self.subject = f"provider:{provider_id}"
         self.shared_failures = 0  # as Redis last said: a success clears them there
@@ -372,9 +372,15 @@ class SharedBreaker(Breaker):
             self.shared.release(self, owner)
 
     def failure(
-        self, error: str, *, retry_after: float | None = None, owner: object = None
+        self,
+        error: str,
+        *,
+        retry_after: float | None = None,
+        owner: object = None,
+        problem: str | None = None,
     ) -> None:
-        super().failure(error, retry_after=retry_after, owner=owner)
+        # ``problem`` (what the failure says about the provider's setup) stays per process.
+        super().failure(error, retry_after=retry_after, owner=owner, problem=problem)
         self.shared.failure(self, error, retry_after, owner)
 
     def rate_limited(self, error: str, retry_after: float | None) -> None:
@@ -411,8 +417,13 @@ class SharedLimiter(RateLimiter):
         if n and n > 0:
             self.shared.add_tokens(key, n)
 
-    def usage(self, key: str) -> dict[str, int]:
+    def usage(self, key: str, limits: Limits) -> dict[str, int]:
         seen = self.shared.usage_seen.get(key)
-        if seen is not None and self.shared.up:
-            return seen
-        return super().usage(key)
+        if seen is None or not self.shared.up:
+            return super().usage(key, limits)
+        wanted = {
+            "requests_last_minute": limits.rpm,
+            "requests_last_day": limits.rpd,
+            "tokens_last_minute": limits.tpm,
+        }
+        return {name: n for name, n in seen.items() if wanted[name] is not None}

@@ -24,9 +24,12 @@ from router.api import keys as keys_api
 from router.api import models as models_api
 from router.api import providers as providers_api
 from router.api import requests as requests_api
+from router.api import responses as responses_api
 from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
 from router.doors.messages import is_messages_path
+from router.doors.responses import is_responses_path
+from router.doors.responses_keeper import ResponseKeeper
 from router.errors import InvalidRequest, NotFound, RouterError
 from router.gateway.auth import Authenticator, resolve_admin_token
 from router.gateway.count import TokenCounter
@@ -131,6 +134,28 @@ async def render_error(request: Request, exc: Exception) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """No endpoint speaks WebSocket. Codex tries one on ``GET /v1/responses`` and falls back to
+    HTTP on a 426 at once, so the handshake is answered with one when the server can send an
+    HTTP answer to it (the ASGI denial-response extension), else closed."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    if is_responses_path(scope["path"]):
+        status, body = (
+            426,
+            InvalidRequest(responses_api.UPGRADE_REFUSED, code="websocket_not_supported").body(),
+        )
+    else:
+        status, body = 404, NotFound(f"No WebSocket endpoint at {scope['path']}.").body()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
 class ProviderRouterApp:
     """The ASGI application. Build it with :func:`create_app`."""
 
@@ -148,6 +173,7 @@ class ProviderRouterApp:
                 *requests_api.routes,
                 *health_api.routes,
                 *keys_api.routes,
+                *responses_api.routes,
                 *([ui_mount()] if settings.ui_enabled else []),
             ],
             # RouterError by name: handlers for Exception run in ServerErrorMiddleware, which
@@ -173,6 +199,9 @@ class ProviderRouterApp:
             if handler is not None:
                 await handler(scope, receive, send)
                 return
+        if scope["type"] == "websocket":
+            await refuse_websocket(scope, receive, send)
+            return
         await self.starlette(scope, receive, send)
 
     @contextlib.asynccontextmanager
@@ -220,6 +249,7 @@ class ProviderRouterApp:
             auth=auth,
             limits=self.limits,
             resilience=Resilience.from_settings(settings),
+            responses=(keeper := ResponseKeeper(db)),
         )
         await snapshots.rebuild()
         await auth.reload(db)
@@ -261,6 +291,7 @@ class ProviderRouterApp:
             self._fast[f"{prefix}/embeddings"] = proxy.embeddings
             self._fast[f"{prefix}/messages"] = proxy.messages
             self._fast[f"{prefix}/messages/count_tokens"] = TokenCounter(proxy)
+            self._fast[f"{prefix}/responses"] = proxy.responses
         try:
             yield
         finally:
@@ -279,6 +310,7 @@ class ProviderRouterApp:
                 await write_circuit_changes(db, proxy.resilience)
             except Exception:
                 log.exception("Could not record the last circuit states")
+            await keeper.stop()
             await recorder.stop()
             await proxy.resilience.aclose()
             await snapshots.aclose()

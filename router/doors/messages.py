@@ -159,7 +159,7 @@ class MessagesDoor(FrontDoor):
             message = exc.message
         return status, error_body(error_type(status), message), "application/json"
 
-    def stream_error(self, exc: RouterError) -> bytes:
+    def stream_error(self, exc: RouterError, request: RouterRequest | None = None) -> bytes:
         failure = exc.upstream if isinstance(exc, StreamInterrupted) else None
         data = {"type": "error", "error": {"type": upstream_type(failure), "message": exc.message}}
         return event("error", data)

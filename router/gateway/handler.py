@@ -39,6 +39,8 @@ from providers.base import ChatStream, Reply
 from router.doors.base import FrontDoor, RouterRequest
 from router.doors.chat import ChatDoor, EmbeddingsDoor
 from router.doors.messages import MessagesDoor
+from router.doors.responses import ResponsesDoor
+from router.doors.responses_keeper import ResponseKeeper
 from router.errors import (
     AdapterFailure,
     AllProvidersFailed,
@@ -53,6 +55,7 @@ from router.errors import (
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
+    UpstreamUnsupported,
 )
 from router.gateway.auth import Authenticator
 from router.gateway.disconnect import DisconnectGuard, Expiry
@@ -162,6 +165,7 @@ class Proxy:
         auth: Authenticator | None = None,
         limits: InputLimits | None = None,
         resilience: Resilience | None = None,
+        responses: ResponseKeeper | None = None,
     ):
         self.snapshots = snapshots
         self.recorder = recorder
@@ -170,6 +174,7 @@ class Proxy:
         self.auth = auth
         self.limits = limits
         self.overload = OverloadLog()
+        self.responses_door = ResponsesDoor(responses)
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handle(self.chat_door, scope, receive, send)
@@ -179,6 +184,9 @@ class Proxy:
 
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handle(self.messages_door, scope, receive, send)
+
+    async def responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handle(self.responses_door, scope, receive, send)
 
     async def handle(self, door: FrontDoor, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request that came in through ``door``."""
@@ -195,14 +203,21 @@ class Proxy:
             if self.limits is not None:
                 self.limits.log_body(record.id, raw)
             request = door.parse(raw, scope["headers"])
+            record.model = request.model
+            if door.stateful:
+                # Before the limits: they apply to the whole conversation it continues.
+                await door.prepare(request, client.id if client else None, record.id)
             if self.limits is not None:
                 self.limits.check_body(raw, request.body)
-            record.model = request.model
             if client is not None:
                 client.check_model(request.model)
             record.stream = request.stream
             record.snapshot = snapshot = self.snapshots.current
             candidates = snapshot.candidates(request.model)
+            if request.untranslatable is not None and not any(
+                door.dialect in c.adapter.native_dialects for c in candidates
+            ):
+                raise request.untranslatable
             client_check = None
             if client is not None and (client.rpm_limit or client.tpm_limit):
                 # Per process: checked now. Shared: goes to Redis with the first admission.
@@ -444,7 +459,7 @@ class Proxy:
             return None
         stream, first = result
         failure = await self._relay(
-            stream, first, door, candidate, record, started, deadline, guard, send
+            stream, first, door, request, candidate, record, started, deadline, guard, send
         )
         attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
         attempt.status_code = 200
@@ -488,9 +503,15 @@ class Proxy:
                 request.native_headers,
                 stream=request.stream,
             )
+            result = door.native_answer(result, request)
             if isinstance(result, Reply):
                 return result
             stream = result
+        elif request.untranslatable is not None:
+            raise UpstreamUnsupported(
+                f"Provider {candidate.provider_id!r} (type {adapter.type!r}) cannot take this "
+                f"request: {request.untranslatable.message}"
+            )
         elif not request.stream:
             reply = await adapter.chat(body, candidate.upstream_model)
             return door.reply(reply, request) if door.translates else reply
@@ -531,6 +552,7 @@ class Proxy:
         stream: ChatStream,
         first: bytes | None,
         door: FrontDoor,
+        request: RouterRequest,
         candidate: Candidate,
         record: RequestRecord,
         started: float,
@@ -564,7 +586,7 @@ class Proxy:
                     upstream=failure,
                     code=failure.code,
                 )
-                event = door.stream_error(error)
+                event = door.stream_error(error, request)
                 await send({"type": "http.response.body", "body": event, "more_body": False})
             else:
                 end = door.stream_end

@@ -44,6 +44,7 @@ from router.doors.responses_keeper import ResponseKeeper
 from router.errors import (
     AdapterFailure,
     AllProvidersFailed,
+    ClientRateLimited,
     GatewayOverloaded,
     KeyRevoked,
     LocalLimitReached,
@@ -69,7 +70,7 @@ from router.gateway.routing import Candidate, spread
 from router.gateway.snapshots import SnapshotManager
 from router.gateway.tracing import Tracing
 from router.logs import request_id_var
-from router.resilience.policy import Resilience, client_key, provider_key
+from router.resilience.policy import ClientCheck, Resilience, client_key, provider_key
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -236,17 +237,19 @@ class Proxy:
                 raise request.untranslatable
             if self.tracing is not None and self.tracing.capture_content:
                 record.content = [raw[: self.tracing.content_max_bytes]]
+            client_check = None
             if client is not None and (client.rpm_limit or client.tpm_limit):
-                try:
-                    self.resilience.check_client(client)
-                except RateLimited:
-                    self.client_rate_limited += 1
-                    raise
+                # Per process: checked now. Shared: goes to Redis with the first admission.
+                client_check = self.resilience.check_client(client)
             guard = DisconnectGuard(receive)
-            await self._attempt_all(candidates, door, request, record, started, guard, send)
+            await self._attempt_all(
+                candidates, door, request, record, started, guard, send, client_check
+            )
         except RouterError as exc:
             if guard is not None:
                 guard.stop()
+            if isinstance(exc, ClientRateLimited):
+                self.client_rate_limited += 1
             record.status, record.status_code, record.error = "error", exc.status_code, exc.message
             if record.provider_id is None and record.attempts:
                 # A failure after tries belongs to the last provider tried, so per-provider
@@ -308,6 +311,7 @@ class Proxy:
         started: float,
         guard: DisconnectGuard,
         send: Send,
+        client_check: ClientCheck | None = None,
     ) -> None:
         res = self.resilience
         last: UpstreamError | None = None
@@ -320,22 +324,28 @@ class Proxy:
         for candidate in record.order:
             if len(record.attempts) >= res.max_attempts:
                 break
-            breaker = res.breakers.get(candidate.provider_id)
-            if not breaker.allow(record):
-                cooling.append(breaker.retry_in())
-                record.skip(candidate.provider_id, "circuit_open", cooling[-1])
-                continue
-            wait = res.limiter.acquire(provider_key(candidate.provider_id), candidate.limits)
-            if wait is not None:
-                breaker.release(record)
+            verdict = await res.admit(
+                candidate.provider_id,
+                candidate.limits,
+                record,
+                candidate.timeouts.total_s,
+                client_check,
+            )
+            client_check = None
+            if verdict is not None:
+                reason, wait = verdict
+                record.skip(candidate.provider_id, reason, wait)
+                if reason == "circuit_open":
+                    cooling.append(wait)
+                    continue
                 limited.append(wait)
-                record.skip(candidate.provider_id, "rate_limited", wait)
                 res.log_limited(
                     f"skip:{candidate.provider_id}", logging.INFO,
                     "Provider %r skipped: at its rate limit for %.1f s more.",
                     candidate.provider_id, wait,
                 )  # fmt: skip
                 continue
+            breaker = res.breakers.get(candidate.provider_id)
             retries = 0
             try:
                 while True:
@@ -370,6 +380,8 @@ class Proxy:
                 faults += 1
             if isinstance(failure, UpstreamStatusError) and failure.status_code == 429:
                 throttled.append(breaker.retry_in())
+        if client_check is not None:  # no candidate reached admission: the client's verdict first
+            await res.settle_client(client_check)
         if last is not None and len(throttled) == len({a.provider_id for a in record.attempts}):
             # Every provider tried said "too many requests": that is the client's answer too,
             # with the soonest moment one of them (or a skipped one) may be tried again.

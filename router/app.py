@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,7 +29,7 @@ from router.api import requests as requests_api
 from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
 from router.doors.messages import is_messages_path
-from router.errors import InvalidRequest, NotFound, RouterError
+from router.errors import InvalidRequest, NotFound, RouterError, database_write_error
 from router.gateway.auth import Authenticator, resolve_admin_token
 from router.gateway.count import TokenCounter
 from router.gateway.handler import Proxy, Receive, Scope, Send, send_body
@@ -42,7 +44,7 @@ from router.resilience.policy import (
     write_circuit_changes,
 )
 from router.settings import Settings
-from router.store import migrations
+from router.store import migrations, retention
 from router.store.credentials import prepare_credentials
 from router.store.db import database_for
 from router.store.seed import seed_from_config
@@ -73,6 +75,9 @@ async def prepare_database(settings: Settings) -> None:
         log.info("Backed up the database to %s before migrating", backup)
     for migration in applied:
         log.info("Applied migration %04d_%s", migration.version, migration.name)
+    advice = await asyncio.to_thread(retention.ensure_incremental, settings.database_path)
+    if advice is not None:
+        log.warning("%s", advice)
     await db.open()
     try:
         await prepare_credentials(db)
@@ -95,6 +100,8 @@ async def health(request: Request) -> Response:
                 "written": recorder.written,
                 "waits": recorder.waits,
                 "failed": recorder.failed,
+                "dropped": recorder.rows_dropped,
+                "writing": recorder.healthy,
             },
         }
     )
@@ -111,6 +118,10 @@ def error_answer(path: str, error: RouterError) -> tuple[int, bytes]:
 async def render_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RouterError):
         error = exc
+    elif isinstance(exc, sqlite3.OperationalError):
+        # A full disk or a locked file: the operator's problem, said in a sentence, not a 500.
+        log.warning("A %s %s could not be written: %s", request.method, request.url.path, exc)
+        error = database_write_error(exc)
     elif isinstance(exc, HTTPException) and exc.status_code == 404:
         error = NotFound(f"No endpoint {request.method} {request.url.path}.")
     elif isinstance(exc, HTTPException):
@@ -133,6 +144,8 @@ class ProviderRouterApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: Services | None = None
+        # When the server was told to stop (time.monotonic()); the shutdown grace counts from it.
+        self.shutdown_started: float | None = None
         self.limits: InputLimits | None = None
         self._fast: dict[str, Any] = {}
         self.starlette = Starlette(
@@ -151,6 +164,7 @@ class ProviderRouterApp:
             exception_handlers={
                 RouterError: render_error,
                 HTTPException: render_error,
+                sqlite3.OperationalError: render_error,
                 Exception: render_error,
             },
             lifespan=self._lifespan,
@@ -197,6 +211,7 @@ class ProviderRouterApp:
             queue_size=settings.recorder_queue_size,
             batch_size=settings.recorder_batch_size,
             flush_interval_s=settings.recorder_flush_interval_ms / 1000,
+            retry_s=settings.recorder_retry_ms / 1000,
         )
         auth = Authenticator(
             resolve_admin_token(settings), require_client_keys=settings.require_client_keys
@@ -225,6 +240,13 @@ class ProviderRouterApp:
         key_watcher = loop.create_task(
             auth.watch(db, settings.reload_interval_ms / 1000), name="client-key-watcher"
         )
+        pruner = retention.HistoryPruner(
+            db,
+            retention_days=settings.history_retention_days,
+            max_rows=settings.history_max_rows or None,
+            interval_s=settings.history_prune_interval_ms / 1000,
+        )
+        pruning = loop.create_task(pruner.run(), name="history-pruner") if pruner.enabled else None
         self.services = Services(settings, db, snapshots, recorder, auth, proxy)
         app.state.services = self.services
         app.state.ui = UI.build(
@@ -239,24 +261,34 @@ class ProviderRouterApp:
             yield
         finally:
             self._fast.clear()
-            for task in (watcher, key_watcher, health, circuits):
+            started = self.shutdown_started or time.monotonic()
+            grace_s = settings.shutdown_grace_ms / 1000
+
+            def left() -> float:
+                return max(grace_s - (time.monotonic() - started), 0.1)
+
+            for task in (watcher, key_watcher, health, circuits, pruning):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             try:
-                await auth.flush_last_used(db)
+                await asyncio.wait_for(auth.flush_last_used(db), left())
             except Exception:
                 # Losing a last-used stamp must not stop the history rows from being written.
-                log.exception("Could not write the client keys' last_used_at")
+                log.warning("Could not write the client keys' last_used_at", exc_info=True)
             try:
-                await write_circuit_changes(db, proxy.resilience)
+                await asyncio.wait_for(write_circuit_changes(db, proxy.resilience), left())
             except Exception:
-                log.exception("Could not record the last circuit states")
-            await recorder.stop()
+                log.warning("Could not record the last circuit states", exc_info=True)
+            lost = await recorder.stop(left())
             await snapshots.aclose()
             await db.close()
-            log.info("Recorded %d request(s); shut down cleanly", recorder.written)
+            log.info(
+                "Recorded %d request(s)%s; shut down",
+                recorder.written,
+                f", could not write {lost} history row(s)" if lost else "",
+            )
 
 
 def create_app(settings: Settings) -> ProviderRouterApp:

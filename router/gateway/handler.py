@@ -42,6 +42,7 @@ from router.doors.messages import MessagesDoor
 from router.errors import (
     AdapterFailure,
     AllProvidersFailed,
+    AuthenticationError,
     PayloadTooLarge,
     ProvidersCoolingDown,
     RateLimited,
@@ -52,7 +53,7 @@ from router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from router.gateway.auth import Authenticator
+from router.gateway.auth import Authenticator, presented_prefix
 from router.gateway.disconnect import DisconnectGuard, Expiry
 from router.gateway.limits import InputLimits
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
@@ -169,6 +170,7 @@ class Proxy:
             id=new_request_id(), created_at=int(time.time() * 1000), endpoint=door.endpoint
         )
         guard: DisconnectGuard | None = None
+        refused = False
         try:
             client = self.auth.authenticate_client(scope["headers"]) if self.auth else None
             if client is not None:
@@ -193,6 +195,7 @@ class Proxy:
             if guard is not None:
                 guard.stop()
             record.status, record.status_code, record.error = "error", exc.status_code, exc.message
+            refused = isinstance(exc, AuthenticationError)
             if exc.code == "model_denied":
                 record.skip(None, "key_not_allowed")
             headers = response_headers(record.id, None, b"application/json") + _retry_after(exc)
@@ -220,7 +223,17 @@ class Proxy:
             if guard is not None:
                 guard.stop()
             record.latency_ms = (time.perf_counter() - started) * 1000
-            await self.recorder.record(record)
+            if refused:
+                # Counted, not recorded row by row: anyone who reaches the port can send these.
+                client_address = scope.get("client")
+                self.recorder.auth_failed(
+                    record.created_at,
+                    client_address[0] if client_address else "",
+                    presented_prefix(scope["headers"]),
+                    door.endpoint,
+                )
+            else:
+                await self.recorder.record(record)
 
     async def _attempt_all(
         self,

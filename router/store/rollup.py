@@ -1,0 +1,122 @@
+"""The hourly roll-up of request history (``usage_hourly``, schema/0007) and how to read it.
+
+One row per (hour, endpoint, provider, model, client key) holds the hour's requests, errors,
+tokens, cost and a latency histogram over the fixed buckets :data:`LATENCY_EDGES_MS`. A trigger
+adds every inserted ``requests`` row to it inside the inserting transaction (the recorder's
+batch), and pruning never touches it, so statistics over months stay right after the raw rows
+are gone; it is also what lets week and month windows be read without scanning a million rows.
+
+A window read from the roll-up is exact to the request when its edges fall inside the retained
+history: whole hours come from ``usage_hourly``, the partial hours at either end from
+``requests``. Latency percentiles read off the fixed buckets are approximate (linear inside the
+bucket that holds the rank, as Prometheus's ``histogram_quantile`` does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from router.store.db import Database
+
+HOUR_MS = 3_600_000
+# Upper edges, exclusive: bucket i holds latencies in [edge[i-1], edge[i]); the last bucket holds
+# everything from the last edge up. schema/0007_history.sql spells the same edges out.
+LATENCY_EDGES_MS: tuple[int, ...] = (
+    5, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1250, 1500, 2000, 2500,
+    3000, 4000, 5000, 7500, 10000, 15000, 20000, 30000, 45000, 60000, 120000, 300000,
+)  # fmt: skip
+BUCKETS = len(LATENCY_EDGES_MS) + 1
+LATENCY_COLUMNS = tuple(f"lat_{i:02d}" for i in range(BUCKETS))
+# The settings row that says where pruning stopped: no request before it is kept.
+PRUNED_BEFORE_KEY = "history_pruned_before"
+
+
+def latency_bucket_sql(column: str) -> str:
+    """A SQL expression giving the fixed latency bucket of ``column`` (as the trigger does)."""
+    whens = " ".join(f"WHEN {column} < {edge} THEN {i}" for i, edge in enumerate(LATENCY_EDGES_MS))
+    return f"CASE {whens} ELSE {BUCKETS - 1} END"
+
+
+def floor_hour(ms: int) -> int:
+    return ms - ms % HOUR_MS
+
+
+def ceil_hour(ms: int) -> int:
+    return -(-ms // HOUR_MS) * HOUR_MS
+
+
+def bucket_percentile(histogram: Mapping[int, int], percent: int) -> float | None:
+    """The ``percent``th percentile of a fixed-bucket histogram (bucket -> count), interpolated
+    linearly inside the bucket holding the nearest rank; the overflow bucket answers its lower
+    edge (nothing bounds it above)."""
+    total = sum(histogram.values())
+    if total == 0:
+        return None
+    rank = max(math.ceil(total * percent / 100), 1)
+    seen = 0
+    for index in sorted(histogram):
+        count = histogram[index]
+        if count and seen + count >= rank:
+            lower = 0 if index == 0 else LATENCY_EDGES_MS[index - 1]
+            if index >= len(LATENCY_EDGES_MS):
+                return float(lower)
+            upper = LATENCY_EDGES_MS[index]
+            return round(lower + (upper - lower) * (rank - seen) / count, 3)
+        seen += count
+    return None  # unreachable: seen reaches total
+
+
+async def pruned_before(db: Database) -> int:
+    """The time (Unix ms) before which request rows have been pruned; 0 when none were."""
+    row = await db.execute_one("SELECT value FROM settings WHERE key = ?", (PRUNED_BEFORE_KEY,))
+    return int(row["value"]) if row is not None else 0
+
+
+def sums_sql(group_column: str, *, bucket: bool) -> str:
+    """Sum ``usage_hourly`` over ``[:h1, :h2)`` per group (and per time bucket of ``:bucket`` ms
+    from ``:since`` when ``bucket``), with the histogram columns."""
+    keys = f"NULLIF({group_column}, '') AS grp"
+    groups = "grp"
+    if bucket:
+        keys = f"(hour - :since) / :bucket AS b, {keys}"
+        groups = "b, grp"
+    histogram = ", ".join(f"SUM({c}) AS {c}" for c in LATENCY_COLUMNS)
+    return (
+        f"SELECT {keys}, SUM(requests) AS requests, SUM(errors) AS errors,"
+        " SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens,"
+        f" SUM(total_tokens) AS tokens, SUM(cost) AS cost, {histogram}"
+        f" FROM usage_hourly WHERE hour >= :h1 AND hour < :h2 GROUP BY {groups}"
+    )
+
+
+def edges_sql(group_column: str, *, bucket: bool) -> str:
+    """The raw rows of the partial hours at the window's ends, ``[:since, :h1)`` and
+    ``[:h2, :until)``, summed per group (and time bucket) and fixed latency bucket."""
+    keys = f"{group_column} AS grp"
+    groups = "grp, bin"
+    if bucket:
+        keys = f"(created_at - :since) / :bucket AS b, {keys}"
+        groups = "b, grp, bin"
+    return (
+        f"SELECT {keys}, {latency_bucket_sql('latency_ms')} AS bin, COUNT(*) AS requests,"
+        " SUM(status != 'success') AS errors, coalesce(SUM(prompt_tokens), 0) AS prompt_tokens,"
+        " coalesce(SUM(completion_tokens), 0) AS completion_tokens,"
+        " coalesce(SUM(total_tokens), 0) AS tokens, coalesce(SUM(cost), 0.0) AS cost"
+        " FROM requests WHERE (created_at >= :since AND created_at < :h1)"
+        f" OR (created_at >= :h2 AND created_at < :until) GROUP BY {groups}"
+    )
+
+
+def split(since: int, until: int) -> dict[str, int]:
+    """The window's whole hours ``[h1, h2)`` and its ends, as query parameters."""
+    h1, h2 = ceil_hour(since), floor_hour(until)
+    if h2 <= h1:  # no whole hour inside: everything from the raw rows
+        h1 = h2 = until
+    return {"since": since, "until": until, "h1": h1, "h2": h2}
+
+
+def histogram_of(row: Any) -> Sequence[int]:
+    """The histogram columns of a :func:`sums_sql` row, in bucket order."""
+    return [row[c] or 0 for c in LATENCY_COLUMNS]

@@ -284,11 +284,14 @@ class ProviderRouterApp:
             lost = await recorder.stop(left())
             await snapshots.aclose()
             await db.close()
-            log.info(
-                "Recorded %d request(s)%s; shut down",
-                recorder.written,
-                f", could not write {lost} history row(s)" if lost else "",
-            )
+            if lost:
+                log.warning(
+                    "Recorded %d request(s); could not write %d history row(s); shut down",
+                    recorder.written,
+                    lost,
+                )
+            else:
+                log.info("Recorded %d request(s); shut down cleanly", recorder.written)
 
 
 def create_app(settings: Settings) -> ProviderRouterApp:

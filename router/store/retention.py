@@ -177,7 +177,8 @@ async def release_space(db: Database, *, pause_s: float = 0.0) -> int:
         if free is None or free[0] == 0:
             break
         async with db.transaction() as conn:
-            await conn.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
+            # The pragma frees one page per step: run it to its end before the COMMIT.
+            await conn.execute_fetchall(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
         await asyncio.sleep(pause_s)
     await db.checkpoint()
     return max(size_before - _file_size(db.path), 0)

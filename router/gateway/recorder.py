@@ -266,8 +266,9 @@ class Recorder:
         await self.queue.join()
 
     @property
-    def queued(self) -> int:
-        return self.queue.qsize()
+    def waiting(self) -> int:
+        """Requests waiting for room in the queue (at most ``max_waiters``)."""
+        return self._waiters
 
     async def stop(self, timeout_s: float | None = None) -> int:
         """Write everything still queued, for at most ``timeout_s``, then end the background
@@ -335,7 +336,9 @@ class Recorder:
         delay = RETRY_FIRST_S
         while True:
             try:
-                await asyncio.shield(self._write(batch, auth))
+                # Not shielded: stop() cancels a write only when its time is up, and then the
+                # transaction rolls back and its rows are counted as not written.
+                await self._write(batch, auth)
             except sqlite3.Error as exc:
                 self.last_error = _cause(exc)
                 if self.healthy:

@@ -123,7 +123,7 @@ async def time_reads(path: Path, now: int, repeat: int) -> None:
                 print(f"  {label:22} {statistics.median(times):8.1f} ms (median of {repeat})")
 
 
-async def prune(path: Path, before: int) -> tuple[int, float]:
+async def prune(path: Path, before: int) -> tuple[int, float, float]:
     from router.store.db import Database
 
     db = Database(path)
@@ -131,7 +131,7 @@ async def prune(path: Path, before: int) -> tuple[int, float]:
     try:
         began = time.perf_counter()
         result = await retention.prune(db, before)
-        return result.requests, time.perf_counter() - began
+        return result.requests, time.perf_counter() - began, result.longest_batch_ms
     finally:
         await db.close()
 
@@ -154,9 +154,9 @@ def main() -> None:
     print(f"  {rollup_rows} usage_hourly rows; file {size_mib(path):.1f} MiB")
     asyncio.run(time_reads(path, now, args.repeat))
     for label, before in (("7-day retention", now - 7 * DAY_MS), ("everything", now + 1)):
-        pruned, took = asyncio.run(prune(path, before))
-        print(f"pruned to {label}: {pruned} requests in {took:.1f} s;", end=" ")
-        print(f"file {size_mib(path):.1f} MiB")
+        pruned, took, longest = asyncio.run(prune(path, before))
+        print(f"pruned to {label}: {pruned} requests in {took:.1f} s", end=" ")
+        print(f"(longest batch {longest:.1f} ms); file {size_mib(path):.1f} MiB")
     print("after pruning everything (roll-up only):")
     asyncio.run(time_reads(path, now, args.repeat))
 

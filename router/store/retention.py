@@ -68,6 +68,8 @@ class PruneResult:
     others: dict[str, int] = field(default_factory=dict)
     freed_bytes: int = 0
     dry_run: bool = False
+    longest_batch_ms: float = 0.0  # the longest the writer was held by one batch
+
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -77,6 +79,7 @@ class PruneResult:
             **self.others,
             "freed_bytes": self.freed_bytes,
             "dry_run": self.dry_run,
+            "longest_batch_ms": round(self.longest_batch_ms, 3),
         }
 
 
@@ -141,7 +144,10 @@ async def prune(
         result.others["auth_failures"] = counted["n"] if counted else 0
         return result
     while True:
+        started = time.perf_counter()
         requests, attempts = await _delete_batch(db, before, batch_rows)
+        took = (time.perf_counter() - started) * 1000
+        result.longest_batch_ms = max(result.longest_batch_ms, took)
         result.requests += requests
         result.attempts += attempts
         if requests < batch_rows:

@@ -4,12 +4,17 @@
 
 Fills a fresh database with ``--rows`` requests (one attempt each, a routing trace, 8 providers,
 20 models, 5% errors) spread evenly over the last 30 days, as the recorder would write them (the
-roll-up trigger included). Then prints, in order: the insert rate; the file size; the median time
+roll-up added afterwards as the migration does). Then prints, in order: the insert rate; the
+file size; the median time
 of ``GET /v1/stats/timeseries`` and of the admin UI's overview (``GET /ui/?window=...``) for the
 hour, day, week and 30-day windows; then prunes to a 7-day retention and to nothing (as
 ``history.retention_days`` and ``provider-router db prune`` do: small batches, incremental
 vacuum), with the file size and time after each, and ``GET /v1/stats`` over the 30 days once the
 raw rows are gone.
+
+    python -m bench.history --recorder
+
+What the roll-up costs the recorder per request: summing a batch and upserting the sums.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import random
 import sqlite3
 import statistics
 import time
+import timeit
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +33,7 @@ import httpx
 
 from router.app import create_app
 from router.settings import Settings
-from router.store import retention
+from router.store import retention, rollup
 from router.store.migrations import migrate
 from router.ui.session import COOKIE
 
@@ -86,6 +92,9 @@ def fill(path: Path, rows: int, now: int) -> float:
         )
         conn.execute("COMMIT")
     took = time.perf_counter() - began
+    began = time.perf_counter()
+    conn.execute(rollup.backfill_sql(), {"since": 0, "until": now + 1})
+    print(f"rolled up {rows} requests in {time.perf_counter() - began:.1f} s (as 0007 does)")
     conn.execute("ANALYZE")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -136,12 +145,62 @@ async def prune(path: Path, before: int) -> tuple[int, float, float]:
         await db.close()
 
 
+def rollup_cost(path: Path) -> None:
+    """µs per request of the recorder's roll-up work: summing a batch of 500 (hourly_sums) and
+    upserting the sums in one transaction, best of several runs, for a spread-out and a
+    typical mix of providers and models."""
+    from router.gateway.recorder import RequestRecord, hourly_sums
+    from router.store.rollup import UPSERT_SQL
+
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    migrate(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    rng = random.Random(1)
+    now = int(time.time() * 1000)
+    for providers, models in ((8, 20), (3, 3)):
+        batch = [
+            RequestRecord(
+                id=f"r{i}", created_at=now + i, endpoint="chat.completions",
+                model=f"m{rng.randrange(models)}", provider_id=f"p{rng.randrange(providers)}",
+                status="success", status_code=200, latency_ms=rng.lognormvariate(5, 0.6),
+                prompt_tokens=20, completion_tokens=30, total_tokens=50, cost=0.0001,
+            )
+            for i in range(500)
+        ]  # fmt: skip
+        rows = hourly_sums(batch)
+
+        def summed(batch: list[RequestRecord] = batch) -> None:
+            hourly_sums(batch)
+
+        summing = min(timeit.repeat(summed, number=100, repeat=5)) / 100
+
+        def upsert(rows: list[tuple[object, ...]] = rows) -> None:
+            conn.execute("BEGIN")
+            conn.executemany(UPSERT_SQL, rows)
+            conn.execute("COMMIT")
+
+        upserting = min(timeit.repeat(upsert, number=50, repeat=5)) / 50
+        print(
+            f"{providers} providers x {models} models: {len(rows)} groups per batch of 500;"
+            f" summing {summing * 2e3:.2f} µs/request, upserting {upserting * 2e3:.2f} µs/request"
+        )
+    conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--db", default="data/bench-history.db")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--recorder", action="store_true", help="time the roll-up's cost instead")
     args = parser.parse_args()
+    if args.recorder:
+        path = Path(args.db)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rollup_cost(path)
+        return
     path = Path(args.db)
     path.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("", "-wal", "-shm"):
@@ -150,7 +209,7 @@ def main() -> None:
     rate = fill(path, args.rows, now)
     with sqlite3.connect(path) as conn:
         rollup_rows = conn.execute("SELECT count(*) FROM usage_hourly").fetchone()[0]
-    print(f"filled {args.rows} requests at {rate:,.0f} rows/s (roll-up trigger included);")
+    print(f"filled {args.rows} requests at {rate:,.0f} rows/s;")
     print(f"  {rollup_rows} usage_hourly rows; file {size_mib(path):.1f} MiB")
     asyncio.run(time_reads(path, now, args.repeat))
     for label, before in (("7-day retention", now - 7 * DAY_MS), ("everything", now + 1)):

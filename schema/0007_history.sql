@@ -5,8 +5,8 @@
 -- edges: lat_00 counts latencies under 5 ms, ..., lat_31 those of 300000 ms or more).
 -- Pruning deletes requests, never these rows, so GET /v1/stats and the timeseries stay right
 -- over months. A missing provider, model or key is '' (a primary key column cannot hold NULL
--- and still tell two rows apart). The trigger keeps it in step with every INSERT into requests,
--- inside the inserting transaction: the recorder's batch, an import, a test.
+-- and still tell two rows apart). The recorder adds each batch's sums in the transaction that
+-- inserts the batch's requests (one upsert per group, not per request).
 CREATE TABLE usage_hourly (
     hour              INTEGER NOT NULL,
     endpoint          TEXT NOT NULL,
@@ -53,62 +53,6 @@ CREATE TABLE usage_hourly (
     lat_31 INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, endpoint, provider_id, model, client_key_id)
 ) WITHOUT ROWID;
-
-CREATE TRIGGER requests_usage_hourly AFTER INSERT ON requests BEGIN
-    INSERT INTO usage_hourly (hour, endpoint, provider_id, model, client_key_id,
-        requests, errors, prompt_tokens, completion_tokens, total_tokens, cost,
-        lat_00, lat_01, lat_02, lat_03, lat_04, lat_05, lat_06, lat_07, lat_08, lat_09, lat_10,
-        lat_11, lat_12, lat_13, lat_14, lat_15, lat_16, lat_17, lat_18, lat_19, lat_20, lat_21,
-        lat_22, lat_23, lat_24, lat_25, lat_26, lat_27, lat_28, lat_29, lat_30, lat_31)
-    SELECT new.created_at - new.created_at % 3600000, new.endpoint, coalesce(new.provider_id, ''),
-           coalesce(new.model, ''), coalesce(new.client_key_id, ''), 1, new.status != 'success',
-           coalesce(new.prompt_tokens, 0), coalesce(new.completion_tokens, 0),
-           coalesce(new.total_tokens, 0), coalesce(new.cost, 0.0),
-           b = 0, b = 1, b = 2, b = 3, b = 4, b = 5, b = 6, b = 7, b = 8, b = 9, b = 10, b = 11,
-           b = 12, b = 13, b = 14, b = 15, b = 16, b = 17, b = 18, b = 19, b = 20, b = 21,
-           b = 22, b = 23, b = 24, b = 25, b = 26, b = 27, b = 28, b = 29, b = 30, b = 31
-    FROM (SELECT
-        CASE WHEN new.latency_ms < 5 THEN 0 WHEN new.latency_ms < 10 THEN 1
-             WHEN new.latency_ms < 25 THEN 2 WHEN new.latency_ms < 50 THEN 3
-             WHEN new.latency_ms < 75 THEN 4 WHEN new.latency_ms < 100 THEN 5
-             WHEN new.latency_ms < 150 THEN 6 WHEN new.latency_ms < 200 THEN 7
-             WHEN new.latency_ms < 250 THEN 8 WHEN new.latency_ms < 300 THEN 9
-             WHEN new.latency_ms < 400 THEN 10 WHEN new.latency_ms < 500 THEN 11
-             WHEN new.latency_ms < 600 THEN 12 WHEN new.latency_ms < 800 THEN 13
-             WHEN new.latency_ms < 1000 THEN 14 WHEN new.latency_ms < 1250 THEN 15
-             WHEN new.latency_ms < 1500 THEN 16 WHEN new.latency_ms < 2000 THEN 17
-             WHEN new.latency_ms < 2500 THEN 18 WHEN new.latency_ms < 3000 THEN 19
-             WHEN new.latency_ms < 4000 THEN 20 WHEN new.latency_ms < 5000 THEN 21
-             WHEN new.latency_ms < 7500 THEN 22 WHEN new.latency_ms < 10000 THEN 23
-             WHEN new.latency_ms < 15000 THEN 24 WHEN new.latency_ms < 20000 THEN 25
-             WHEN new.latency_ms < 30000 THEN 26 WHEN new.latency_ms < 45000 THEN 27
-             WHEN new.latency_ms < 60000 THEN 28 WHEN new.latency_ms < 120000 THEN 29
-             WHEN new.latency_ms < 300000 THEN 30 ELSE 31 END AS b)
-    WHERE true
-    ON CONFLICT (hour, endpoint, provider_id, model, client_key_id) DO UPDATE SET
-        requests = requests + excluded.requests,
-        errors = errors + excluded.errors,
-        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-        completion_tokens = completion_tokens + excluded.completion_tokens,
-        total_tokens = total_tokens + excluded.total_tokens,
-        cost = cost + excluded.cost,
-        lat_00 = lat_00 + excluded.lat_00, lat_01 = lat_01 + excluded.lat_01,
-        lat_02 = lat_02 + excluded.lat_02, lat_03 = lat_03 + excluded.lat_03,
-        lat_04 = lat_04 + excluded.lat_04, lat_05 = lat_05 + excluded.lat_05,
-        lat_06 = lat_06 + excluded.lat_06, lat_07 = lat_07 + excluded.lat_07,
-        lat_08 = lat_08 + excluded.lat_08, lat_09 = lat_09 + excluded.lat_09,
-        lat_10 = lat_10 + excluded.lat_10, lat_11 = lat_11 + excluded.lat_11,
-        lat_12 = lat_12 + excluded.lat_12, lat_13 = lat_13 + excluded.lat_13,
-        lat_14 = lat_14 + excluded.lat_14, lat_15 = lat_15 + excluded.lat_15,
-        lat_16 = lat_16 + excluded.lat_16, lat_17 = lat_17 + excluded.lat_17,
-        lat_18 = lat_18 + excluded.lat_18, lat_19 = lat_19 + excluded.lat_19,
-        lat_20 = lat_20 + excluded.lat_20, lat_21 = lat_21 + excluded.lat_21,
-        lat_22 = lat_22 + excluded.lat_22, lat_23 = lat_23 + excluded.lat_23,
-        lat_24 = lat_24 + excluded.lat_24, lat_25 = lat_25 + excluded.lat_25,
-        lat_26 = lat_26 + excluded.lat_26, lat_27 = lat_27 + excluded.lat_27,
-        lat_28 = lat_28 + excluded.lat_28, lat_29 = lat_29 + excluded.lat_29,
-        lat_30 = lat_30 + excluded.lat_30, lat_31 = lat_31 + excluded.lat_31;
-END;
 
 -- The history recorded before this migration, rolled up once.
 INSERT INTO usage_hourly (hour, endpoint, provider_id, model, client_key_id,

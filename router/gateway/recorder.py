@@ -25,6 +25,7 @@ import aiosqlite
 import orjson
 
 from router.store.db import Database
+from router.store.rollup import BUCKETS, HOUR_MS, UPSERT_SQL, latency_bucket
 
 if TYPE_CHECKING:
     from router.gateway.routing import Candidate, Snapshot
@@ -153,6 +154,29 @@ def _attempt_rows(r: RequestRecord) -> Iterable[tuple[Any, ...]]:
             r.id, a.n, a.provider_id, a.started_at, a.status, a.status_code,
             round(a.latency_ms, 3), a.error,
         )  # fmt: skip
+
+
+def hourly_sums(batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
+    """The batch's ``usage_hourly`` increments, one per (hour, endpoint, provider, model, key):
+    a dict update per request here, one upsert per group in SQL."""
+    sums: dict[tuple[Any, ...], list[Any]] = {}
+    for r in batch:
+        key = (
+            r.created_at - r.created_at % HOUR_MS, r.endpoint, r.provider_id or "",
+            r.model or "", r.client_key_id or "",
+        )  # fmt: skip
+        found = sums.get(key)
+        if found is None:
+            found = sums[key] = [0, 0, 0, 0, 0, 0.0] + [0] * BUCKETS
+        found[0] += 1
+        found[1] += r.status != "success"
+        found[2] += r.prompt_tokens or 0
+        found[3] += r.completion_tokens or 0
+        found[4] += r.total_tokens or 0
+        found[5] += r.cost or 0.0
+        # Bucketed as stored (rounded), so a re-roll-up from the rows agrees.
+        found[6 + latency_bucket(round(r.latency_ms, 3))] += 1
+    return [(*key, *values) for key, values in sums.items()]
 
 
 def _provider_updates(batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
@@ -428,6 +452,7 @@ class Recorder:
                 await _add_stand_ins(conn, batch)
             if batch:
                 await conn.executemany(_INSERT_REQUEST, [_request_row(r) for r in batch])
+                await conn.executemany(UPSERT_SQL, hourly_sums(batch))
             attempts = [row for r in batch for row in _attempt_rows(r)]
             if attempts:
                 await conn.executemany(_INSERT_ATTEMPT, attempts)

@@ -70,7 +70,6 @@ class PruneResult:
     dry_run: bool = False
     longest_batch_ms: float = 0.0  # the longest the writer was held by one batch
 
-
     def as_dict(self) -> dict[str, object]:
         return {
             "before": self.before,

@@ -1,10 +1,12 @@
 """The hourly roll-up of request history (``usage_hourly``, schema/0007) and how to read it.
 
 One row per (hour, endpoint, provider, model, client key) holds the hour's requests, errors,
-tokens, cost and a latency histogram over the fixed buckets :data:`LATENCY_EDGES_MS`. A trigger
-adds every inserted ``requests`` row to it inside the inserting transaction (the recorder's
-batch), and pruning never touches it, so statistics over months stay right after the raw rows
-are gone; it is also what lets week and month windows be read without scanning a million rows.
+tokens, cost and a latency histogram over the fixed buckets :data:`LATENCY_EDGES_MS`. The recorder
+adds each batch's sums (:data:`UPSERT_SQL`, one row per group) in the transaction that inserts the
+batch's requests, and pruning never touches it, so statistics over months stay right after the raw
+rows are gone; it is also what lets week and month windows be read without scanning a million
+rows. Rows inserted into ``requests`` some other way (an import, a test, a seeding script) are
+rolled up with :func:`backfill_sql`, as the migration did for the history before it.
 
 A window read from the roll-up is exact to the request when its edges fall inside the retained
 history: whole hours come from ``usage_hourly``, the partial hours at either end from
@@ -15,6 +17,7 @@ bucket that holds the rank, as Prometheus's ``histogram_quantile`` does).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,8 +36,39 @@ LATENCY_COLUMNS = tuple(f"lat_{i:02d}" for i in range(BUCKETS))
 PRUNED_BEFORE_KEY = "history_pruned_before"
 
 
+_KEYS = "hour, endpoint, provider_id, model, client_key_id"
+_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost")
+_ADD = ", ".join(f"{c} = {c} + excluded.{c}" for c in (*_SUMS, *LATENCY_COLUMNS))
+UPSERT_SQL = (
+    f"INSERT INTO usage_hourly ({_KEYS}, {', '.join(_SUMS)}, {', '.join(LATENCY_COLUMNS)})"
+    f" VALUES ({', '.join('?' * (5 + len(_SUMS) + BUCKETS))})"
+    f" ON CONFLICT ({_KEYS}) DO UPDATE SET {_ADD}"
+)
+
+
+def latency_bucket(latency_ms: float) -> int:
+    """The fixed bucket of one latency (the same as :func:`latency_bucket_sql`)."""
+    return bisect_right(LATENCY_EDGES_MS, latency_ms)
+
+
+def backfill_sql() -> str:
+    """Roll up the ``requests`` rows in ``[:since, :until)`` into ``usage_hourly`` (adding to
+    what is there): for rows that did not come through the recorder."""
+    buckets = ", ".join(f"SUM(b = {i})" for i in range(BUCKETS))
+    return (
+        f"INSERT INTO usage_hourly ({_KEYS}, {', '.join(_SUMS)}, {', '.join(LATENCY_COLUMNS)})"
+        " SELECT created_at - created_at % 3600000, endpoint, coalesce(provider_id, ''),"
+        " coalesce(model, ''), coalesce(client_key_id, ''), COUNT(*), SUM(status != 'success'),"
+        " coalesce(SUM(prompt_tokens), 0), coalesce(SUM(completion_tokens), 0),"
+        f" coalesce(SUM(total_tokens), 0), coalesce(SUM(cost), 0.0), {buckets}"
+        f" FROM (SELECT *, {latency_bucket_sql('latency_ms')} AS b FROM requests"
+        " WHERE created_at >= :since AND created_at < :until)"
+        f" WHERE true GROUP BY 1, 2, 3, 4, 5 ON CONFLICT ({_KEYS}) DO UPDATE SET {_ADD}"
+    )
+
+
 def latency_bucket_sql(column: str) -> str:
-    """A SQL expression giving the fixed latency bucket of ``column`` (as the trigger does)."""
+    """The fixed latency bucket of ``column`` as SQL (what :func:`latency_bucket` gives)."""
     whens = " ".join(f"WHEN {column} < {edge} THEN {i}" for i, edge in enumerate(LATENCY_EDGES_MS))
     return f"CASE {whens} ELSE {BUCKETS - 1} END"
 

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from router.cli.main import main
+from router.store import rollup
 from router.store.migrations import migrate
 from tests.helpers import query
 
@@ -43,6 +44,7 @@ def seed(path: Path, now: int) -> None:
         " VALUES (?, ?, 'chat.completions', 'success', 200, 5)",
         rows,
     )
+    conn.execute(rollup.backfill_sql(), {"since": 0, "until": now})
     conn.commit()
     conn.close()
 

@@ -1,14 +1,16 @@
-"""The hourly roll-up: kept in step with every inserted request, bucketed as rollup.py says, and
-read for long windows with the same counts the raw rows give."""
+"""The hourly roll-up: kept by the recorder's batches, bucketed as rollup.py says, rebuilt the same
+from raw rows, and read for long windows with the same counts the raw rows give."""
 
 from __future__ import annotations
 
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from router.gateway.recorder import Recorder, RequestRecord
 from router.store import migrations, rollup, timeseries
 from router.store.db import Database
 from tests.helpers import query, store_provider
@@ -18,6 +20,7 @@ NOW = 1_800_000_000_000 - 1_800_000_000_000 % HOUR
 
 
 def insert(db: Database, rows: list[tuple[object, ...]]) -> None:
+    """Requests straight into the table (not through the recorder), then rolled up."""
     conn = sqlite3.connect(db.path)
     conn.executemany(
         "INSERT INTO requests (id, created_at, endpoint, model, provider_id, client_key_id,"
@@ -25,16 +28,34 @@ def insert(db: Database, rows: list[tuple[object, ...]]) -> None:
         " VALUES (?, ?, 'chat.completions', ?, ?, NULL, ?, 200, ?, ?, ?, ?, ?)",
         rows,
     )
+    times = [int(str(r[1])) for r in rows]
+    conn.execute(rollup.backfill_sql(), {"since": min(times), "until": max(times) + 1})
     conn.commit()
     conn.close()
 
 
-async def test_every_insert_lands_in_its_hour_and_latency_bucket(db: Database) -> None:
+async def record(db: Database, rows: list[tuple[Any, ...]]) -> None:
+    """The same rows through the recorder, as the proxy writes them."""
+    rec = Recorder(db, queue_size=10_000, batch_size=7, flush_interval_s=0.001)
+    rec.start()
+    for rid, at, model, provider, status, latency, prompt, completion, total, cost in rows:
+        await rec.record(RequestRecord(
+            id=rid, created_at=at, endpoint="chat.completions", model=model,
+            provider_id=provider, status=status, status_code=200, latency_ms=latency,
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, cost=cost,
+        ))  # fmt: skip
+    await rec.stop()
+    assert rec.written == len(rows)
+
+
+async def test_every_recorded_request_lands_in_its_hour_and_latency_bucket(
+    db: Database,
+) -> None:
     await store_provider(db, "p1")
     edges = rollup.LATENCY_EDGES_MS
     # One request just under each edge, one exactly on it, and one far past the last edge.
     latencies = [e - 0.001 for e in edges] + list(edges) + [10_000_000.0]
-    insert(db, [
+    await record(db, [
         (f"r{i}", NOW + 5, "m", "p1", "success", lat, 1, 2, 3, 0.5)
         for i, lat in enumerate(latencies)
     ])  # fmt: skip
@@ -45,27 +66,35 @@ async def test_every_insert_lands_in_its_hour_and_latency_bucket(db: Database) -
     for lat in latencies:
         expected[sum(1 for e in edges if lat >= e)] += 1
     assert list(row[2:]) == expected
-    # The SQL expression readers use for the raw edges agrees with the trigger.
+    # The SQL expression that rolls up raw rows (the ends of a window, a backfill) agrees.
     sql = f"SELECT {rollup.latency_bucket_sql('latency_ms')}, count(*) FROM requests GROUP BY 1"
     assert dict(query(db, sql)) == {i: n for i, n in enumerate(expected) if n}
 
 
-async def test_sums_are_per_hour_provider_model_and_key(db: Database) -> None:
+async def test_the_recorder_and_a_backfill_sum_the_same(db: Database, tmp_path: Path) -> None:
     await store_provider(db, "p1")
-    insert(db, [
+    rows = [
         ("a", NOW + 1, "m1", "p1", "success", 10.0, 1, 2, 3, 0.25),
         ("b", NOW + 2, "m1", "p1", "error", 20.0, 4, 5, 9, 0.5),
         ("c", NOW + HOUR, "m1", "p1", "success", 10.0, 1, 1, 2, 0.0),
         ("d", NOW + 3, "m2", None, "error", 1.0, None, None, None, None),
-    ])  # fmt: skip
+    ]
+    await record(db, rows)
     columns = "prompt_tokens, completion_tokens, total_tokens, cost"
-    rows = query(db, "SELECT hour, provider_id, model, requests, errors, "
-                     f"{columns} FROM usage_hourly ORDER BY 1, 3")  # fmt: skip
-    assert rows == [
+    sql = f"SELECT hour, provider_id, model, requests, errors, {columns} FROM usage_hourly"
+    recorded = query(db, f"{sql} ORDER BY 1, 3")
+    assert recorded == [
         (NOW, "p1", "m1", 2, 1, 5, 7, 12, 0.75),
         (NOW, "", "m2", 1, 1, 0, 0, 0, 0.0),
         (NOW + HOUR, "p1", "m1", 1, 0, 1, 1, 2, 0.0),
     ]
+    everything = query(db, "SELECT * FROM usage_hourly ORDER BY 1, 2, 3, 4, 5")
+    conn = sqlite3.connect(db.path)
+    conn.execute("DELETE FROM usage_hourly")
+    conn.execute(rollup.backfill_sql(), {"since": 0, "until": 2**62})
+    conn.commit()
+    conn.close()
+    assert query(db, "SELECT * FROM usage_hourly ORDER BY 1, 2, 3, 4, 5") == everything
 
 
 def test_bucket_percentiles_interpolate_inside_a_bucket() -> None:

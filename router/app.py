@@ -274,13 +274,19 @@ class ProviderRouterApp:
                         await task
             try:
                 await asyncio.wait_for(auth.flush_last_used(db), left())
-            except Exception:
+            except (sqlite3.Error, TimeoutError) as exc:
                 # Losing a last-used stamp must not stop the history rows from being written.
-                log.warning("Could not write the client keys' last_used_at", exc_info=True)
+                why = str(exc) or "out of time"
+                log.warning("Could not write the client keys' last_used_at: %s", why)
+            except Exception:
+                log.exception("Could not write the client keys' last_used_at")
             try:
                 await asyncio.wait_for(write_circuit_changes(db, proxy.resilience), left())
+            except (sqlite3.Error, TimeoutError) as exc:
+                why = str(exc) or "out of time"
+                log.warning("Could not record the last circuit states: %s", why)
             except Exception:
-                log.warning("Could not record the last circuit states", exc_info=True)
+                log.exception("Could not record the last circuit states")
             lost = await recorder.stop(left())
             await snapshots.aclose()
             await db.close()

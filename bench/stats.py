@@ -64,7 +64,7 @@ def fill(path: Path, rows: int, *, stamp: int = 1_700_000_000_000, step_ms: int 
         gen(),
     )
     # Not through the recorder: roll the rows up as migration 0007 does.
-    conn.execute(rollup.backfill_sql(), {"since": stamp, "until": stamp + rows * step_ms})
+    rollup.backfill(conn, stamp, stamp + rows * step_ms)
     conn.commit()
     conn.execute("ANALYZE")
     conn.close()

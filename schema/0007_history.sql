@@ -86,6 +86,108 @@ FROM (SELECT *,
            WHEN latency_ms < 120000 THEN 29 WHEN latency_ms < 300000 THEN 30 ELSE 31 END AS b FROM requests)
 GROUP BY 1, 2, 3, 4, 5;
 
+-- The latency histograms again, per hour and provider and per hour and model only: the overview's
+-- week and month windows read percentiles from these few rows instead of summing 32 columns over
+-- every (endpoint, provider, model, key) row of usage_hourly. The recorder upserts them in the
+-- same transaction as usage_hourly.
+CREATE TABLE latency_by_provider (
+    hour        INTEGER NOT NULL,
+    provider_id TEXT NOT NULL DEFAULT '',
+    lat_00 INTEGER NOT NULL DEFAULT 0,
+    lat_01 INTEGER NOT NULL DEFAULT 0,
+    lat_02 INTEGER NOT NULL DEFAULT 0,
+    lat_03 INTEGER NOT NULL DEFAULT 0,
+    lat_04 INTEGER NOT NULL DEFAULT 0,
+    lat_05 INTEGER NOT NULL DEFAULT 0,
+    lat_06 INTEGER NOT NULL DEFAULT 0,
+    lat_07 INTEGER NOT NULL DEFAULT 0,
+    lat_08 INTEGER NOT NULL DEFAULT 0,
+    lat_09 INTEGER NOT NULL DEFAULT 0,
+    lat_10 INTEGER NOT NULL DEFAULT 0,
+    lat_11 INTEGER NOT NULL DEFAULT 0,
+    lat_12 INTEGER NOT NULL DEFAULT 0,
+    lat_13 INTEGER NOT NULL DEFAULT 0,
+    lat_14 INTEGER NOT NULL DEFAULT 0,
+    lat_15 INTEGER NOT NULL DEFAULT 0,
+    lat_16 INTEGER NOT NULL DEFAULT 0,
+    lat_17 INTEGER NOT NULL DEFAULT 0,
+    lat_18 INTEGER NOT NULL DEFAULT 0,
+    lat_19 INTEGER NOT NULL DEFAULT 0,
+    lat_20 INTEGER NOT NULL DEFAULT 0,
+    lat_21 INTEGER NOT NULL DEFAULT 0,
+    lat_22 INTEGER NOT NULL DEFAULT 0,
+    lat_23 INTEGER NOT NULL DEFAULT 0,
+    lat_24 INTEGER NOT NULL DEFAULT 0,
+    lat_25 INTEGER NOT NULL DEFAULT 0,
+    lat_26 INTEGER NOT NULL DEFAULT 0,
+    lat_27 INTEGER NOT NULL DEFAULT 0,
+    lat_28 INTEGER NOT NULL DEFAULT 0,
+    lat_29 INTEGER NOT NULL DEFAULT 0,
+    lat_30 INTEGER NOT NULL DEFAULT 0,
+    lat_31 INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, provider_id)
+) WITHOUT ROWID;
+INSERT INTO latency_by_provider (hour, provider_id,
+    lat_00, lat_01, lat_02, lat_03, lat_04, lat_05, lat_06, lat_07, lat_08, lat_09, lat_10,
+    lat_11, lat_12, lat_13, lat_14, lat_15, lat_16, lat_17, lat_18, lat_19, lat_20, lat_21,
+    lat_22, lat_23, lat_24, lat_25, lat_26, lat_27, lat_28, lat_29, lat_30, lat_31)
+SELECT hour, provider_id,
+       SUM(lat_00), SUM(lat_01), SUM(lat_02), SUM(lat_03), SUM(lat_04), SUM(lat_05), SUM(lat_06),
+       SUM(lat_07), SUM(lat_08), SUM(lat_09), SUM(lat_10), SUM(lat_11), SUM(lat_12), SUM(lat_13),
+       SUM(lat_14), SUM(lat_15), SUM(lat_16), SUM(lat_17), SUM(lat_18), SUM(lat_19), SUM(lat_20),
+       SUM(lat_21), SUM(lat_22), SUM(lat_23), SUM(lat_24), SUM(lat_25), SUM(lat_26), SUM(lat_27),
+       SUM(lat_28), SUM(lat_29), SUM(lat_30), SUM(lat_31)
+FROM usage_hourly GROUP BY hour, provider_id;
+
+CREATE TABLE latency_by_model (
+    hour  INTEGER NOT NULL,
+    model TEXT NOT NULL DEFAULT '',
+    lat_00 INTEGER NOT NULL DEFAULT 0,
+    lat_01 INTEGER NOT NULL DEFAULT 0,
+    lat_02 INTEGER NOT NULL DEFAULT 0,
+    lat_03 INTEGER NOT NULL DEFAULT 0,
+    lat_04 INTEGER NOT NULL DEFAULT 0,
+    lat_05 INTEGER NOT NULL DEFAULT 0,
+    lat_06 INTEGER NOT NULL DEFAULT 0,
+    lat_07 INTEGER NOT NULL DEFAULT 0,
+    lat_08 INTEGER NOT NULL DEFAULT 0,
+    lat_09 INTEGER NOT NULL DEFAULT 0,
+    lat_10 INTEGER NOT NULL DEFAULT 0,
+    lat_11 INTEGER NOT NULL DEFAULT 0,
+    lat_12 INTEGER NOT NULL DEFAULT 0,
+    lat_13 INTEGER NOT NULL DEFAULT 0,
+    lat_14 INTEGER NOT NULL DEFAULT 0,
+    lat_15 INTEGER NOT NULL DEFAULT 0,
+    lat_16 INTEGER NOT NULL DEFAULT 0,
+    lat_17 INTEGER NOT NULL DEFAULT 0,
+    lat_18 INTEGER NOT NULL DEFAULT 0,
+    lat_19 INTEGER NOT NULL DEFAULT 0,
+    lat_20 INTEGER NOT NULL DEFAULT 0,
+    lat_21 INTEGER NOT NULL DEFAULT 0,
+    lat_22 INTEGER NOT NULL DEFAULT 0,
+    lat_23 INTEGER NOT NULL DEFAULT 0,
+    lat_24 INTEGER NOT NULL DEFAULT 0,
+    lat_25 INTEGER NOT NULL DEFAULT 0,
+    lat_26 INTEGER NOT NULL DEFAULT 0,
+    lat_27 INTEGER NOT NULL DEFAULT 0,
+    lat_28 INTEGER NOT NULL DEFAULT 0,
+    lat_29 INTEGER NOT NULL DEFAULT 0,
+    lat_30 INTEGER NOT NULL DEFAULT 0,
+    lat_31 INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour, model)
+) WITHOUT ROWID;
+INSERT INTO latency_by_model (hour, model,
+    lat_00, lat_01, lat_02, lat_03, lat_04, lat_05, lat_06, lat_07, lat_08, lat_09, lat_10,
+    lat_11, lat_12, lat_13, lat_14, lat_15, lat_16, lat_17, lat_18, lat_19, lat_20, lat_21,
+    lat_22, lat_23, lat_24, lat_25, lat_26, lat_27, lat_28, lat_29, lat_30, lat_31)
+SELECT hour, model,
+       SUM(lat_00), SUM(lat_01), SUM(lat_02), SUM(lat_03), SUM(lat_04), SUM(lat_05), SUM(lat_06),
+       SUM(lat_07), SUM(lat_08), SUM(lat_09), SUM(lat_10), SUM(lat_11), SUM(lat_12), SUM(lat_13),
+       SUM(lat_14), SUM(lat_15), SUM(lat_16), SUM(lat_17), SUM(lat_18), SUM(lat_19), SUM(lat_20),
+       SUM(lat_21), SUM(lat_22), SUM(lat_23), SUM(lat_24), SUM(lat_25), SUM(lat_26), SUM(lat_27),
+       SUM(lat_28), SUM(lat_29), SUM(lat_30), SUM(lat_31)
+FROM usage_hourly GROUP BY hour, model;
+
 -- Failed client authentication, counted per minute, source address, presented key prefix and
 -- endpoint instead of one requests row each: anyone who reaches the port could otherwise grow
 -- the history without bound. Pruned with the history.

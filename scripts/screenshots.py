@@ -111,7 +111,7 @@ def history(database: Path, rows: int = 4000) -> None:
             data,
         )
         # Written straight into the table: roll them up for the week and month windows.
-        conn.execute(rollup.backfill_sql(), {"since": 0, "until": now + 1})
+        rollup.backfill(conn, 0, now + 1)
 
 
 def main() -> None:

@@ -25,7 +25,13 @@ import aiosqlite
 import orjson
 
 from router.store.db import Database
-from router.store.rollup import BUCKETS, HOUR_MS, UPSERT_SQL, latency_bucket
+from router.store.rollup import (
+    BUCKETS,
+    HOUR_MS,
+    LATENCY_UPSERT_SQL,
+    UPSERT_SQL,
+    latency_bucket,
+)
 
 if TYPE_CHECKING:
     from router.gateway.routing import Candidate, Snapshot
@@ -177,6 +183,30 @@ def hourly_sums(batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
         # Bucketed as stored (rounded), so a re-roll-up from the rows agrees.
         found[6 + latency_bucket(round(r.latency_ms, 3))] += 1
     return [(*key, *values) for key, values in sums.items()]
+
+
+# Where the group columns sit in a usage_hourly row, and where its histogram starts.
+_GROUP_AT = {"provider_id": 2, "model": 3}
+_HISTOGRAM_AT = 11
+
+
+def latency_sums(usage: list[tuple[Any, ...]]) -> dict[str, list[tuple[Any, ...]]]:
+    """The histograms of :func:`hourly_sums`'s rows, summed per hour and provider and per hour
+    and model (the small tables long windows read their percentiles from)."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    for column, at in _GROUP_AT.items():
+        sums: dict[tuple[Any, Any], list[int]] = {}
+        for row in usage:
+            key = (row[0], row[at])
+            histogram = row[_HISTOGRAM_AT:]
+            into = sums.get(key)
+            if into is None:
+                sums[key] = list(histogram)
+            else:
+                for index, count in enumerate(histogram):
+                    into[index] += count
+        found[column] = [(*key, *histogram) for key, histogram in sums.items()]
+    return found
 
 
 def _provider_updates(batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
@@ -452,7 +482,10 @@ class Recorder:
                 await _add_stand_ins(conn, batch)
             if batch:
                 await conn.executemany(_INSERT_REQUEST, [_request_row(r) for r in batch])
-                await conn.executemany(UPSERT_SQL, hourly_sums(batch))
+                usage = hourly_sums(batch)
+                await conn.executemany(UPSERT_SQL, usage)
+                for column, rows in latency_sums(usage).items():
+                    await conn.executemany(LATENCY_UPSERT_SQL[column], rows)
             attempts = [row for r in batch for row in _attempt_rows(r)]
             if attempts:
                 await conn.executemany(_INSERT_ATTEMPT, attempts)

@@ -3,7 +3,9 @@
 ``history.retention_days`` (default 30; 0 keeps everything) and ``history.max_rows`` (optional)
 decide a cutoff time; every request older than it goes, with its attempts, in small batches: each
 batch is one short write transaction, and the single writer's lock is handed back between batches,
-so a recorder flush waiting for it goes next and is delayed by at most one batch (a few ms).
+so a recorder flush waiting for it goes next and is delayed by at most one batch. The batch size
+adapts so that a batch takes about :data:`BATCH_TARGET_MS` (a request row sits in seven indexes,
+and ``secure_delete`` zeroes what it frees, so on a loaded disk 500 rows can take far longer).
 Failed-authentication counts (``auth_failures``) older than the cutoff go too. The hourly roll-up
 (``usage_hourly``) is never pruned: it is what keeps statistics right over months.
 
@@ -36,8 +38,10 @@ from router.store.db import Database
 log = logging.getLogger("provider_router.retention")
 
 DAY_MS = 24 * 3600 * 1000
-BATCH_ROWS = 500
-VACUUM_PAGES = 2000  # pages given back per transaction (8 MB at the default 4 KiB page)
+BATCH_ROWS = 500  # the most requests per batch
+MIN_BATCH_ROWS = 20
+BATCH_TARGET_MS = 50.0
+VACUUM_PAGES = 500  # pages given back per transaction (2 MB at the default 4 KiB page)
 # An existing database up to this size is switched to incremental vacuum at start by itself.
 AUTO_VACUUM_MAX_BYTES = 256 * 1024 * 1024
 INCREMENTAL = 2  # PRAGMA auto_vacuum: 0 none, 1 full, 2 incremental
@@ -142,15 +146,21 @@ async def prune(
         )
         result.others["auth_failures"] = counted["n"] if counted else 0
         return result
+    size = batch_rows
     while True:
         started = time.perf_counter()
-        requests, attempts = await _delete_batch(db, before, batch_rows)
+        requests, attempts = await _delete_batch(db, before, size)
         took = (time.perf_counter() - started) * 1000
         result.longest_batch_ms = max(result.longest_batch_ms, took)
         result.requests += requests
         result.attempts += attempts
-        if requests < batch_rows:
+        if requests < size:
             break
+        # Keep each hold on the writer near the target, whatever the disk and the load do.
+        if took > BATCH_TARGET_MS:
+            size = max(size // 2, MIN_BATCH_ROWS)
+        elif took < BATCH_TARGET_MS / 2:
+            size = min(size * 2, batch_rows)
         await asyncio.sleep(pause_s)  # the writer's lock is free: a waiting flush goes first
     for name, pruner in PRUNERS:
         total = 0

@@ -6,7 +6,12 @@ adds each batch's sums (:data:`UPSERT_SQL`, one row per group) in the transactio
 batch's requests, and pruning never touches it, so statistics over months stay right after the raw
 rows are gone; it is also what lets week and month windows be read without scanning a million
 rows. Rows inserted into ``requests`` some other way (an import, a test, a seeding script) are
-rolled up with :func:`backfill_sql`, as the migration did for the history before it.
+rolled up with :func:`backfill`, as the migration did for the history before it.
+
+The histograms are kept a second time per hour and provider (``latency_by_provider``) and per
+hour and model (``latency_by_model``): summing 32 columns over every row of a month of
+``usage_hourly`` costs several times more than its counts, so long windows read counts from
+``usage_hourly`` and percentiles from these much smaller tables (:data:`LATENCY_TABLES`).
 
 A window read from the roll-up is exact to the request when its edges fall inside the retained
 history: whole hours come from ``usage_hourly``, the partial hours at either end from
@@ -17,6 +22,7 @@ bucket that holds the rank, as Prometheus's ``histogram_quantile`` does).
 from __future__ import annotations
 
 import math
+import sqlite3
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,6 +42,8 @@ LATENCY_COLUMNS = tuple(f"lat_{i:02d}" for i in range(BUCKETS))
 PRUNED_BEFORE_KEY = "history_pruned_before"
 
 
+# group column -> the table of its hourly latency histograms
+LATENCY_TABLES = {"provider_id": "latency_by_provider", "model": "latency_by_model"}
 _KEYS = "hour, endpoint, provider_id, model, client_key_id"
 _SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost")
 _ADD = ", ".join(f"{c} = {c} + excluded.{c}" for c in (*_SUMS, *LATENCY_COLUMNS))
@@ -46,14 +54,40 @@ UPSERT_SQL = (
 )
 
 
+LATENCY_UPSERT_SQL = {
+    column: (
+        f"INSERT INTO {table} (hour, {column}, {', '.join(LATENCY_COLUMNS)})"
+        f" VALUES ({', '.join('?' * (2 + BUCKETS))}) ON CONFLICT (hour, {column}) DO UPDATE SET"
+        f" {', '.join(f'{c} = {c} + excluded.{c}' for c in LATENCY_COLUMNS)}"
+    )
+    for column, table in LATENCY_TABLES.items()
+}
+
+
 def latency_bucket(latency_ms: float) -> int:
     """The fixed bucket of one latency (the same as :func:`latency_bucket_sql`)."""
     return bisect_right(LATENCY_EDGES_MS, latency_ms)
 
 
-def backfill_sql() -> str:
-    """Roll up the ``requests`` rows in ``[:since, :until)`` into ``usage_hourly`` (adding to
-    what is there): for rows that did not come through the recorder."""
+def backfill(conn: sqlite3.Connection, since: int, until: int) -> None:
+    """Roll up the ``requests`` rows in ``[since, until)`` (adding to what is there): for rows
+    written straight into the table, not through the recorder."""
+    window = {"since": since, "until": until}
+    conn.execute(_backfill_usage_sql(), window)
+    buckets = ", ".join(f"SUM(b = {i})" for i in range(BUCKETS))
+    for column, table in LATENCY_TABLES.items():
+        conn.execute(
+            f"INSERT INTO {table} (hour, {column}, {', '.join(LATENCY_COLUMNS)})"
+            f" SELECT created_at - created_at % 3600000, coalesce({column}, ''), {buckets}"
+            f" FROM (SELECT *, {latency_bucket_sql('latency_ms')} AS b FROM requests"
+            " WHERE created_at >= :since AND created_at < :until)"
+            f" WHERE true GROUP BY 1, 2 ON CONFLICT (hour, {column}) DO UPDATE SET"
+            f" {', '.join(f'{c} = {c} + excluded.{c}' for c in LATENCY_COLUMNS)}",
+            window,
+        )
+
+
+def _backfill_usage_sql() -> str:
     buckets = ", ".join(f"SUM(b = {i})" for i in range(BUCKETS))
     return (
         f"INSERT INTO usage_hourly ({_KEYS}, {', '.join(_SUMS)}, {', '.join(LATENCY_COLUMNS)})"
@@ -109,8 +143,24 @@ async def pruned_before(db: Database) -> int:
 
 
 def sums_sql(group_column: str, *, bucket: bool) -> str:
-    """Sum ``usage_hourly`` over ``[:h1, :h2)`` per group (and per time bucket of ``:bucket`` ms
-    from ``:since`` when ``bucket``), with the histogram columns."""
+    """Sum ``usage_hourly``'s counts over ``[:h1, :h2)`` per group (and per time bucket of
+    ``:bucket`` ms from ``:since`` when ``bucket``)."""
+    keys = f"NULLIF({group_column}, '') AS grp"
+    groups = "grp"
+    if bucket:
+        keys = f"(hour - :since) / :bucket AS b, {keys}"
+        groups = "b, grp"
+    return (
+        f"SELECT {keys}, SUM(requests) AS requests, SUM(errors) AS errors,"
+        " SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens,"
+        " SUM(total_tokens) AS tokens, SUM(cost) AS cost"
+        f" FROM usage_hourly WHERE hour >= :h1 AND hour < :h2 GROUP BY {groups}"
+    )
+
+
+def latency_sql(group_column: str, *, bucket: bool) -> str:
+    """Sum the latency histograms over ``[:h1, :h2)`` per group (and time bucket), from the
+    group's own small table."""
     keys = f"NULLIF({group_column}, '') AS grp"
     groups = "grp"
     if bucket:
@@ -118,10 +168,8 @@ def sums_sql(group_column: str, *, bucket: bool) -> str:
         groups = "b, grp"
     histogram = ", ".join(f"SUM({c}) AS {c}" for c in LATENCY_COLUMNS)
     return (
-        f"SELECT {keys}, SUM(requests) AS requests, SUM(errors) AS errors,"
-        " SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens,"
-        f" SUM(total_tokens) AS tokens, SUM(cost) AS cost, {histogram}"
-        f" FROM usage_hourly WHERE hour >= :h1 AND hour < :h2 GROUP BY {groups}"
+        f"SELECT {keys}, {histogram} FROM {LATENCY_TABLES[group_column]}"
+        f" WHERE hour >= :h1 AND hour < :h2 GROUP BY {groups}"
     )
 
 
@@ -152,5 +200,5 @@ def split(since: int, until: int) -> dict[str, int]:
 
 
 def histogram_of(row: Any) -> Sequence[int]:
-    """The histogram columns of a :func:`sums_sql` row, in bucket order."""
+    """The histogram columns of a :func:`latency_sql` row, in bucket order."""
     return [row[c] or 0 for c in LATENCY_COLUMNS]

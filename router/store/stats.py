@@ -123,7 +123,9 @@ async def _rolled_up(db: Database, group_by: str, since: int, until: int) -> lis
         return histograms[row["grp"]]
 
     for row in await db.execute(rollup.sums_sql(column, bucket=False), window):
-        histogram = add(row)
+        add(row)
+    for row in await db.execute(rollup.latency_sql(column, bucket=False), window):
+        histogram = histograms.setdefault(row["grp"], {})
         for index, count in enumerate(rollup.histogram_of(row)):
             if count:
                 histogram[index] = histogram.get(index, 0) + count
@@ -134,7 +136,9 @@ async def _rolled_up(db: Database, group_by: str, since: int, until: int) -> lis
     for key, entry in found.items():
         entry["cost"] = round(entry["cost"], 6)
         for percent in (50, 95):
-            entry[f"p{percent}_latency_ms"] = rollup.bucket_percentile(histograms[key], percent)
+            entry[f"p{percent}_latency_ms"] = rollup.bucket_percentile(
+                histograms.get(key, {}), percent
+            )
         data.append(entry)
     data.sort(key=lambda e: (-e["requests"], str(e[group_by])))
     return data

@@ -89,12 +89,15 @@ class _Totals:
         if "bin" in row.keys() and row["bin"] is not None:  # noqa: SIM118 - Row: `in` is values
             self.histogram[row["bin"]] = self.histogram.get(row["bin"], 0) + row["requests"]
 
-    def add_rollup(self, row: sqlite3.Row, histogram: list[int]) -> None:
-        """A :func:`rollup.sums_sql` row (``histogram`` its bucket counts)."""
+    def add_counts(self, row: sqlite3.Row) -> None:
+        """A :func:`rollup.sums_sql` row."""
         self.requests += row["requests"]
         self.errors += row["errors"]
         self.tokens += row["tokens"]
         self.cost += row["cost"]
+
+    def add_histogram(self, histogram: list[int]) -> None:
+        """The bucket counts of a :func:`rollup.latency_sql` row."""
         for index, count in enumerate(histogram):
             if count:
                 self.histogram[index] = self.histogram.get(index, 0) + count
@@ -172,7 +175,8 @@ async def rolled_up(
     db: Database, group_by: str, since: int, until: int, bucket: int
 ) -> tuple[_Totals, dict[Any, _Totals], list[_Totals], dict[Any, list[_Totals]]]:
     """Totals, per-group totals, the overall series and each group's series, from the
-    roll-up's whole hours and the raw rows of the partial hours at the ends: two queries."""
+    roll-up's whole hours and the raw rows of the partial hours at the ends: three queries
+    (counts, latency histograms, the ends)."""
     count = math.ceil((until - since) / bucket)
     column = GROUPS[group_by]
     window = {**rollup.split(since, until), "bucket": bucket}
@@ -190,9 +194,12 @@ async def rolled_up(
         return overall, found, overall_series[row["b"]], series[key][row["b"]]
 
     for row in await db.execute(rollup.sums_sql(column, bucket=True), window):
-        histogram = list(rollup.histogram_of(row))
         for totals in places(row):
-            totals.add_rollup(row, histogram)
+            totals.add_counts(row)
+    for row in await db.execute(rollup.latency_sql(column, bucket=True), window):
+        histogram = list(rollup.histogram_of(row))
+        for totals in places(row)[:3]:  # a group's per-bucket entries carry no percentiles
+            totals.add_histogram(histogram)
     for row in await db.execute(rollup.edges_sql(column, bucket=True), window):
         for totals in places(row):
             totals.add(row)

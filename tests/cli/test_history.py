@@ -44,7 +44,7 @@ def seed(path: Path, now: int) -> None:
         " VALUES (?, ?, 'chat.completions', 'success', 200, 5)",
         rows,
     )
-    conn.execute(rollup.backfill_sql(), {"since": 0, "until": now})
+    rollup.backfill(conn, 0, now)
     conn.commit()
     conn.close()
 

@@ -49,7 +49,7 @@ def insert_requests(
             attempts,
         )
         # Not through the recorder: roll them up as the migration does.
-        conn.execute(rollup.backfill_sql(), {"since": start, "until": start + count * step})
+        rollup.backfill(conn, start, start + count * step)
         conn.commit()
     finally:
         conn.close()

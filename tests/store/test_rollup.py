@@ -29,7 +29,7 @@ def insert(db: Database, rows: list[tuple[object, ...]]) -> None:
         rows,
     )
     times = [int(str(r[1])) for r in rows]
-    conn.execute(rollup.backfill_sql(), {"since": min(times), "until": max(times) + 1})
+    rollup.backfill(conn, min(times), max(times) + 1)
     conn.commit()
     conn.close()
 
@@ -88,13 +88,16 @@ async def test_the_recorder_and_a_backfill_sum_the_same(db: Database, tmp_path: 
         (NOW, "", "m2", 1, 1, 0, 0, 0, 0.0),
         (NOW + HOUR, "p1", "m1", 1, 0, 1, 1, 2, 0.0),
     ]
-    everything = query(db, "SELECT * FROM usage_hourly ORDER BY 1, 2, 3, 4, 5")
+    tables = ("usage_hourly", *rollup.LATENCY_TABLES.values())
+    everything = [query(db, f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in tables]
+    assert all(everything)
     conn = sqlite3.connect(db.path)
-    conn.execute("DELETE FROM usage_hourly")
-    conn.execute(rollup.backfill_sql(), {"since": 0, "until": 2**62})
+    for table in tables:
+        conn.execute(f"DELETE FROM {table}")
+    rollup.backfill(conn, 0, 2**62)
     conn.commit()
     conn.close()
-    assert query(db, "SELECT * FROM usage_hourly ORDER BY 1, 2, 3, 4, 5") == everything
+    assert [query(db, f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in tables] == everything
 
 
 def test_bucket_percentiles_interpolate_inside_a_bucket() -> None:

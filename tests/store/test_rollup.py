@@ -167,3 +167,9 @@ def test_the_migration_rolls_up_the_history_recorded_before_it(
     assert query(path, "SELECT hour, requests, errors, total_tokens FROM usage_hourly") == [
         (NOW, 2, 1, 6)
     ]
+    fast, slow = (rollup.LATENCY_COLUMNS[rollup.latency_bucket(ms)] for ms in (30, 3000))
+    buckets = f"{fast}, {slow}"
+    assert query(path, f"SELECT hour, provider_id, {buckets} FROM latency_by_provider") == [
+        (NOW, "", 1, 1)
+    ]
+    assert query(path, f"SELECT hour, model, {buckets} FROM latency_by_model") == [(NOW, "", 1, 1)]

@@ -149,8 +149,8 @@ def rollup_cost(path: Path) -> None:
     """µs per request of the recorder's roll-up work: summing a batch of 500 (hourly_sums) and
     upserting the sums in one transaction, best of several runs, for a spread-out and a
     typical mix of providers and models."""
-    from router.gateway.recorder import RequestRecord, hourly_sums
-    from router.store.rollup import UPSERT_SQL
+    from router.gateway.recorder import RequestRecord, hourly_sums, latency_sums
+    from router.store.rollup import LATENCY_UPSERT_SQL, UPSERT_SQL
 
     for suffix in ("", "-wal", "-shm"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)
@@ -170,15 +170,21 @@ def rollup_cost(path: Path) -> None:
             for i in range(500)
         ]  # fmt: skip
         rows = hourly_sums(batch)
+        latency = latency_sums(rows)
 
         def summed(batch: list[RequestRecord] = batch) -> None:
-            hourly_sums(batch)
+            latency_sums(hourly_sums(batch))
 
         summing = min(timeit.repeat(summed, number=100, repeat=5)) / 100
 
-        def upsert(rows: list[tuple[object, ...]] = rows) -> None:
+        def upsert(
+            rows: list[tuple[object, ...]] = rows,
+            latency: dict[str, list[tuple[object, ...]]] = latency,
+        ) -> None:
             conn.execute("BEGIN")
             conn.executemany(UPSERT_SQL, rows)
+            for column, sums in latency.items():
+                conn.executemany(LATENCY_UPSERT_SQL[column], sums)
             conn.execute("COMMIT")
 
         upserting = min(timeit.repeat(upsert, number=50, repeat=5)) / 50

@@ -53,6 +53,7 @@ from router.ui import mount as ui_mount
 from router.ui.session import Sessions
 
 log = logging.getLogger("provider_router.app")
+CLOSING_S = 0.5  # of server.shutdown_grace_ms, left for closing after the last history write
 
 
 async def prepare_database(settings: Settings) -> None:
@@ -287,7 +288,8 @@ class ProviderRouterApp:
                 log.warning("Could not record the last circuit states: %s", why)
             except Exception:
                 log.exception("Could not record the last circuit states")
-            lost = await recorder.stop(left())
+            # Keep a moment of the grace for closing the database and the clients.
+            lost = await recorder.stop(max(left() - CLOSING_S, 0.1))
             await snapshots.aclose()
             await db.close()
             if lost:

@@ -201,6 +201,10 @@ def main() -> None:
     parser.add_argument("--db", default="data/bench-history.db")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--recorder", action="store_true", help="time the roll-up's cost instead")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep a database filled by an earlier run"
+    )
+    parser.add_argument("--no-prune", action="store_true", help="time the reads only")
     args = parser.parse_args()
     if args.recorder:
         path = Path(args.db)
@@ -209,15 +213,21 @@ def main() -> None:
         return
     path = Path(args.db)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm"):
-        path.with_name(path.name + suffix).unlink(missing_ok=True)
-    now = int(time.time() * 1000)
-    rate = fill(path, args.rows, now)
+    if args.reuse and path.exists():
+        with sqlite3.connect(path) as conn:
+            now = conn.execute("SELECT max(created_at) + 1 FROM requests").fetchone()[0]
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        now = int(time.time() * 1000)
+        rate = fill(path, args.rows, now)
+        print(f"filled {args.rows} requests at {rate:,.0f} rows/s;")
     with sqlite3.connect(path) as conn:
         rollup_rows = conn.execute("SELECT count(*) FROM usage_hourly").fetchone()[0]
-    print(f"filled {args.rows} requests at {rate:,.0f} rows/s;")
     print(f"  {rollup_rows} usage_hourly rows; file {size_mib(path):.1f} MiB")
     asyncio.run(time_reads(path, now, args.repeat))
+    if args.no_prune:
+        return
     for label, before in (("7-day retention", now - 7 * DAY_MS), ("everything", now + 1)):
         pruned, took, longest = asyncio.run(prune(path, before))
         print(f"pruned to {label}: {pruned} requests in {took:.1f} s", end=" ")

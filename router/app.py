@@ -26,9 +26,12 @@ from router.api import keys as keys_api
 from router.api import models as models_api
 from router.api import providers as providers_api
 from router.api import requests as requests_api
+from router.api import responses as responses_api
 from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
 from router.doors.messages import is_messages_path
+from router.doors.responses import is_responses_path
+from router.doors.responses_keeper import ResponseKeeper
 from router.errors import InvalidRequest, NotFound, RouterError, database_write_error
 from router.gateway.auth import Authenticator, resolve_admin_token
 from router.gateway.count import TokenCounter
@@ -48,6 +51,7 @@ from router.store import migrations, retention
 from router.store.credentials import prepare_credentials
 from router.store.db import database_for
 from router.store.seed import seed_from_config
+from router.transport.limits import ResponseLimits
 from router.ui import UI
 from router.ui import mount as ui_mount
 from router.ui.session import Sessions
@@ -139,6 +143,28 @@ async def render_error(request: Request, exc: Exception) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """No endpoint speaks WebSocket. Codex tries one on ``GET /v1/responses`` and falls back to
+    HTTP on a 426 at once, so the handshake is answered with one when the server can send an
+    HTTP answer to it (the ASGI denial-response extension), else closed."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    if is_responses_path(scope["path"]):
+        status, body = (
+            426,
+            InvalidRequest(responses_api.UPGRADE_REFUSED, code="websocket_not_supported").body(),
+        )
+    else:
+        status, body = 404, NotFound(f"No WebSocket endpoint at {scope['path']}.").body()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
 class ProviderRouterApp:
     """The ASGI application. Build it with :func:`create_app`."""
 
@@ -158,6 +184,7 @@ class ProviderRouterApp:
                 *requests_api.routes,
                 *health_api.routes,
                 *keys_api.routes,
+                *responses_api.routes,
                 *([ui_mount()] if settings.ui_enabled else []),
             ],
             # RouterError by name: handlers for Exception run in ServerErrorMiddleware, which
@@ -184,6 +211,9 @@ class ProviderRouterApp:
             if handler is not None:
                 await handler(scope, receive, send)
                 return
+        if scope["type"] == "websocket":
+            await refuse_websocket(scope, receive, send)
+            return
         await self.starlette(scope, receive, send)
 
     @contextlib.asynccontextmanager
@@ -204,6 +234,13 @@ class ProviderRouterApp:
                 ),
                 connect_timeout_ms=settings.upstream_connect_timeout_ms,
                 max_connections=settings.upstream_max_connections,
+                # Below the first-byte timer, which also runs while a request waits for a
+                # connection: that wait is the proxy's limit, not the provider's slowness.
+                pool_timeout_ms=min(
+                    settings.upstream_pool_timeout_ms,
+                    max(1, settings.upstream_first_byte_timeout_ms // 2),
+                ),
+                response_limits=ResponseLimits.from_settings(settings),
             ),
             timeouts=timeouts_from_settings(settings),
         )
@@ -225,6 +262,7 @@ class ProviderRouterApp:
             auth=auth,
             limits=self.limits,
             resilience=Resilience.from_settings(settings),
+            responses=(keeper := ResponseKeeper(db)),
         )
         await snapshots.rebuild()
         await auth.reload(db)
@@ -258,6 +296,7 @@ class ProviderRouterApp:
             self._fast[f"{prefix}/embeddings"] = proxy.embeddings
             self._fast[f"{prefix}/messages"] = proxy.messages
             self._fast[f"{prefix}/messages/count_tokens"] = TokenCounter(proxy)
+            self._fast[f"{prefix}/responses"] = proxy.responses
         try:
             yield
         finally:
@@ -288,6 +327,7 @@ class ProviderRouterApp:
                 log.warning("Could not record the last circuit states: %s", why)
             except Exception:
                 log.exception("Could not record the last circuit states")
+            await keeper.stop()
             # Keep a moment of the grace for closing the database and the clients.
             lost = await recorder.stop(max(left() - CLOSING_S, 0.1))
             await snapshots.aclose()

@@ -9,9 +9,10 @@ and ``secure_delete`` zeroes what it frees, so on a loaded disk 500 rows can tak
 Failed-authentication counts (``auth_failures``) older than the cutoff go too. The hourly roll-up
 (``usage_hourly``) is never pruned: it is what keeps statistics right over months.
 
-Every other table that holds history is pruned here as well, through :data:`PRUNERS`: add a
-``(name, function)`` pair whose function deletes at most ``limit`` rows older than ``before`` in
-one transaction and returns how many it deleted (stored Responses belong here).
+Every other table that holds history is pruned here as well, through :data:`PRUNERS`: a
+``(table, function)`` pair whose function deletes rows older than ``before``, ``limit`` per
+transaction, and returns how many it deleted; a dry run counts the table's rows whose
+``created_at`` (``minute`` for ``auth_failures``) is older. Stored Responses are there.
 
 The file shrinks afterwards through SQLite's incremental vacuum: new databases are created with
 ``auto_vacuum = INCREMENTAL``, and after pruning the freed pages are given back a slice at a time
@@ -32,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from router.store import rollup
+from router.store import responses, rollup
 from router.store.db import Database
 
 log = logging.getLogger("provider_router.retention")
@@ -58,8 +59,12 @@ async def _prune_auth_failures(db: Database, before: int, limit: int) -> int:
     )
 
 
-# Other history tables, pruned after requests with the same cutoff: (what, function).
-PRUNERS: list[tuple[str, Pruner]] = [("auth_failures", _prune_auth_failures)]
+# Other history tables, pruned after requests with the same cutoff: (table, function).
+PRUNERS: list[tuple[str, Pruner]] = [
+    ("auth_failures", _prune_auth_failures),
+    ("responses", responses.prune_before),
+]
+_TIME_COLUMNS = {"auth_failures": "minute"}  # the rest use created_at
 
 
 @dataclass
@@ -141,10 +146,12 @@ async def prune(
         )
         assert row is not None
         result.requests, result.attempts = row["n"], row["a"]
-        counted = await db.execute_one(
-            "SELECT COUNT(*) AS n FROM auth_failures WHERE minute < ?", (before,)
-        )
-        result.others["auth_failures"] = counted["n"] if counted else 0
+        for table, _ in PRUNERS:
+            column = _TIME_COLUMNS.get(table, "created_at")
+            counted = await db.execute_one(
+                f"SELECT COUNT(*) AS n FROM {table} WHERE {column} < ?", (before,)
+            )
+            result.others[table] = counted["n"] if counted else 0
         return result
     size = batch_rows
     while True:

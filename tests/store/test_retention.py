@@ -145,8 +145,25 @@ async def test_failed_auth_counts_are_pruned_with_the_history(db: Database) -> N
     conn.commit()
     conn.close()
     result = await retention.prune(db, NOW - DAY)
-    assert result.others == {"auth_failures": 1}
+    assert result.others == {"auth_failures": 1, "responses": 0}
     assert query(db, "SELECT minute FROM auth_failures") == [(NOW,)]
+
+
+async def test_stored_responses_are_pruned_with_the_history(db: Database) -> None:
+    conn = sqlite3.connect(db.path)
+    conn.executemany(
+        "INSERT INTO responses (id, created_at, model, status, input_items, response)"
+        " VALUES (?, ?, 'm', 'completed', '[]', '{}')",
+        [("resp_old", NOW - 40 * DAY), ("resp_new", NOW)],
+    )
+    conn.commit()
+    conn.close()
+    counted = await retention.prune(db, NOW - DAY, dry_run=True)
+    assert counted.others["responses"] == 1
+    assert query(db, "SELECT count(*) FROM responses") == [(2,)]
+    result = await retention.prune(db, NOW - DAY)
+    assert result.others["responses"] == 1
+    assert query(db, "SELECT id FROM responses") == [("resp_new",)]
 
 
 async def test_the_file_shrinks_after_pruning(db: Database) -> None:

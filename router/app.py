@@ -38,6 +38,7 @@ from router.gateway.count import TokenCounter
 from router.gateway.handler import Proxy, Receive, Scope, Send, send_body
 from router.gateway.health import start_health_checks
 from router.gateway.limits import InputLimits
+from router.gateway.origins import WebGuard
 from router.gateway.recorder import Recorder
 from router.gateway.snapshots import SnapshotManager
 from router.resilience.policy import (
@@ -143,6 +144,17 @@ async def render_error(request: Request, exc: Exception) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
+def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` that adds ``extra`` headers to the response's start."""
+
+    async def sending(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *extra]}
+        await send(message)
+
+    return sending
+
+
 async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     """No endpoint speaks WebSocket. Codex tries one on ``GET /v1/responses`` and falls back to
     HTTP on a 426 at once, so the handshake is answered with one when the server can send an
@@ -174,6 +186,7 @@ class ProviderRouterApp:
         # When the server was told to stop (time.monotonic()); the shutdown grace counts from it.
         self.shutdown_started: float | None = None
         self.limits: InputLimits | None = None
+        self.guard: WebGuard | None = None
         self._fast: dict[str, Any] = {}
         self.starlette = Starlette(
             routes=[
@@ -199,13 +212,20 @@ class ProviderRouterApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.limits is not None:
+        if scope["type"] == "http" and self.limits is not None and self.guard is not None:
             try:
                 self.limits.check_headers(scope["headers"])
+                cross_origin = self.guard.admit(scope)
             except RouterError as exc:
                 status, body = error_answer(scope["path"], exc)
                 await send_body(send, status, body, [(b"content-type", b"application/json")])
                 return
+            if cross_origin is not None:
+                if self.guard.is_preflight(scope):
+                    headers = self.guard.preflight_headers(cross_origin, scope["headers"])
+                    await send_body(send, 204, b"", headers)
+                    return
+                send = with_headers(send, self.guard.cors_headers(cross_origin))
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self._fast.get(scope["path"])
             if handler is not None:
@@ -255,6 +275,7 @@ class ProviderRouterApp:
             resolve_admin_token(settings), require_client_keys=settings.require_client_keys
         )
         self.limits = InputLimits(settings)
+        self.guard = WebGuard(settings, auth)
         proxy = Proxy(
             snapshots,
             recorder,

@@ -46,6 +46,7 @@ from router.errors import (
     AllProvidersFailed,
     AuthenticationError,
     GatewayOverloaded,
+    KeyRevoked,
     LocalLimitReached,
     PayloadTooLarge,
     ProvidersCoolingDown,
@@ -58,7 +59,7 @@ from router.errors import (
     UpstreamTimeout,
     UpstreamUnsupported,
 )
-from router.gateway.auth import Authenticator, presented_prefix
+from router.gateway.auth import Authenticator, ClientKey, presented_prefix
 from router.gateway.disconnect import DisconnectGuard, Expiry
 from router.gateway.limits import InputLimits
 from router.gateway.overload import OverloadLog
@@ -471,6 +472,10 @@ class Proxy:
         elif record.status == "client_closed":
             attempt.status = "client_closed"
             breaker.release(record)
+        elif isinstance(failure, KeyRevoked):
+            # The provider answered; the client lost the right to the rest of it.
+            attempt.status, attempt.error = "client_closed", record.error
+            breaker.release(record)
         else:
             attempt.status = "timeout" if isinstance(failure, UpstreamTimeout) else "error"
             attempt.error = record.error
@@ -559,13 +564,14 @@ class Proxy:
         deadline: float,
         guard: DisconnectGuard,
         send: Send,
-    ) -> UpstreamError | None:
-        """Relay the stream; return the upstream failure that ended it early, if any.
+    ) -> UpstreamError | KeyRevoked | None:
+        """Relay the stream; return the failure that ended it early, if any: the upstream's,
+        or the revocation of the client's key.
 
         Runs in the request's own task (no task per stream): the still armed ``guard``
         cancels it when the client hangs up, and it is disarmed before the last message.
         """
-        failure: UpstreamError | None = None
+        failure: UpstreamError | KeyRevoked | None = None
         kept = None
         if self.limits is not None and self.limits.log_bodies:
             send, kept = self.limits.capture(send)
@@ -577,9 +583,15 @@ class Proxy:
             if first:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
             record.ttft_ms = (time.perf_counter() - started) * 1000
-            failure = await self._pump(stream, candidate, deadline, send)
+            client = record.client_key
+            auth = self.auth if client is not None else None
+            failure = await self._pump(stream, candidate, deadline, send, client, auth)
             guard.stop()
-            if failure is not None:
+            if isinstance(failure, KeyRevoked):
+                record.status, record.status_code, record.error = "error", 401, failure.message
+                event = door.stream_error(failure, request)
+                await send({"type": "http.response.body", "body": event, "more_body": False})
+            elif failure is not None:
                 record.status, record.status_code, record.error = "error", 502, failure.message
                 error = StreamInterrupted(
                     f"The upstream stream broke off: {failure.message}",
@@ -608,9 +620,18 @@ class Proxy:
 
     @staticmethod
     async def _pump(
-        stream: ChatStream, candidate: Candidate, deadline: float, send: Send
-    ) -> UpstreamError | None:
-        """Send the stream's blocks on; the idle timer only runs while waiting upstream."""
+        stream: ChatStream,
+        candidate: Candidate,
+        deadline: float,
+        send: Send,
+        client: ClientKey | None,
+        auth: Authenticator | None,
+    ) -> UpstreamError | KeyRevoked | None:
+        """Send the stream's blocks on; the idle timer only runs while waiting upstream.
+
+        With ``auth`` (a request made with a client key), a block that arrives after the key
+        was revoked or disabled is not sent: the stream ends with a ``key_revoked`` error.
+        """
         loop = asyncio.get_running_loop()
         idle_s = candidate.timeouts.idle_s
         blocks = aiter(stream)
@@ -623,6 +644,11 @@ class Proxy:
                     except StopAsyncIteration:
                         return None
                     timer.reschedule(None)
+                    if auth is not None and client is not None and client.id not in auth.live_ids:
+                        return KeyRevoked(
+                            f"The client key {client.name!r} was revoked during this stream; "
+                            "the rest of the answer is not sent."
+                        )
                     await send({"type": "http.response.body", "body": block, "more_body": True})
         except TimeoutError:
             which = "total" if loop.time() >= deadline else "idle"

@@ -43,6 +43,7 @@ from router.gateway.recorder import Recorder
 from router.gateway.snapshots import SnapshotManager
 from router.resilience.policy import (
     Resilience,
+    mirror_shared,
     publish_circuits,
     timeouts_from_settings,
     write_circuit_changes,
@@ -96,9 +97,10 @@ async def prepare_database(settings: Settings) -> None:
 async def health(request: Request) -> Response:
     app = services(request)
     recorder = app.recorder
+    shared = app.proxy.resilience.shared_status()
     return json_response(
         {
-            "status": "ok",
+            "status": "degraded" if shared.get("state") == "unreachable" else "ok",
             "config_version": app.snapshots.current.version,
             "models": len(app.snapshots.current.routes),
             "recorder": {
@@ -109,6 +111,7 @@ async def health(request: Request) -> Response:
                 "dropped": recorder.rows_dropped,
                 "writing": recorder.healthy,
             },
+            "shared_state": shared,
         }
     )
 
@@ -297,6 +300,21 @@ class ProviderRouterApp:
             publish_circuits(db, proxy.resilience, settings.reload_interval_ms / 1000),
             name="circuit-states",
         )
+        mirror = None
+        if proxy.resilience.shared is not None:
+            shared = proxy.resilience.shared
+            log.info(
+                "Rate limits and circuits are shared through Redis at %s (redis.on_failure = %r)",
+                shared.url, shared.on_failure,
+            )  # fmt: skip
+            mirror = loop.create_task(
+                mirror_shared(
+                    proxy.resilience,
+                    lambda: sorted(snapshots.adapters()),
+                    settings.reload_interval_ms / 1000,
+                ),
+                name="shared-state-mirror",
+            )
         key_watcher = loop.create_task(
             auth.watch(db, settings.reload_interval_ms / 1000), name="client-key-watcher"
         )
@@ -328,7 +346,7 @@ class ProviderRouterApp:
             def left() -> float:
                 return max(grace_s - (time.monotonic() - started), 0.1)
 
-            for task in (watcher, key_watcher, health, circuits, pruning):
+            for task in (watcher, key_watcher, health, circuits, mirror, pruning):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -351,6 +369,7 @@ class ProviderRouterApp:
             await keeper.stop()
             # Keep a moment of the grace for closing the database and the clients.
             lost = await recorder.stop(max(left() - CLOSING_S, 0.1))
+            await proxy.resilience.aclose()
             await snapshots.aclose()
             await db.close()
             if lost:

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -86,11 +87,14 @@ class Database:
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            else:
                 await self._writer.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (a full disk, say) may have ended the transaction already;
+                # a ROLLBACK then would fail and hide the error that matters.
+                if self._writer.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await self._writer.execute("ROLLBACK")
+                raise
 
     async def execute_write(self, sql: str, params: Params = ()) -> int:
         """Run one write statement in its own transaction; return the number of rows changed."""

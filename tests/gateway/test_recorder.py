@@ -367,12 +367,14 @@ async def test_an_unforeseen_error_does_not_stop_the_recorder(
     real = rec._write_rows
     calls = 0
 
-    async def once_broken(batch: list[RequestRecord], *, stand_ins: bool = False) -> None:
+    async def once_broken(
+        batch: list[RequestRecord], auth: Any = None, *, stand_ins: bool = False
+    ) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("a bug nobody foresaw")
-        await real(batch, stand_ins=stand_ins)
+        await real(batch, auth, stand_ins=stand_ins)
 
     monkeypatch.setattr(rec, "_write_rows", once_broken)
     await rec.record(ok("lost"))

@@ -97,6 +97,9 @@ trap 'log "interrupted"; exit 130' INT TERM
 
 # ---------------------------------------------------------------- fixtures + nginx
 "$PYTHON" "$HERE/canned.py" "$TMP" --nginx-port "$NGINX_PORT"
+# BENCH_PROXY_TOML: extra settings for the proxy, appended to its config (for example
+# $'[logging]\naccess_log = false' to measure what the access line costs).
+[[ -z ${BENCH_PROXY_TOML:-} ]] || printf '\n%s\n' "$BENCH_PROXY_TOML" >>"$TMP/proxy.toml"
 mkdir -p "$RESULTS" "$TMP/runs"
 cp "$TMP/nginx.conf" "$TMP/proxy.toml" "$RESULTS/"
 

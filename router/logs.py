@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from contextvars import ContextVar
 from typing import Any, TextIO
@@ -24,6 +25,7 @@ import orjson
 
 from router.redact import ScrubbingFormatter, scrub
 
+ACCESS_LOGGER = "provider_router.access"  # its lines are the ones written in batches
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 request_id_var: ContextVar[str | None] = ContextVar("provider_router_request_id", default=None)
@@ -94,17 +96,80 @@ def formatter(log_format: str) -> logging.Formatter:
     return TextFormatter(TEXT_FORMAT)
 
 
+class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes the access log's lines in batches.
+
+    The access log writes a line per request; writing and flushing each one costs a system call
+    per request (about 7 % of a served request's CPU in bench/run.sh). Here access lines wait in
+    memory, at most ``delay_s`` (a background thread flushes them) or ``max_lines``. Any other
+    line is written at once, after the access lines before it, so order is kept and what a
+    process says as it stops is never held back; a SIGKILL can lose at most ``delay_s`` of
+    access lines.
+    """
+
+    def __init__(self, stream: TextIO, delay_s: float = 0.1, max_lines: int = 256) -> None:
+        super().__init__(stream)
+        self.delay_s = delay_s
+        self.max_lines = max_lines
+        self._lines: list[str] = []
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_often, name="log-flush", daemon=True)
+        self._flusher.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record))
+            if record.name != ACCESS_LOGGER or len(self._lines) >= self.max_lines:
+                self._write()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _write(self) -> None:
+        # Called with the handler's lock held (emit, flush).
+        if self._lines:
+            text = "\n".join(self._lines) + "\n"
+            self._lines.clear()
+            self.stream.write(text)
+        self.stream.flush()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            if self.stream is not None and not getattr(self.stream, "closed", False):
+                self._write()
+        finally:
+            self.release()
+
+    def _flush_often(self) -> None:
+        while not self._closed.wait(self.delay_s):
+            if self._lines:
+                try:
+                    self.flush()
+                except Exception:  # noqa: S112 - a closed stream: nothing to do here
+                    continue
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()
+
+
 def configure(level: str, log_format: str, stream: TextIO | None = None) -> logging.Handler:
     """Send the root logger's records at ``level`` and above to ``stream`` (stderr) in
-    ``log_format``, replacing the handlers it had. Returns the handler."""
+    ``log_format``, replacing the handlers it had (access lines in batches, see
+    :class:`BatchingHandler`). Returns the handler."""
     # No format here shows the thread or process, and finding their names costs every record
     # (an access line per request) a few microseconds.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = BatchingHandler(stream or sys.stderr)
     handler.setFormatter(formatter(log_format))
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
+        if isinstance(old, BatchingHandler):
+            old.flush()
+            old.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
     return handler

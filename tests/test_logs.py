@@ -240,3 +240,28 @@ def test_an_access_record_works_with_any_standard_format() -> None:
     assert " access.py access log_access 0 " in line
     assert abs(record.created - time.time()) < 60
     assert orjson.loads(logs.JsonFormatter().format(record))["event"] == "access"
+
+
+def test_access_lines_are_written_in_batches_and_other_lines_at_once() -> None:
+    stream = io.StringIO()
+    handler = logs.BatchingHandler(stream, delay_s=0.05, max_lines=3)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+
+    def line(name: str, message: str) -> None:
+        handler.handle(logging.LogRecord(name, logging.INFO, __file__, 1, message, None, None))
+
+    try:
+        line(logs.ACCESS_LOGGER, "a1")
+        assert stream.getvalue() == ""  # waiting for the batch
+        line("provider_router", "stopping")  # any other line writes what waits, in order
+        assert stream.getvalue() == f"{logs.ACCESS_LOGGER} a1\nprovider_router stopping\n"
+        for n in (2, 3, 4):
+            line(logs.ACCESS_LOGGER, f"a{n}")
+        assert stream.getvalue().count("\n") == 5  # max_lines reached: written
+        line(logs.ACCESS_LOGGER, "a5")
+        deadline = time.monotonic() + 5
+        while "a5" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stream.getvalue().endswith(f"{logs.ACCESS_LOGGER} a5\n")  # the flusher wrote it
+    finally:
+        handler.close()

@@ -17,8 +17,9 @@ import time
 from typing import Any
 
 from router.gateway.recorder import RequestRecord
+from router.logs import ACCESS_LOGGER
 
-access_log = logging.getLogger("provider_router.access")
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 OUTCOMES = {"success": "ok", "error": "error", "client_closed": "client_closed"}
 _STARTED_NS = time.time_ns()

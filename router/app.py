@@ -42,9 +42,9 @@ from router.resilience.policy import (
     write_circuit_changes,
 )
 from router.settings import Settings
-from router.store import migrations
+from router.store import backend
+from router.store.backend import database_for, has_table
 from router.store.credentials import prepare_credentials
-from router.store.db import database_for
 from router.store.seed import seed_from_config
 from router.ui import UI
 from router.ui import mount as ui_mount
@@ -57,18 +57,16 @@ async def prepare_database(settings: Settings) -> None:
     """Apply pending migrations, check the secret key (encrypting any plaintext credential),
     and seed an empty catalog from the config file."""
     db = database_for(settings)
-    if settings.database_path.exists():
+    if settings.database_is_postgres or settings.database_path.exists():
         # Check the key and encrypt any plaintext credential before the pre-migration backup
         # is taken, so that backup holds no plaintext either.
         await db.open()
         try:
-            if await db.execute_one(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'provider_configs'"
-            ):
+            if await has_table(db, "provider_configs"):
                 await prepare_credentials(db)
         finally:
             await db.close()
-    applied, backup = await asyncio.to_thread(migrations.migrate, settings.database_path)
+    applied, backup = await backend.migrate(settings)
     if backup is not None:
         log.info("Backed up the database to %s before migrating", backup)
     for migration in applied:

@@ -15,8 +15,16 @@ import respx
 from router.secrets import Cipher
 from router.settings import Settings
 from router.store.db import Database
-from router.store.migrations import migrate
-from tests.helpers import TEST_SECRET_KEY, app_client, make_settings
+from router.store.migrations import migrate, migrate_postgres
+from router.store.postgres import PostgresDatabase
+from tests.helpers import (
+    TEST_SECRET_KEY,
+    app_client,
+    fresh_postgres_database,
+    make_settings,
+    postgres_admin_url,
+    require,
+)
 from tests.transport.servers import Certificates
 
 
@@ -25,12 +33,36 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> str | None:
+    """The admin URL of the test PostgreSQL server (scripts/test-services), if one answers."""
+    return postgres_admin_url()
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated, empty database file of its own."""
-    path = tmp_path / "store.db"
-    migrate(path)
-    database = Database(path, cipher=Cipher(TEST_SECRET_KEY))
+def postgres_url(postgres_server: str | None) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of its own (created here, dropped after the test).
+
+    Skips when no test server answers, and fails under CI=true (tests.helpers.require).
+    """
+    require(postgres_server is not None, "PostgreSQL (start it with scripts/test-services)")
+    assert postgres_server is not None
+    with fresh_postgres_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated, empty database of its own: a SQLite file, and a PostgreSQL database."""
+    database: Database
+    if request.param == "sqlite":
+        path = tmp_path / "store.db"
+        migrate(path)
+        database = Database(path, cipher=Cipher(TEST_SECRET_KEY))
+    else:
+        url = request.getfixturevalue("postgres_url")
+        await migrate_postgres(url)
+        database = PostgresDatabase(url, cipher=Cipher(TEST_SECRET_KEY))
     await database.open()
     yield database
     await database.close()

@@ -6,18 +6,22 @@ Fixtures live in conftest.py; everything here is a plain function or constant to
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import os
+import secrets
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -30,6 +34,7 @@ from router.mock.upstream import MockOptions, MockUpstream
 from router.settings import Settings
 from router.store import providers
 from router.store.db import Database
+from router.store.postgres import PostgresDatabase, translate
 
 T = TypeVar("T")
 
@@ -258,13 +263,125 @@ def sse_chunks(body: bytes | str, *, done: bool) -> list[dict[str, Any]]:
 
 
 def query(where: Database | Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` read straight from the SQLite file (a :class:`Database`'s, or a path),
-    on a connection of its own, as tuples."""
+    """Rows of ``sql`` run straight on the database (a :class:`Database`'s, or a SQLite path),
+    on a connection of its own, committed, as tuples; ``sql`` may be a script of statements
+    when there are no ``params``."""
+    if isinstance(where, PostgresDatabase):
+        return in_thread(lambda: _pg_query(where.url, sql, params))
     conn = sqlite3.connect(where.path if isinstance(where, Database) else where)
     try:
-        return [tuple(row) for row in conn.execute(sql, params)]
+        if not params and ";" in sql.strip().rstrip(";"):
+            conn.executescript(sql)
+            return []
+        conn.execute("PRAGMA foreign_keys = ON")
+        found = [tuple(row) for row in conn.execute(sql, params)]
+        conn.commit()
+        return found
     finally:
         conn.close()
+
+
+def query_many(db: Database, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Run ``sql`` once per row of parameters straight on the database, in one transaction."""
+    rows = list(rows)
+    if isinstance(db, PostgresDatabase):
+
+        async def run() -> None:
+            conn = await asyncpg.connect(db.url)
+            try:
+                await conn.executemany(translate(sql)[0], rows)
+            finally:
+                await conn.close()
+
+        in_thread(run)
+        return
+    conn = sqlite3.connect(db.path)
+    try:
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.executemany(sql, rows)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def stored_bytes(db: Database) -> bytes:
+    """Everything the database holds as bytes: the SQLite file, or every PostgreSQL row as text."""
+    if not isinstance(db, PostgresDatabase):
+        return db.path.read_bytes()
+    tables = query(
+        db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+    )
+    rows = [query(db, f'SELECT t::text FROM "{name}" t') for (name,) in tables]
+    return "\n".join(str(row) for found in rows for row in found).encode()
+
+
+def in_thread(work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work()`` on an event loop of its own in another thread (from sync code, even while
+    a test's loop runs in this one)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(work())).result()  # type: ignore[arg-type]
+
+
+async def _pg_query(url: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    conn = await asyncpg.connect(url)
+    try:
+        text, _ = translate(sql)
+        if not params and ";" in text.strip().rstrip(";"):
+            await conn.execute(text)  # a script of several statements
+            return []
+        return [tuple(row) for row in await conn.fetch(text, *params)]
+    finally:
+        await conn.close()
+
+
+TEST_SERVICES_ENV = Path(__file__).resolve().parent.parent / ".tools" / "test-services.env"
+DEFAULT_TEST_POSTGRES_URL = "postgresql://postgres@127.0.0.1:55432/postgres"
+
+
+def postgres_admin_url() -> str | None:
+    """The test PostgreSQL server's URL (PROVIDER_ROUTER_TEST_POSTGRES_URL, else the one
+    scripts/test-services wrote to .tools/test-services.env, else port 55432), if it answers."""
+    url = os.environ.get("PROVIDER_ROUTER_TEST_POSTGRES_URL")
+    if not url and TEST_SERVICES_ENV.exists():
+        for line in TEST_SERVICES_ENV.read_text(encoding="utf-8").splitlines():
+            name, _, value = line.strip().removeprefix("export ").partition("=")
+            if name == "PROVIDER_ROUTER_TEST_POSTGRES_URL":
+                url = value.strip().strip("'\"")
+    url = url or DEFAULT_TEST_POSTGRES_URL
+
+    async def answers() -> bool:
+        try:
+            conn = await asyncpg.connect(url, timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+        await conn.close()
+        return True
+
+    return url if in_thread(answers) else None
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the server at ``admin_url``, dropped on the way out."""
+    name = f"pr_test_{secrets.token_hex(6)}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    in_thread(lambda: run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        in_thread(lambda: run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextlib.asynccontextmanager

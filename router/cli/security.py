@@ -28,8 +28,9 @@ from router.secrets import (
 )
 from router.settings import Settings, load_settings
 from router.store import client_keys, migrations
+from router.store.backend import database_for
 from router.store.credentials import rotate_key
-from router.store.db import Database, database_for
+from router.store.db import Database
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -28,8 +28,9 @@ from router.errors import AuthenticationError
 from router.secrets import create_file_once
 from router.settings import Settings, SettingsError
 from router.store import client_keys
+from router.store.backend import database_for
 from router.store.client_keys import ClientKey as ClientKey
-from router.store.db import Database, database_for
+from router.store.db import Database
 from router.store.version import config_version, now_ms
 
 log = logging.getLogger("provider_router.auth")
@@ -40,7 +41,7 @@ def resolve_admin_token(settings: Settings) -> str:
     """The admin token from the settings, or the one kept in the token file (made if missing)."""
     if settings.admin_token:
         return settings.admin_token
-    path = settings.database_path.parent / TOKEN_FILE
+    path = settings.state_dir / TOKEN_FILE
     if path.exists():
         token = path.read_text(encoding="utf-8").strip()
         if token:

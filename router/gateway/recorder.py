@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 import orjson
 
-from router.store.db import Database
+from router.store.db import (
+    Connection,
+    Database,
+    DatabaseError,
+    IntegrityError,
+    is_foreign_key_error,
+)
 
 if TYPE_CHECKING:
     from router.gateway.routing import Candidate, Snapshot
@@ -95,30 +99,39 @@ def trace_document(r: RequestRecord) -> str | None:
     return orjson.dumps(doc).decode()
 
 
-_INSERT_REQUEST = (
-    "INSERT INTO requests (id, created_at, endpoint, client_key_id, model, provider_id,"
-    " upstream_model, stream, status, status_code, latency_ms, ttft_ms, prompt_tokens,"
-    " completion_tokens, total_tokens, cost, currency, attempts, error, trace)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _INSERT_STAND_IN = (
     "INSERT INTO providers (id, name, type, enabled, description, archived_at, created_at,"
     " updated_at) SELECT :id, :id || ' (deleted)', 'unknown', 0, :why, :now, :now, :now"
     " WHERE NOT EXISTS (SELECT 1 FROM providers WHERE id = :id)"
 )
 _STAND_IN_WHY = "Deleted while a request it served was being recorded; kept for that history."
-_INSERT_ATTEMPT = (
-    "INSERT INTO attempts (request_id, n, provider_id, started_at, status, status_code,"
-    " latency_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _UPDATE_PROVIDER = (
     "UPDATE providers SET success_count = success_count + ?, error_count = error_count + ?,"
-    " last_used_at = max(coalesce(last_used_at, 0), ?),"
-    " last_error_at = CASE WHEN ? IS NULL THEN last_error_at"
-    "   ELSE max(coalesce(last_error_at, 0), ?) END,"
+    " last_used_at = {last_used},"
+    " last_error_at = CASE WHEN CAST(? AS BIGINT) IS NULL THEN last_error_at"
+    "   ELSE {last_error} END,"
     " last_error = CASE WHEN ? >= coalesce(last_error_at, 0) THEN ? ELSE last_error END"
     " WHERE id = ?"
 )
+_REQUEST_COLUMNS = (
+    "id", "created_at", "endpoint", "client_key_id", "model", "provider_id", "upstream_model",
+    "stream", "status", "status_code", "latency_ms", "ttft_ms", "prompt_tokens",
+    "completion_tokens", "total_tokens", "cost", "currency", "attempts", "error", "trace",
+)  # fmt: skip
+_ATTEMPT_COLUMNS = (
+    "request_id", "n", "provider_id", "started_at", "status", "status_code", "latency_ms", "error",
+)  # fmt: skip
+
+
+# What one bad row can raise: a constraint, a value the database cannot hold, a wrong type.
+_ROW_ERRORS: tuple[type[Exception], ...] = (*DatabaseError, OverflowError, ValueError, TypeError)
+
+
+def update_provider_sql(db: Database) -> str:
+    return _UPDATE_PROVIDER.format(
+        last_used=db.greatest("coalesce(last_used_at, 0)", "?"),
+        last_error=db.greatest("coalesce(last_error_at, 0)", "?"),
+    )
 
 
 def _request_row(r: RequestRecord) -> tuple[Any, ...]:
@@ -176,6 +189,7 @@ class Recorder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
+        self._update_provider = update_provider_sql(db)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="recorder")
@@ -233,13 +247,13 @@ class Recorder:
         try:
             try:
                 await self._write_rows(batch)
-            except sqlite3.IntegrityError as exc:
-                if "FOREIGN KEY" not in str(exc):
+            except IntegrityError as exc:
+                if not is_foreign_key_error(exc):
                     raise
                 # A provider was deleted while a request it served was still queued (its first
                 # one, or one from another process): keep the history under a stand-in.
                 await self._write_rows(batch, stand_ins=True)
-        except (sqlite3.Error, OverflowError, ValueError, TypeError):
+        except _ROW_ERRORS:
             if len(batch) == 1:
                 self.failed += 1
                 log.exception("Could not record request %s", batch[0].id)
@@ -254,16 +268,18 @@ class Recorder:
         async with self.db.transaction() as conn:
             if stand_ins:
                 await _add_stand_ins(conn, batch)
-            await conn.executemany(_INSERT_REQUEST, [_request_row(r) for r in batch])
+            db = self.db
+            rows = [_request_row(r) for r in batch]
+            await db.insert_rows(conn, "requests", _REQUEST_COLUMNS, rows)
             attempts = [row for r in batch for row in _attempt_rows(r)]
             if attempts:
-                await conn.executemany(_INSERT_ATTEMPT, attempts)
+                await db.insert_rows(conn, "attempts", _ATTEMPT_COLUMNS, attempts)
             updates = _provider_updates(batch)
             if updates:
-                await conn.executemany(_UPDATE_PROVIDER, updates)
+                await conn.executemany(self._update_provider, updates)
 
 
-async def _add_stand_ins(conn: aiosqlite.Connection, batch: list[RequestRecord]) -> None:
+async def _add_stand_ins(conn: Connection, batch: list[RequestRecord]) -> None:
     """An archived, disabled stand-in row for each provider the batch names that is gone."""
     ids = {r.provider_id for r in batch if r.provider_id} | {
         a.provider_id for r in batch for a in r.attempts

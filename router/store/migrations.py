@@ -5,6 +5,13 @@ a migration is either applied and recorded or not applied at all. Before an exis
 migrated, a copy is taken next to it with SQLite's online backup API.
 
 These functions are synchronous (start-up and the CLI call them, never the request path).
+
+PostgreSQL runs the same numbered set (:func:`migrate_postgres`, async): each file as written,
+with SQLite's column types mapped to PostgreSQL's (:func:`postgres_sql`), unless
+``schema/postgresql/`` holds a file of the same name, which is used instead. Every migration is
+one transaction with its bookkeeping row, and the whole run holds an advisory lock, so replicas
+starting together migrate once: the first applies, the others wait and then find nothing pending.
+PostgreSQL takes no backup copy here; see docs/postgresql.md.
 """
 
 from __future__ import annotations
@@ -12,9 +19,12 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+import asyncpg
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _BOOKKEEPING = """
@@ -51,6 +61,68 @@ def available() -> list[Migration]:
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     return sorted(found, key=lambda m: m.version)
+
+
+# SQLite's column types as PostgreSQL spells them (INTEGER columns hold Unix ms: 64 bits).
+_PG_TYPES = (
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
+)
+# The advisory lock every replica takes around migrating (any fixed 64-bit number of our own).
+ADVISORY_LOCK = zlib.crc32(b"provider-router migrations")
+
+
+def postgres_sql(migration: Migration) -> str:
+    """The migration's SQL for PostgreSQL: its own file in schema/postgresql/, else the shared
+    file with SQLite's types mapped."""
+    own = resources.files("router.schema").joinpath(
+        "postgresql", f"{migration.version:04d}_{migration.name}.sql"
+    )
+    if own.is_file():
+        return own.read_text(encoding="utf-8")
+    sql = migration.sql
+    for pattern, replacement in _PG_TYPES:
+        sql = pattern.sub(replacement, sql)
+    return sql
+
+
+async def status_postgres(conn: asyncpg.Connection) -> MigrationStatus:
+    await conn.execute(_BOOKKEEPING.replace("INTEGER", "BIGINT"))
+    rows = await conn.fetch("SELECT version, name, applied_at FROM schema_migrations ORDER BY 1")
+    applied = [(int(r["version"]), str(r["name"]), int(r["applied_at"])) for r in rows]
+    done = {v for v, _, _ in applied}
+    return MigrationStatus(applied, [m for m in available() if m.version not in done])
+
+
+async def migrate_postgres(url: str) -> list[Migration]:
+    """Apply every pending migration to the PostgreSQL database at ``url``; return them."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK)
+        try:
+            state = await status_postgres(conn)
+            for migration in state.pending:
+                try:
+                    async with conn.transaction():
+                        await conn.execute(postgres_sql(migration))
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, name, applied_at)"
+                            " VALUES ($1, $2, $3)",
+                            migration.version,
+                            migration.name,
+                            int(time.time() * 1000),
+                        )
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(
+                        f"Migration {migration.version:04d}_{migration.name}.sql failed on "
+                        f"PostgreSQL and was rolled back: {exc}."
+                    ) from exc
+            return state.pending
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK)
+    finally:
+        await conn.close()
 
 
 def connect(path: Path) -> sqlite3.Connection:

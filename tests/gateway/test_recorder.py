@@ -19,6 +19,16 @@ def count(db: Database, table: str) -> int:
     return int(query(db, f"SELECT count(*) FROM {table}")[0][0])
 
 
+@contextlib.asynccontextmanager
+async def writes_blocked(db: Database) -> AsyncIterator[None]:
+    """Hold every other writer off: SQLite's one write transaction, PostgreSQL's table lock
+    (which lets readers through)."""
+    async with db.transaction() as conn:
+        if db.dialect == "postgresql":
+            await conn.execute("LOCK TABLE requests IN EXCLUSIVE MODE")
+        yield
+
+
 def ok(request_id: str, provider_id: str = "p1", at: int = 1_000) -> RequestRecord:
     return RequestRecord(
         id=request_id,
@@ -233,7 +243,7 @@ async def test_a_full_queue_makes_callers_wait_instead_of_dropping(
 ) -> None:
     await store_provider(db, "p1")
     rec = make_recorder(queue_size=2, batch_size=10)
-    async with db.transaction():  # the writer cannot commit while the test holds this
+    async with writes_blocked(db):  # the writer cannot commit while the test holds this
         await rec.record(ok("r1"))
         await rec.record(ok("r2"))
         assert rec.waits == 0
@@ -254,7 +264,7 @@ async def test_a_blocked_caller_stays_blocked_while_the_writer_is_stuck(
 ) -> None:
     await store_provider(db, "p1")
     rec = make_recorder(queue_size=2, batch_size=1)
-    async with db.transaction():
+    async with writes_blocked(db):
         await rec.record(ok("r1"))
         # Let the writer take r1 and get stuck on the write.
         await eventually(lambda: rec.queue.qsize() == 0, "the writer took r1")

@@ -13,7 +13,7 @@ import pytest
 from router.errors import Conflict, InvalidRequest, NotFound
 from router.store import catalog, configs, links, models, providers, version
 from router.store.db import Database
-from tests.helpers import query
+from tests.helpers import query, stored_bytes
 
 SECRET = "sk-abcdefghijklmnop"
 TABLES = ("providers", "provider_configs", "models", "provider_models")
@@ -81,7 +81,7 @@ async def test_the_secret_is_stored_encrypted_and_marked_sensitive(db: Database)
     assert db.cipher is not None
     assert value.startswith(f'"enc:v1:{db.cipher.key_id}:')
     assert SECRET not in value
-    assert SECRET.encode() not in db.path.read_bytes()
+    assert SECRET.encode() not in stored_bytes(db)
     assert await configs.provider_config(db, "p1") == {
         "baseURL": "https://api.example.com/v1",
         "apiKey": SECRET,
@@ -417,7 +417,7 @@ async def test_a_new_secret_replaces_the_stored_one(db: Database) -> None:
     updated = await providers.update_provider(db, "p1", {"config": {"apiKey": "sk-0000000000zzzz"}})
     assert updated["config"]["apiKey"] == "****zzzz"
     assert (await configs.provider_config(db, "p1"))["apiKey"] == "sk-0000000000zzzz"
-    assert b"sk-0000000000zzzz" not in db.path.read_bytes()
+    assert b"sk-0000000000zzzz" not in stored_bytes(db)
 
 
 async def test_masked_headers_sent_back_keep_the_stored_headers(db: Database) -> None:

@@ -47,6 +47,6 @@ def serve(settings: Settings) -> None:
         "provider-router listening on http://%s:%d (database %s)",
         settings.host,
         settings.port,
-        settings.database_path,
+        settings.database_label,
     )
     uvicorn.Server(config).run()

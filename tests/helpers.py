@@ -55,6 +55,15 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def backend_settings(request: pytest.FixtureRequest, tmp_path: Path, **overrides: Any) -> Settings:
+    """Test settings on the backend ``request.param`` names: a SQLite file, or a fresh
+    PostgreSQL database (with the secret key set, as replicas share it)."""
+    if request.param == "sqlite":
+        return make_settings(tmp_path, **overrides)
+    url = request.getfixturevalue("postgres_url")
+    return make_settings(tmp_path, database_url=url, secret_key=TEST_SECRET_KEY, **overrides)
+
+
 @contextlib.asynccontextmanager
 async def running_app(settings: Settings) -> AsyncIterator[ProviderRouterApp]:
     """The app with its lifespan entered, as uvicorn would run it."""
@@ -262,12 +271,21 @@ def sse_chunks(body: bytes | str, *, done: bool) -> list[dict[str, Any]]:
     return [orjson.loads(event) for event in data]
 
 
-def query(where: Database | Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` run straight on the database (a :class:`Database`'s, or a SQLite path),
+def query(
+    where: Database | Path | Settings, sql: str, params: tuple[Any, ...] = ()
+) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` run straight on the database (a :class:`Database`'s, the settings', or a
+    SQLite path),
     on a connection of its own, committed, as tuples; ``sql`` may be a script of statements
     when there are no ``params``."""
+    if isinstance(where, Settings):
+        if where.database_is_postgres:
+            url = where.database_url
+            return in_thread(lambda: _pg_query(url, sql, params))
+        where = where.database_path
     if isinstance(where, PostgresDatabase):
-        return in_thread(lambda: _pg_query(where.url, sql, params))
+        url = where.url
+        return in_thread(lambda: _pg_query(url, sql, params))
     conn = sqlite3.connect(where.path if isinstance(where, Database) else where)
     try:
         if not params and ";" in sql.strip().rstrip(";"):

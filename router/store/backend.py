@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
+
 from router.secrets import resolve_cipher
 from router.settings import Settings, database_path_from_url, is_postgres_url
 from router.store import migrations
@@ -57,3 +59,19 @@ async def has_table(db: Database, name: str) -> bool:
     return bool(
         await db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
     )
+
+
+async def status(settings: Settings) -> migrations.MigrationStatus:
+    """Applied and pending migrations of the settings' database (creates nothing but the
+    bookkeeping table)."""
+    if settings.database_is_postgres:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await migrations.status_postgres(conn)
+        finally:
+            await conn.close()
+    conn = migrations.connect(settings.database_path)
+    try:
+        return migrations.status(conn)
+    finally:
+        conn.close()

@@ -34,7 +34,7 @@ from router.gateway.handler import Proxy, Receive, Scope, Send, send_body
 from router.gateway.health import start_health_checks
 from router.gateway.limits import InputLimits
 from router.gateway.recorder import Recorder
-from router.gateway.snapshots import SnapshotManager
+from router.gateway.snapshots import ConfigChanges, SnapshotManager
 from router.resilience.policy import (
     Resilience,
     publish_circuits,
@@ -175,6 +175,7 @@ class ProviderRouterApp:
         await prepare_database(settings)
         db = database_for(settings)
         await db.open()
+        changes = ConfigChanges()
         snapshots = SnapshotManager(
             db,
             AdapterOptions(
@@ -189,6 +190,7 @@ class ProviderRouterApp:
                 max_connections=settings.upstream_max_connections,
             ),
             timeouts=timeouts_from_settings(settings),
+            changes=changes,
         )
         recorder = Recorder(
             db,
@@ -221,7 +223,11 @@ class ProviderRouterApp:
             name="circuit-states",
         )
         key_watcher = loop.create_task(
-            auth.watch(db, settings.reload_interval_ms / 1000), name="client-key-watcher"
+            auth.watch(db, settings.reload_interval_ms / 1000, changes), name="client-key-watcher"
+        )
+        # PostgreSQL tells every replica of a config change at once; polling stays beneath it.
+        listener = (
+            loop.create_task(changes.follow(db), name="config-listener") if db.notifies else None
         )
         self.services = Services(settings, db, snapshots, recorder, auth, proxy)
         app.state.services = self.services
@@ -237,7 +243,7 @@ class ProviderRouterApp:
             yield
         finally:
             self._fast.clear()
-            for task in (watcher, key_watcher, health, circuits):
+            for task in (listener, watcher, key_watcher, health, circuits):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

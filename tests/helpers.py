@@ -272,12 +272,15 @@ def sse_chunks(body: bytes | str, *, done: bool) -> list[dict[str, Any]]:
 
 
 def query(
-    where: Database | Path | Settings, sql: str, params: tuple[Any, ...] = ()
+    where: Database | Path | Settings | str, sql: str, params: tuple[Any, ...] = ()
 ) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` run straight on the database (a :class:`Database`'s, the settings', or a
-    SQLite path),
+    """Rows of ``sql`` run straight on the database (a :class:`Database`'s, the settings', a
+    SQLite path or a PostgreSQL URL),
     on a connection of its own, committed, as tuples; ``sql`` may be a script of statements
     when there are no ``params``."""
+    if isinstance(where, str):  # a PostgreSQL URL
+        url = where
+        return in_thread(lambda: _pg_query(url, sql, params))
     if isinstance(where, Settings):
         if where.database_is_postgres:
             url = where.database_url

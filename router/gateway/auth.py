@@ -14,7 +14,6 @@ mode 0600, and the log says where it is (never what it is).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -25,6 +24,7 @@ from collections.abc import Iterable
 import orjson
 
 from router.errors import AuthenticationError
+from router.gateway.snapshots import ConfigChanges
 from router.secrets import create_file_once
 from router.settings import Settings, SettingsError
 from router.store import client_keys
@@ -150,10 +150,14 @@ class Authenticator:
                 self._used[key_id] = max(stamp, self._used.get(key_id, 0))
             raise
 
-    async def watch(self, db: Database, interval_s: float) -> None:
-        """Reload keys when another process changed them; write ``last_used_at`` in batches."""
+    async def watch(
+        self, db: Database, interval_s: float, changes: ConfigChanges | None = None
+    ) -> None:
+        """Reload keys when another process changed them (checked every ``interval_s`` and on
+        every config notification); write ``last_used_at`` in batches."""
+        changes = changes or ConfigChanges()
         while True:
-            await asyncio.sleep(interval_s)
+            await changes.wait(interval_s)
             try:
                 if await config_version(db) != self._version:
                     await self.reload(db)

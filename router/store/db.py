@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -84,6 +84,7 @@ class Database:
     """
 
     dialect = "sqlite"
+    notifies = False  # whether :meth:`listen` works (PostgreSQL's LISTEN/NOTIFY)
 
     def __init__(self, path: Path, *, cipher: Cipher | None = None) -> None:
         self.path = path
@@ -154,6 +155,14 @@ class Database:
     async def execute_write_many(self, sql: str, rows: Iterable[Params]) -> None:
         async with self.transaction() as conn:
             await conn.executemany(sql, rows)
+
+    def listen(
+        self, channel: str, callback: Callable[[str], None], lost: Callable[[], None]
+    ) -> AbstractAsyncContextManager[object]:
+        """Call ``callback(payload)`` for every notification on ``channel`` while the block
+        runs, and ``lost()`` if the connection carrying them drops. SQLite has none: its
+        processes poll ``config_version`` instead."""
+        raise NotImplementedError("SQLite has no notifications; poll config_version instead.")
 
     async def insert_rows(
         self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]

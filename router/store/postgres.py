@@ -143,6 +143,7 @@ class PostgresDatabase(Database):
     """A PostgreSQL database named by a ``postgresql://`` URL: ``await open()`` ... ``close()``."""
 
     dialect = "postgresql"
+    notifies = True
 
     def __init__(self, url: str, *, cipher: Cipher | None = None) -> None:
         super().__init__(Path(), cipher=cipher)
@@ -187,15 +188,16 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def listen(
-        self, channel: str, callback: Callable[[str], None]
-    ) -> AsyncIterator[asyncpg.Connection]:
-        """Call ``callback(payload)`` for every ``NOTIFY channel`` until the block ends."""
-        conn = await asyncpg.connect(self.url)
+        self, channel: str, callback: Callable[[str], None], lost: Callable[[], None]
+    ) -> AsyncIterator[object]:
+        """``LISTEN channel`` on a connection of its own (outside the pool) for the block."""
+        conn = await asyncpg.connect(self.url, timeout=10)
 
         def deliver(_: object, __: int, ___: str, payload: str) -> None:
             callback(payload)
 
         try:
+            conn.add_termination_listener(lambda _: lost())
             await conn.add_listener(channel, deliver)
             yield conn
         finally:

@@ -177,6 +177,50 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not installed here (.ci/run installs it).")
 
 
+# Written by scripts/test-services: the real PostgreSQL and Redis the scale-out tests drive.
+TEST_SERVICES_ENV = Path(__file__).resolve().parent.parent / ".tools" / "test-services.env"
+
+
+def service_url(name: str) -> str | None:
+    """``PROVIDER_ROUTER_TEST_<NAME>_URL`` from the environment, else from the file
+    scripts/test-services writes; None when neither has it."""
+    key = f"PROVIDER_ROUTER_TEST_{name.upper()}_URL"
+    if os.environ.get(key):
+        return os.environ[key]
+    if TEST_SERVICES_ENV.exists():
+        for line in TEST_SERVICES_ENV.read_text().splitlines():
+            found, _, value = line.partition("=")
+            if found.strip() == key and value.strip():
+                return value.strip()
+    return None
+
+
+def answers(url: str) -> bool:
+    """Whether something accepts a TCP connection at ``url``'s host and port."""
+    parts = httpx.URL(url)
+    try:
+        with socket.create_connection((parts.host, parts.port or 0), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require_postgres() -> str:
+    """The URL of the test PostgreSQL (scripts/test-services), or skip (fail under CI=true)."""
+    url = service_url("postgres")
+    require(url is not None and answers(url), "PostgreSQL (scripts/test-services)")
+    assert url is not None
+    return url
+
+
+def require_redis() -> str:
+    """The URL of the test Redis (scripts/test-services), or skip (fail under CI=true)."""
+    url = service_url("redis")
+    require(url is not None and answers(url), "Redis (scripts/test-services)")
+    assert url is not None
+    return url
+
+
 def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "router", *args],

@@ -22,8 +22,7 @@ from tests.helpers import (
     app_client,
     fresh_postgres_database,
     make_settings,
-    postgres_admin_url,
-    require,
+    require_postgres,
 )
 from tests.transport.servers import Certificates
 
@@ -33,21 +32,12 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> str | None:
-    """The admin URL of the test PostgreSQL server (scripts/test-services), if one answers."""
-    return postgres_admin_url()
-
-
 @pytest.fixture
-def postgres_url(postgres_server: str | None) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database of its own (created here, dropped after the test).
-
-    Skips when no test server answers, and fails under CI=true (tests.helpers.require).
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of its own on the test server (scripts/test-services),
+    created here and dropped after the test. Skips when no server answers; fails under CI=true.
     """
-    require(postgres_server is not None, "PostgreSQL (start it with scripts/test-services)")
-    assert postgres_server is not None
-    with fresh_postgres_database(postgres_server) as url:
+    with fresh_postgres_database(require_postgres()) as url:
         yield url
 
 

@@ -399,32 +399,6 @@ async def _pg_query(url: str, sql: str, params: tuple[Any, ...]) -> list[tuple[A
         await conn.close()
 
 
-TEST_SERVICES_ENV = Path(__file__).resolve().parent.parent / ".tools" / "test-services.env"
-DEFAULT_TEST_POSTGRES_URL = "postgresql://postgres@127.0.0.1:55432/postgres"
-
-
-def postgres_admin_url() -> str | None:
-    """The test PostgreSQL server's URL (PROVIDER_ROUTER_TEST_POSTGRES_URL, else the one
-    scripts/test-services wrote to .tools/test-services.env, else port 55432), if it answers."""
-    url = os.environ.get("PROVIDER_ROUTER_TEST_POSTGRES_URL")
-    if not url and TEST_SERVICES_ENV.exists():
-        for line in TEST_SERVICES_ENV.read_text(encoding="utf-8").splitlines():
-            name, _, value = line.strip().removeprefix("export ").partition("=")
-            if name == "PROVIDER_ROUTER_TEST_POSTGRES_URL":
-                url = value.strip().strip("'\"")
-    url = url or DEFAULT_TEST_POSTGRES_URL
-
-    async def answers() -> bool:
-        try:
-            conn = await asyncpg.connect(url, timeout=5)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            return False
-        await conn.close()
-        return True
-
-    return url if in_thread(answers) else None
-
-
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
@@ -442,7 +416,19 @@ def fresh_postgres_database(admin_url: str) -> Iterator[str]:
         finally:
             await conn.close()
 
-    in_thread(lambda: run(f'CREATE DATABASE "{name}"'))
+    async def create() -> None:
+        # CREATE DATABASE copies template1 and refuses while another session uses it (another
+        # test creating its database at the same moment): try again a few times.
+        for attempt in range(20):
+            try:
+                await run(f'CREATE DATABASE "{name}"')
+                return
+            except asyncpg.ObjectInUseError:
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.1)
+
+    in_thread(create)
     try:
         yield with_database(admin_url, name)
     finally:

@@ -28,9 +28,11 @@ class Replica:
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
-    def config_version(self) -> int:
-        """The config version this replica's routing snapshot was built from."""
-        version: int = httpx.get(f"{self.url}/health", timeout=5).json()["config_version"]
+    def config_version(self, http: httpx.Client | None = None) -> int:
+        """The config version this replica's routing snapshot was built from (``http``: a
+        client kept open, for polling without a new connection each time)."""
+        get = http.get if http is not None else httpx.get
+        version: int = get(f"{self.url}/health", timeout=5).json()["config_version"]
         return version
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30) -> int:

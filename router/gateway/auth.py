@@ -156,8 +156,9 @@ class Authenticator:
         """Reload keys when another process changed them (checked every ``interval_s`` and on
         every config notification); write ``last_used_at`` in batches."""
         changes = changes or ConfigChanges()
+        woken = changes.subscribe()
         while True:
-            await changes.wait(interval_s)
+            await changes.wait(woken, interval_s)
             try:
                 if await config_version(db) != self._version:
                     await self.reload(db)

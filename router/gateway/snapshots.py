@@ -35,22 +35,32 @@ CONFIG_CHANNEL = "provider_router_config"
 
 
 class ConfigChanges:
-    """Wakes the config watchers early: ``await changes.wait(timeout_s)`` returns when
-    :meth:`notify` is called or the timeout passes, whichever comes first."""
+    """Wakes the config watchers early. Each watcher takes a :meth:`subscribe` flag and calls
+    ``await changes.wait(flag, timeout_s)``, which returns when :meth:`notify` was called since
+    its last return, or when the timeout passes. A notification that comes while the watcher is
+    busy (rebuilding for the previous one) is kept in its flag, never lost."""
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._flags: list[asyncio.Event] = []
         self.notified = 0
         self.listening = False
 
+    def subscribe(self) -> asyncio.Event:
+        flag = asyncio.Event()
+        self._flags.append(flag)
+        return flag
+
     def notify(self) -> None:
         self.notified += 1
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+        for flag in self._flags:
+            flag.set()
 
-    async def wait(self, timeout_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout_s)
+    @staticmethod
+    async def wait(flag: asyncio.Event, timeout_s: float) -> None:
+        if not flag.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flag.wait(), timeout_s)
+        flag.clear()  # before the caller checks, so a notification from now on wakes it again
 
     async def follow(self, db: Database, retry_s: float = 1.0) -> None:
         """Listen for config notifications for good, reconnecting after a lost connection
@@ -189,8 +199,9 @@ class SnapshotManager:
     async def watch(self, interval_s: float) -> None:
         """Check ``config_version`` every ``interval_s`` and on every notification, for good;
         rebuild when another process changed the catalog."""
+        woken = self.changes.subscribe()
         while True:
-            await self.changes.wait(interval_s)
+            await self.changes.wait(woken, interval_s)
             try:
                 version = await config_version(self.db)
                 if version != self.current.version:

@@ -145,14 +145,26 @@ async def test_the_listener_comes_back_after_its_connection_is_killed(postgres_u
 
 async def test_waiters_wake_on_notify_and_otherwise_on_their_timeout() -> None:
     changes = ConfigChanges()
+    flags = [changes.subscribe() for _ in range(3)]
     loop = asyncio.get_running_loop()
     begin = loop.time()
-    await changes.wait(0.05)
+    await changes.wait(flags[0], 0.05)
     assert loop.time() - begin >= 0.04
-    waiters = [loop.create_task(changes.wait(30)) for _ in range(3)]
+    waiters = [loop.create_task(changes.wait(flag, 30)) for flag in flags]
     await asyncio.sleep(0.01)
     changes.notify()
     await asyncio.wait_for(asyncio.gather(*waiters), 5)
+
+
+async def test_a_notification_while_the_watcher_is_busy_is_not_lost() -> None:
+    changes = ConfigChanges()
+    flag = changes.subscribe()
+    changes.notify()  # arrives while the watcher is still rebuilding for an earlier one
+    await asyncio.wait_for(changes.wait(flag, 30), 5)  # returns at once
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    await changes.wait(flag, 0.05)  # consumed: this one waits for its timeout
+    assert loop.time() - begin >= 0.04
 
 
 def test_postgresql_urls_are_accepted_and_their_password_never_shown(

@@ -61,7 +61,9 @@ def backend_settings(request: pytest.FixtureRequest, tmp_path: Path, **overrides
     if request.param == "sqlite":
         return make_settings(tmp_path, **overrides)
     url = request.getfixturevalue("postgres_url")
-    return make_settings(tmp_path, database_url=url, secret_key=TEST_SECRET_KEY, **overrides)
+    return make_settings(
+        tmp_path, **{"database_url": url, "secret_key": TEST_SECRET_KEY, **overrides}
+    )
 
 
 @contextlib.asynccontextmanager

@@ -85,6 +85,7 @@ class Database:
 
     dialect = "sqlite"
     notifies = False  # whether :meth:`listen` works (PostgreSQL's LISTEN/NOTIFY)
+    row_lock = ""  # appended to a SELECT to lock its rows (the write transaction already does)
 
     def __init__(self, path: Path, *, cipher: Cipher | None = None) -> None:
         self.path = path

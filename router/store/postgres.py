@@ -144,6 +144,7 @@ class PostgresDatabase(Database):
 
     dialect = "postgresql"
     notifies = True
+    row_lock = " FOR UPDATE"
 
     def __init__(self, url: str, *, cipher: Cipher | None = None) -> None:
         super().__init__(Path(), cipher=cipher)

@@ -12,7 +12,7 @@ import pytest
 from router.gateway.snapshots import CONFIG_CHANNEL, ConfigChanges
 from router.secrets import Cipher
 from router.settings import SettingsError, display_url, load_settings
-from router.store import migrations
+from router.store import lifecycle, migrations, providers
 from router.store.migrations import Migration, MigrationError, migrate_postgres, postgres_sql
 from router.store.postgres import PostgresDatabase, translate
 from router.store.version import bump_config_version, config_version
@@ -185,3 +185,31 @@ def test_postgresql_urls_are_accepted_and_their_password_never_shown(
         with pytest.raises(SettingsError) as caught:
             load_settings(None, overrides={"database_url": bad})
         assert words in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+async def test_a_delete_waits_for_history_another_replica_is_writing_and_archives(
+    postgres_url: str,
+) -> None:
+    db = await opened(postgres_url)
+    other = await asyncpg.connect(postgres_url)
+    try:
+        body = {"id": "p", "name": "p", "type": "openai", "config": {"baseURL": "http://x/v1"}}
+        await providers.create_provider(db, body)
+        recording = other.transaction()
+        await recording.start()
+        await other.execute(
+            "INSERT INTO requests (id, created_at, endpoint, provider_id, status, status_code,"
+            " latency_ms) VALUES ('r', 1, '/v1/chat/completions', 'p', 'success', 200, 1)"
+        )
+        deleting = asyncio.get_running_loop().create_task(lifecycle.delete_provider(db, "p"))
+        await asyncio.sleep(0.3)
+        assert not deleting.done()  # it waits on the row lock for the recording transaction
+        await recording.commit()
+        result = await asyncio.wait_for(deleting, 10)
+        assert result == {"id": "p", "deleted": False, "archived": True}
+        assert query(postgres_url, "SELECT count(*) FROM requests WHERE provider_id = 'p'") == [
+            (1,)
+        ]
+    finally:
+        await other.close()
+        await db.close()

@@ -23,8 +23,12 @@ from router.store.db import (
     Database,
     DatabaseError,
     IntegrityError,
+    Unreachable,
     is_foreign_key_error,
 )
+
+# How long one batch waits for an unreachable database before its rows count as failed.
+UNREACHABLE_RETRY_S = 60.0
 
 if TYPE_CHECKING:
     from router.gateway.routing import Candidate, Snapshot
@@ -186,6 +190,7 @@ class Recorder:
         self.written = 0
         self.waits = 0
         self.failed = 0
+        self.unreachable = 0  # failed tries in the current outage (0: the database answers)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
@@ -246,13 +251,19 @@ class Recorder:
     async def _write(self, batch: list[RequestRecord]) -> None:
         try:
             try:
-                await self._write_rows(batch)
+                await self._write_when_reachable(batch)
             except IntegrityError as exc:
                 if not is_foreign_key_error(exc):
                     raise
                 # A provider was deleted while a request it served was still queued (its first
                 # one, or one from another process): keep the history under a stand-in.
-                await self._write_rows(batch, stand_ins=True)
+                await self._write_when_reachable(batch, stand_ins=True)
+        except Unreachable:
+            self.failed += len(batch)
+            log.exception(
+                "Could not record %d request(s): the database stayed unreachable", len(batch)
+            )
+            return
         except _ROW_ERRORS:
             if len(batch) == 1:
                 self.failed += 1
@@ -263,6 +274,33 @@ class Recorder:
                 await self._write([record])
             return
         self.written += len(batch)
+
+    async def _write_when_reachable(
+        self, batch: list[RequestRecord], *, stand_ins: bool = False
+    ) -> None:
+        """Write the batch, trying again while the database cannot be reached (a PostgreSQL
+        restart or failover), for up to ``UNREACHABLE_RETRY_S``; the rows wait in memory and the
+        queue's back-pressure, not a loss, is what a long outage costs."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + UNREACHABLE_RETRY_S
+        delay = 0.1
+        while True:
+            try:
+                await self._write_rows(batch, stand_ins=stand_ins)
+            except Unreachable as exc:
+                if loop.time() + delay > give_up:
+                    raise
+                if not self.unreachable:
+                    log.warning("The database cannot be reached (%s); holding history rows and"
+                                " trying again", type(exc).__name__)  # fmt: skip
+                self.unreachable += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                if self.unreachable:
+                    log.warning("The database is reachable again; history rows are being written")
+                    self.unreachable = 0
+                return
 
     async def _write_rows(self, batch: list[RequestRecord], *, stand_ins: bool = False) -> None:
         async with self.db.transaction() as conn:

@@ -45,6 +45,15 @@ DatabaseError: tuple[type[Exception], ...] = (
 )
 
 
+# The database could not be reached (not a bad row): the same write may succeed later.
+Unreachable: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
 class Row(Protocol):
     """A result row: by column name or position, ``keys()``, ``dict(row)`` (sqlite3.Row on
     SQLite, asyncpg.Record on PostgreSQL)."""

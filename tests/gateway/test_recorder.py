@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from router.gateway import recorder as recorder_module
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
 from router.store import providers
 from router.store.db import Database
@@ -391,3 +392,43 @@ async def test_an_unforeseen_error_does_not_stop_the_recorder(
     await rec.stop()
     assert (rec.written, rec.failed) == (1, 1)
     assert query(db, "SELECT id FROM requests") == [("kept",)]
+
+
+async def test_an_unreachable_database_holds_the_rows_until_it_answers_again(
+    db: Database, make_recorder: MakeRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store_provider(db, "p1")
+    rec = make_recorder(queue_size=10, batch_size=10)
+    real = db.insert_rows
+    outage = {"left": 3}
+
+    async def flaky(*args: Any) -> None:
+        if outage["left"]:
+            outage["left"] -= 1
+            raise ConnectionRefusedError(111, "Connection refused")  # PostgreSQL restarting
+        await real(*args)
+
+    monkeypatch.setattr(db, "insert_rows", flaky)
+    for i in range(4):
+        await rec.record(ok(f"r{i}"))
+    await asyncio.wait_for(rec.flush(), 20)
+    assert (rec.written, rec.failed, rec.unreachable) == (4, 0, 0)
+    assert outage["left"] == 0
+    assert count(db, "requests") == 4
+
+
+async def test_rows_count_as_failed_once_the_database_stays_unreachable(
+    db: Database, make_recorder: MakeRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store_provider(db, "p1")
+    rec = make_recorder(queue_size=10, batch_size=10)
+    monkeypatch.setattr(recorder_module, "UNREACHABLE_RETRY_S", 0.5)
+
+    async def down(*args: Any) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(db, "insert_rows", down)
+    for i in range(3):
+        await rec.record(ok(f"r{i}"))
+    await asyncio.wait_for(rec.flush(), 20)  # no hang, and no row-by-row retry of each
+    assert (rec.written, rec.failed) == (0, 3)

@@ -430,11 +430,23 @@ def fresh_postgres_database(admin_url: str) -> Iterator[str]:
                     raise
                 await asyncio.sleep(0.1)
 
+    async def drop() -> None:
+        # FORCE ends the test's own leftover sessions; it refuses while a session of another
+        # role is there (autovacuum, after a migration): wait for that one to finish.
+        for attempt in range(50):
+            try:
+                await run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
+
     in_thread(create)
     try:
         yield with_database(admin_url, name)
     finally:
-        in_thread(lambda: run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        in_thread(drop)
 
 
 @contextlib.asynccontextmanager

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from router.errors import UpstreamUnsupported
+from router.transport.limits import ResponseLimits
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class AdapterOptions:
     timeout_ms: int = 120_000
     connect_timeout_ms: int = 10_000
     max_connections: int = 256
+    # How long a request waits for a free connection (one of max_connections) to its upstream.
+    pool_timeout_ms: int = 10_000
+    response_limits: ResponseLimits = field(default_factory=ResponseLimits)
 
 
 @dataclass
@@ -125,6 +129,14 @@ def _is_kind(value: Any, kind: type | tuple[type, ...]) -> bool:
     return isinstance(value, kinds)
 
 
+def _shown(value: Any, sensitive: bool) -> str:
+    """The value a user typed, for an error: quoted and cut short; a secret only by its kind."""
+    if sensitive:
+        return f"a {type(value).__name__} (not shown: the key is sensitive)"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _not_positive(value: Any) -> bool:
     return isinstance(value, int) and value <= 0
 
@@ -144,10 +156,19 @@ class Adapter(ABC):
     # adapter whose config decides may set its own in __init__.
     native_dialects: frozenset[str] = frozenset()
 
+    # Whether the upstream refuses every call without an ``apiKey`` (Anthropic, Gemini): the CLI
+    # then refuses to add such a provider enabled without one.
+    requires_api_key: ClassVar[bool] = False
+
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):
         self.provider_id = provider_id
         self.config = dict(config)
         self.options = options
+
+    @classmethod
+    def needs_api_key(cls, config: Mapping[str, Any]) -> bool:
+        """Whether a provider with this ``config`` cannot work without an ``apiKey``."""
+        return cls.requires_api_key
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any], *, partial: bool = False) -> list[str]:
@@ -159,14 +180,14 @@ class Adapter(ABC):
         for key, value in config.items():
             spec = cls.config_keys.get(key) or ROUTER_CONFIG_KEYS.get(key)
             if spec is None:
-                known = ", ".join(sorted(cls.config_keys)) or "none"
+                known = ", ".join(sorted({*cls.config_keys, *ROUTER_CONFIG_KEYS}))
                 problems.append(
                     f"Provider type {cls.type!r} has no config key {key!r} (known keys: {known})."
                 )
             elif value is not None and not _is_kind(value, spec.kind):
                 problems.append(
                     f"Config key {key!r} must be {_kind_name(spec.kind)}, "
-                    f"got {type(value).__name__}."
+                    f"got {_shown(value, spec.sensitive)}."
                 )
             elif spec.kind is int and key in ROUTER_CONFIG_KEYS and _not_positive(value):
                 problems.append(f"Config key {key!r} is in milliseconds and must be > 0.")

@@ -16,12 +16,16 @@ is decided by :mod:`router.transport.egress` from the keys in ``HTTP_CONFIG_KEYS
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import email.utils
+import errno
 import math
+import os
+import re
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -31,13 +35,17 @@ import orjson
 from providers.base import AdapterOptions, ConfigKey
 from router.errors import (
     InvalidRequest,
+    LocalLimitReached,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamResponseTooLarge,
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from router.redact import Scrubber
 from router.transport.egress import Egress, TransportKind, open_transport, tls_context
+from router.transport.limits import ResponseLimits, ResponseTooLarge, guard
 
 _MAX_CACHED_URLS = 64
 
@@ -59,6 +67,7 @@ __all__ = [
     "UpstreamClient",
     "call_json",
     "client_from_config",
+    "credentials_in",
     "egress_from_config",
     "http_config_problems",
     "open_stream",
@@ -84,10 +93,18 @@ class UpstreamClient:
         *,
         max_connections: int = 256,
         egress: Egress | None = None,
+        limits: ResponseLimits | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.limits = limits = limits or ResponseLimits()
+        scrubber = Scrubber(secrets)
+        self.scrubber: Scrubber | None = scrubber if scrubber else None
         transport, self.transport_kind = open_transport(
-            self.base_url, egress or Egress(), max_connections=max_connections
+            self.base_url,
+            egress or Egress(),
+            max_connections=max_connections,
+            max_header_bytes=limits.max_header_bytes,
         )
         self._client = httpx.AsyncClient(
             timeout=timeout, follow_redirects=False, transport=transport
@@ -137,10 +154,15 @@ class UpstreamClient:
         return request
 
     async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
-        """Send ``request``; unless ``stream``, read the whole body and release the connection."""
+        """Send ``request``; unless ``stream``, read the whole body and release the connection.
+
+        The answer comes back decoded, within the provider's :class:`ResponseLimits` (past one,
+        reading it raises :class:`ResponseTooLarge`) and scrubbed of the provider's credentials.
+        """
         transport = self._client._transport_for_url(request.url)
         response = await transport.handle_async_request(request)
         response.request = request
+        guard(response, self.limits, self.scrubber, streamed=stream)
         if not stream:
             try:
                 await response.aread()
@@ -218,6 +240,25 @@ async def open_stream(
     raise on_status(response, error_body)
 
 
+def credentials_in(config: Mapping[str, Any]) -> list[str]:
+    """The credentials a provider's config holds, to scrub from its upstream's answers: its
+    ``apiKey``, the values of its ``headers``, the password of its ``proxy``."""
+    found = []
+    key = config.get("apiKey")
+    if isinstance(key, str):
+        found.append(key)
+    headers = config.get("headers")
+    if isinstance(headers, Mapping):
+        found += [value for value in headers.values() if isinstance(value, str)]
+    proxy = config.get("proxy")
+    if isinstance(proxy, str) and proxy:
+        with contextlib.suppress(ValueError):
+            password = urlsplit(proxy).password
+            if password:
+                found.append(password)
+    return found
+
+
 def client_from_config(
     config: Mapping[str, Any],
     options: AdapterOptions,
@@ -237,6 +278,12 @@ def client_from_config(
         if isinstance(value, int) and not isinstance(value, bool):
             timeout_ms = max(timeout_ms, value)
     connect_ms = int(config.get("connectTimeout") or min(timeout_ms, options.connect_timeout_ms))
+    # Waiting for a free connection must end before the first-byte timer does, or the wait (a
+    # limit of ours) would be reported as the provider's timeout.
+    pool_ms = min(options.pool_timeout_ms, timeout_ms)
+    first_byte = config.get("firstByteTimeout")
+    if isinstance(first_byte, int) and not isinstance(first_byte, bool) and first_byte > 1:
+        pool_ms = min(pool_ms, first_byte // 2)
     merged = {"content-type": "application/json"}
     merged.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
     merged.update(headers)
@@ -244,9 +291,11 @@ def client_from_config(
         return UpstreamClient(
             base_url.rstrip("/"),
             merged,
-            httpx.Timeout(timeout_ms / 1000, connect=connect_ms / 1000),
+            httpx.Timeout(timeout_ms / 1000, connect=connect_ms / 1000, pool=pool_ms / 1000),
             max_connections=options.max_connections,
             egress=egress_from_config(config),
+            limits=options.response_limits,
+            secrets=credentials_in(config),
         )
     except (OSError, ValueError, ImportError) as exc:
         # Checked when written, but a file can go away later, and the environment's proxy is
@@ -349,9 +398,47 @@ def _egress_problems(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+# A connection that failed for one of these reasons failed here, not at the provider.
+_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_LOCAL_ERRNO_TEXT = re.compile(r"\[Errno (" + "|".join(map(str, sorted(_LOCAL_ERRNOS))) + r")\]")
+
+
+def _local_errno(exc: BaseException) -> int | None:
+    """The errno of a local resource shortage (no file descriptor, no buffer space) behind
+    ``exc``, found along its chain of causes or in its text; None when there is none."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in _LOCAL_ERRNOS:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    found = _LOCAL_ERRNO_TEXT.search(str(exc))
+    return int(found.group(1)) if found else None
+
+
 def translate_httpx_error(provider_id: str, exc: httpx.HTTPError) -> UpstreamError:
     """Map an httpx failure to the most specific upstream error. The message holds no URL."""
     detail = str(exc) or type(exc).__name__
+    if isinstance(exc, ResponseTooLarge):
+        return UpstreamResponseTooLarge(f"Provider {provider_id!r}: {detail}.")
+    if isinstance(exc, httpx.PoolTimeout):
+        return LocalLimitReached(
+            f"Every connection to provider {provider_id!r} is busy "
+            "(upstream.max_connections); the request was not sent.",
+            limit="upstream.max_connections",
+        )
+    if isinstance(exc, httpx.ConnectError):
+        number = _local_errno(exc)
+        if number is not None:
+            return LocalLimitReached(
+                f"provider-router could not open a connection to provider {provider_id!r}: "
+                f"{os.strerror(number)} (a limit of this process or host, such as "
+                "RLIMIT_NOFILE); the request was not sent.",
+                limit="open files (RLIMIT_NOFILE)"
+                if number in (errno.EMFILE, errno.ENFILE)
+                else "socket buffers (kernel memory)",
+            )
     if isinstance(exc, httpx.ConnectTimeout):
         return UpstreamConnectError(f"Provider {provider_id!r}: connect timed out.")
     if isinstance(exc, httpx.ConnectError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -40,6 +41,12 @@ class OpenAIAdapter(Adapter):
         "headers": ConfigKey(dict, sensitive=True, description="extra headers for every call"),
         **HTTP_CONFIG_KEYS,
     }
+
+    @classmethod
+    def needs_api_key(cls, config: Mapping[str, Any]) -> bool:
+        # Local OpenAI-compatible servers take no key; OpenAI itself refuses every call without.
+        base_url = str(config.get("baseURL") or cls.default_base_url or "")
+        return urlsplit(base_url).hostname == "api.openai.com"
 
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):
         super().__init__(provider_id, config, options)
@@ -114,16 +121,26 @@ class OpenAIAdapter(Adapter):
     async def _relay(
         self, response: httpx.Response, include_usage: bool, stream: ChatStream
     ) -> AsyncIterator[bytes]:
-        pending = b""
+        pending = bytearray()  # the start of an event whose end has not arrived yet
         try:
             async for chunk in response.aiter_bytes():
-                pending += chunk
-                if b"\r" in pending:
-                    pending = pending.replace(b"\r\n", b"\n")
-                cut = pending.rfind(b"\n\n")
-                if cut < 0:
-                    continue
-                block, pending = pending[: cut + 2], pending[cut + 2 :]
+                if not pending and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+                    block = chunk  # the common case: whole events, nothing copied
+                else:
+                    if b"\r" in chunk or pending.endswith(b"\r"):
+                        if pending.endswith(b"\r"):  # the first half of a CRLF, held last time
+                            del pending[-1:]
+                            chunk = b"\r" + chunk
+                        chunk = chunk.replace(b"\r\n", b"\n")
+                    # Only the new bytes (and the one before them) can complete an event:
+                    # searching just those keeps a long event linear, not quadratic.
+                    start = max(0, len(pending) - 1)
+                    pending += chunk
+                    cut = pending.rfind(b"\n\n", start)
+                    if cut < 0:
+                        continue
+                    block = bytes(pending[: cut + 2])
+                    del pending[: cut + 2]
                 if b"[DONE]" not in block and b'"usage"' not in block:
                     yield block
                     continue

@@ -46,6 +46,7 @@ from router.store import backend
 from router.store.backend import database_for, has_table
 from router.store.credentials import prepare_credentials
 from router.store.seed import seed_from_config
+from router.transport.limits import ResponseLimits
 from router.ui import UI
 from router.ui import mount as ui_mount
 from router.ui.session import Sessions
@@ -188,6 +189,13 @@ class ProviderRouterApp:
                 ),
                 connect_timeout_ms=settings.upstream_connect_timeout_ms,
                 max_connections=settings.upstream_max_connections,
+                # Below the first-byte timer, which also runs while a request waits for a
+                # connection: that wait is the proxy's limit, not the provider's slowness.
+                pool_timeout_ms=min(
+                    settings.upstream_pool_timeout_ms,
+                    max(1, settings.upstream_first_byte_timeout_ms // 2),
+                ),
+                response_limits=ResponseLimits.from_settings(settings),
             ),
             timeouts=timeouts_from_settings(settings),
             changes=changes,

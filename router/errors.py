@@ -16,20 +16,26 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     ├── HeadersTooLarge              431 invalid_request_error / headers_too_large
     ├── NoProviderAvailable          503 service_unavailable / no_provider_available
     │   └── ProvidersCoolingDown     503 service_unavailable / providers_cooling_down
+    ├── GatewayOverloaded            503 service_unavailable / gateway_overloaded (+ Retry-After)
     ├── AllProvidersFailed           502 upstream_error / all_providers_failed
     └── StreamInterrupted            502 upstream_error / stream_interrupted (sent as an SSE event)
 
     UpstreamError                    one failed attempt at one provider (never shown as is)
     ├── UpstreamConnectError         could not connect              retryable
     ├── UpstreamTimeout              no answer in time              retryable
-    ├── UpstreamStatusError          answered with an HTTP error    retryable on 408, 429, 5xx
+    ├── UpstreamStatusError          answered with an HTTP error    retryable on 408, 429, 5xx,
+    │                                                               and 401/403/404 (the provider's
+    │                                                               fault: credential, model)
     ├── UpstreamProtocolError        broken or incomplete answer    retryable
+    │   ├── UpstreamResponseTooLarge an answer over a size limit    retryable
     │   └── AdapterFailure           our adapter raised             retryable, not counted
+    ├── LocalLimitReached            the proxy's own limit          retryable, not counted
     └── UpstreamUnsupported          the type cannot do this        retryable (next candidate)
 
 Upstream errors are raised by adapters (translated from httpx at the edge) and handled by the
 attempt loop in :mod:`router.gateway.handler`; they become :class:`AllProvidersFailed` or are passed
-through to the client when the upstream's answer is the client's own fault (a 4xx).
+through to the client when the upstream's answer is the client's own fault (a 4xx other than
+401, 403 and 404, which say the provider's credential or model is wrong).
 
 Every message passes through :func:`router.redact.scrub` when the error is made, so no
 credential reaches a client, a log line or a history row through an error.
@@ -50,6 +56,9 @@ class RouterError(Exception):
     status_code: ClassVar[int] = 500
     error_type: ClassVar[str] = "server_error"
     default_code: ClassVar[str | None] = None
+    # Sent as ``x-should-retry`` when not None: OpenAI's SDKs obey it over their own rules, so
+    # False spares a client retries that cannot help.
+    should_retry: bool | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         message = scrub(message)
@@ -134,17 +143,34 @@ class HeadersTooLarge(RouterError):
 
 
 class NoProviderAvailable(RouterError):
+    """No enabled provider serves the model: only an operator can change that, so no retry."""
+
     status_code = 503
     error_type = "service_unavailable"
     default_code = "no_provider_available"
+    should_retry: bool | None = False
 
 
 class ProvidersCoolingDown(NoProviderAvailable):
     """Every candidate's circuit is open; ``retry_after`` (s) is when the first one reopens."""
 
     default_code = "providers_cooling_down"
+    should_retry: bool | None = None  # a cooldown ends: Retry-After says when
 
     def __init__(self, message: str, *, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class GatewayOverloaded(RouterError):
+    """The proxy itself is at a limit (its upstream connections, its open files): not any
+    provider's failure. ``retry_after`` in seconds."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "gateway_overloaded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0):
         super().__init__(message)
         self.retry_after = retry_after
 
@@ -163,8 +189,10 @@ class StreamInterrupted(RouterError):
     error_type = "upstream_error"
     default_code = "stream_interrupted"
 
-    def __init__(self, message: str, *, upstream: UpstreamError | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, upstream: UpstreamError | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
         self.upstream = upstream
 
 
@@ -173,6 +201,9 @@ class UpstreamError(Exception):
 
     retryable: bool = True
     status_code: int | None = None
+    # The OpenAI error code a client sees when this failure ends its request (None: the
+    # generic one of the RouterError that reports it).
+    code: str | None = None
 
     def __init__(self, message: str) -> None:
         message = scrub(message)
@@ -192,6 +223,23 @@ class UpstreamProtocolError(UpstreamError):
     pass
 
 
+class UpstreamResponseTooLarge(UpstreamProtocolError):
+    """The answer passed one of the response limits (headers, body, one stream event)."""
+
+    code = "upstream_response_too_large"
+
+
+class LocalLimitReached(UpstreamError):
+    """The proxy could not make the attempt because of one of its own limits (every upstream
+    connection of the pool busy, no file descriptor left). Another provider may still be
+    tried, but the provider's circuit is not blamed: it never saw the request. ``limit``
+    names the limit, for the log."""
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class AdapterFailure(UpstreamProtocolError):
     """Our adapter raised (a bug, perhaps set off by the client's input): the next candidate is
     tried, but the provider's circuit is not blamed, so no client can open it this way."""
@@ -202,6 +250,14 @@ class UpstreamUnsupported(UpstreamError):
 
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+# Answers that say the provider is misconfigured, not that the client erred: the client's key
+# never goes upstream, and the model was the router's choice. They fall back and count against
+# the provider, under these names.
+PROVIDER_FAULTS = {
+    401: ("credential rejected", "check the provider's apiKey"),
+    403: ("credential rejected", "check the provider's apiKey and its permissions"),
+    404: ("model not found", "check the link's upstream_model and the provider's baseURL"),
+}
 
 
 class UpstreamStatusError(UpstreamError):
@@ -216,9 +272,14 @@ class UpstreamStatusError(UpstreamError):
         content_type: str = "application/json",
         retry_after: float | None = None,
     ) -> None:
+        fault = PROVIDER_FAULTS.get(status_code)
+        if fault is not None:
+            message = f"{message} ({fault[0]}: {fault[1]})"
         super().__init__(message)
         self.status_code = status_code
         self.body = scrub_bytes(body)
         self.content_type = content_type
         self.retry_after = retry_after
-        self.retryable = status_code in RETRYABLE_STATUS
+        # "credential rejected" / "model not found", or None for any other answer
+        self.fault = None if fault is None else fault[0]
+        self.retryable = status_code in RETRYABLE_STATUS or fault is not None

@@ -15,8 +15,10 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from collections.abc import Iterable
 
 REDACTED = "[redacted]"
 
@@ -110,3 +112,108 @@ def install(logger: logging.Logger | None = None, fmt: str | None = None) -> Non
         handler.setFormatter(
             ScrubbingFormatter(fmt or (current._fmt if current is not None else None))
         )
+
+
+# A provider's own credentials shorter than this are not scrubbed from its answers: no real key
+# is that short, and a placeholder such as "ollama" or "EMPTY" would blank out ordinary words.
+MIN_PROVIDER_SECRET_CHARS = 8
+_REDACTED_BYTES = REDACTED.encode()
+
+
+class Scrubber:
+    """One provider's credentials, scrubbed from every byte its upstream sends back.
+
+    Unlike :func:`scrub` (process-wide, for logs), this knows exactly which values to look for,
+    so it needs no shape around them and no minimum beyond ``MIN_PROVIDER_SECRET_CHARS``: an
+    upstream that echoes the key it received, in a JSON body, an SSE event or the prose of a
+    401, has it replaced by ``[redacted]`` before anything reads the answer.
+
+    Example::
+
+        scrubber = Scrubber(["sk-abcdefghij"])
+        scrubber.bytes(b'{"error": "bad key sk-abcdefghij"}')  # b'{"error": "bad key [redacted]"}'
+    """
+
+    __slots__ = ("_last_bytes", "_needles", "_texts")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        values = {s for s in secrets if len(s) >= MIN_PROVIDER_SECRET_CHARS}
+        # The value as it is, and as a JSON string would carry it when that differs.
+        forms = set(values)
+        for value in values:
+            escaped = json.dumps(value)[1:-1]
+            if escaped != value:
+                forms.add(escaped)
+        ordered = sorted(forms, key=len, reverse=True)
+        self._texts = tuple(ordered)
+        self._needles = tuple(text.encode() for text in ordered)
+        self._last_bytes = frozenset(b for needle in self._needles for b in needle)
+
+    def __bool__(self) -> bool:
+        return bool(self._needles)
+
+    def text(self, text: str) -> str:
+        for secret in self._texts:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def found(self, data: bytes) -> bool:
+        """Whether ``data`` holds one of the credentials."""
+        return any(secret in data for secret in self._needles)
+
+    def bytes(self, data: bytes) -> bytes:
+        """``data`` scrubbed: the same object when there was nothing to replace."""
+        for secret in self._needles:
+            if secret in data:
+                data = data.replace(secret, _REDACTED_BYTES)
+        return data
+
+    def stream(self) -> StreamScrubber:
+        """A scrubber for one body that arrives in pieces (a match may span two)."""
+        return StreamScrubber(self._needles, self._last_bytes)
+
+
+class StreamScrubber:
+    """Scrubs a body piece by piece, holding back the end of a piece only while it could be the
+    start of a credential (so an SSE event, which ends with a blank line, is never held)."""
+
+    __slots__ = ("_held", "_last_bytes", "_needles")
+
+    def __init__(self, needles: tuple[bytes, ...], last_bytes: frozenset[int]) -> None:
+        self._needles = needles
+        # A piece can end inside a credential only if its last byte occurs in one.
+        self._last_bytes = last_bytes
+        self._held = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """``data`` scrubbed, less any tail held back for the next piece."""
+        if self._held:
+            data = self._held + data
+            self._held = b""
+        for secret in self._needles:
+            if secret in data:
+                data = data.replace(secret, _REDACTED_BYTES)
+        if not data or data[-1] not in self._last_bytes:
+            return data
+        hold = 0
+        size = len(data)
+        for secret in self._needles:
+            # The earliest start, within the last len(secret) - 1 bytes, of a suffix of data
+            # that is a prefix of the secret.
+            first = secret[:1]
+            at = data.find(first, max(0, size - len(secret) + 1))
+            while at != -1:
+                if secret.startswith(data[at:]):
+                    hold = max(hold, size - at)
+                    break
+                at = data.find(first, at + 1)
+        if hold:
+            self._held = data[size - hold :]
+            return data[: size - hold]
+        return data
+
+    def end(self) -> bytes:
+        """What was held back, at the end of the body (it was not a credential after all)."""
+        held, self._held = self._held, b""
+        return held

@@ -46,6 +46,11 @@ class Settings:
     upstream_timeout_ms: int = 120_000
     upstream_connect_timeout_ms: int = 10_000
     upstream_max_connections: int = 256
+    # issue 16: the proxy's own limits, and what an upstream's answer may hold
+    upstream_pool_timeout_ms: int = 10_000
+    upstream_max_header_bytes: int = 64 * 1024
+    upstream_max_body_bytes: int = 32 * 1024 * 1024
+    upstream_max_event_bytes: int = 1024 * 1024
     reload_interval_ms: int = 1000
     recorder_queue_size: int = 10_000
     recorder_batch_size: int = 500
@@ -123,6 +128,10 @@ _FILE_KEYS: dict[tuple[str, str], tuple[str, type, int | None]] = {
     ("upstream", "timeout_ms"): ("upstream_timeout_ms", int, 1),
     ("upstream", "connect_timeout_ms"): ("upstream_connect_timeout_ms", int, 1),
     ("upstream", "max_connections"): ("upstream_max_connections", int, 1),
+    ("upstream", "pool_timeout_ms"): ("upstream_pool_timeout_ms", int, 1),
+    ("upstream", "max_header_bytes"): ("upstream_max_header_bytes", int, 1024),
+    ("upstream", "max_body_bytes"): ("upstream_max_body_bytes", int, 1024),
+    ("upstream", "max_event_bytes"): ("upstream_max_event_bytes", int, 1024),
     ("routing", "reload_interval_ms"): ("reload_interval_ms", int, 50),
     ("recorder", "queue_size"): ("recorder_queue_size", int, 1),
     ("recorder", "batch_size"): ("recorder_batch_size", int, 1),

@@ -304,11 +304,13 @@ async def test_an_upstream_error_echoing_the_key_does_not_reach_the_client(
         await add_provider(client, "echo", "http://echo.test/v1", ["m"], config={"apiKey": echoed})
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         response = await client.post("/v1/chat/completions", json=body)
-        assert response.status_code == 401
+        # The provider's rejected key is its own fault: a 502 naming it, the echo scrubbed.
+        assert response.status_code == 502
         assert echoed not in response.text and "Incorrect API key provided" in response.text
         assert app.services is not None
         await app.services.recorder.flush()
         history = await client.get("/v1/requests", headers=ADMIN)
         [row] = history.json()["data"]
         detail = await client.get(f"/v1/requests/{row['id']}", headers=ADMIN)
-        assert row["status_code"] == 401 and echoed not in detail.text
+        assert row["status_code"] == 502 and echoed not in detail.text
+        assert detail.json()["attempt_details"][0]["status_code"] == 401

@@ -114,6 +114,7 @@ class AnthropicAdapter(Adapter):
     """Anthropic's Messages API (api.anthropic.com, or a server that speaks it)."""
 
     type = "anthropic"
+    requires_api_key = True
     # Messages requests (and token counts) from the Messages front door pass through as they are.
     native_dialects = frozenset({"anthropic.messages", "anthropic.messages.count_tokens"})
     config_keys: ClassVar[Mapping[str, ConfigKey]] = {

@@ -68,6 +68,7 @@ class GeminiAdapter(Adapter):
     """Google's Gemini API (generativelanguage.googleapis.com) with an API key."""
 
     type = "gemini"
+    requires_api_key = True
     config_keys: ClassVar[Mapping[str, ConfigKey]] = {
         "baseURL": ConfigKey(
             str, default=DEFAULT_BASE_URL, description="default " + DEFAULT_BASE_URL
@@ -125,6 +126,10 @@ class GeminiAdapter(Adapter):
             retry_after = retry_after if retry_after is not None else _retry_delay(error)
         else:
             message = body[:200].decode("utf-8", "replace").strip()
+        if status_code == 400 and (
+            b"API_KEY_INVALID" in body or message.startswith("API key not valid")
+        ):
+            status_code = 401  # Gemini answers a bad key with 400; it is the provider's fault
         mapped = _STATUS_CODES.get(status or "")
         if status == "RESOURCE_EXHAUSTED" or (mapped and mapped >= 500 and status_code < 500):
             status_code = mapped or status_code

@@ -24,9 +24,9 @@ async def delete_or_archive_provider(app: Services, provider_id: str) -> dict[st
 
 async def reset_circuit(app: Services, provider_id: str) -> dict[str, Any]:
     """Close the provider's circuit in this process; returns its live state."""
-    await provider_store.get_provider(app.db, provider_id)  # 404 for an unknown id
+    provider = await provider_store.get_provider(app.db, provider_id)  # 404 for an unknown id
     app.proxy.resilience.reset(provider_id)
-    return {"id": provider_id, **app.proxy.resilience.state(provider_id)}
+    return {"id": provider_id, **app.proxy.resilience.state(provider_id, provider["limits"])}
 
 
 async def create_client_key(app: Services, data: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,23 +17,26 @@ from router.api import actions
 from router.api.common import admin, json_response, services
 
 
-def live_state(request: Request, provider_id: str) -> dict[str, Any]:
+def live_state(request: Request, provider_id: str, limits: dict[str, Any] | None) -> dict[str, Any]:
     """The live fields of one provider (``circuit``, ``usage``) for ``GET /v1/providers/{id}``."""
-    return services(request).proxy.resilience.state(provider_id)
+    return services(request).proxy.resilience.state(provider_id, limits)
 
 
 @admin
 async def list_health(request: Request) -> Response:
     app = services(request)
     rows = await app.db.execute(
-        "SELECT id, enabled, last_health_check, health_status, health_latency_ms, health_error"
+        "SELECT id, enabled, limits, last_health_check, health_status, health_latency_ms,"
+        " health_error"
         " FROM providers WHERE archived_at IS NULL ORDER BY priority DESC, id"
     )
     data = [
         {
             "id": row["id"],
             "enabled": bool(row["enabled"]),
-            **app.proxy.resilience.state(row["id"]),
+            **app.proxy.resilience.state(
+                row["id"], orjson.loads(row["limits"]) if row["limits"] else None
+            ),
             "health_check": {
                 "checked_at": row["last_health_check"],
                 "status": row["health_status"],

@@ -18,7 +18,8 @@ from router.api.common import (
     services,
 )
 from router.doors.messages import MessagesDoor
-from router.errors import InvalidRequest, RouterError
+from router.errors import InvalidRequest, ModelNotFound, RouterError
+from router.gateway.auth import client_token
 from router.store import lifecycle, models
 
 
@@ -114,10 +115,36 @@ async def create_model(request: Request) -> Response:
     return await changed(app, model, 201)
 
 
-@admin
 async def get_model(request: Request) -> Response:
+    """One model. The admin token gets the management detail (name, description,
+    capabilities, timestamps), plus OpenAI's fields so SDKs read it too; anyone else is a
+    client (guarded like chat completions) and gets OpenAI's model object, or Anthropic's to an
+    Anthropic client, for a model it may ask for."""
+    app = services(request)
+    model_id = request.path_params["model_id"]
+    if app.auth.is_admin(client_token(request.headers.raw)):
+        model = await models.get_model(app.db, model_id)
+        created = model["created_at"] // 1000
+        return json_response({"object": "model", "created": created,
+                              "owned_by": "provider-router", **model})  # fmt: skip
+    anthropic = _anthropic_flavoured(request)
+    try:
+        key = app.auth.authenticate_client(request.headers.raw)
+        created = app.snapshots.current.models.get(model_id)
+        if created is None or (key is not None and key.models is not None
+                               and model_id not in key.models):  # fmt: skip
+            raise ModelNotFound(f"The model {model_id!r} does not exist.", param="model")
+    except RouterError as exc:
+        if not anthropic:
+            raise
+        status, body = MessagesDoor().error(exc)
+        return Response(body, status, media_type="application/json")
+    if anthropic:
+        stamp = datetime.datetime.fromtimestamp(created, datetime.UTC).isoformat()
+        return json_response({"type": "model", "id": model_id, "display_name": model_id,
+                              "created_at": stamp.replace("+00:00", "Z")})  # fmt: skip
     return json_response(
-        await models.get_model(services(request).db, request.path_params["model_id"])
+        {"id": model_id, "object": "model", "created": created, "owned_by": "provider-router"}
     )
 
 

@@ -367,7 +367,13 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": _op("Create a model", "Model", 201, body="ModelInput"),
     },
     "/v1/models/{model_id}": {
-        "get": _op("A model", "Model", params=MODEL),
+        "get": _op(
+            "A model: the management detail for the admin token; for a client (any key, like"
+            " chat completions) OpenAI's model object (id, object, created, owned_by)",
+            "Model",
+            params=MODEL,
+            public=True,
+        ),
         "put": _op("Partial update", "Model", body="ModelUpdate", params=MODEL),
         "delete": _op("Delete, or archive when requests name it", "Deleted", params=MODEL),
     },
@@ -383,9 +389,10 @@ PATHS: dict[str, dict[str, Any]] = {
                 _query("cursor", {"type": "string"}),
                 _query("model", {"type": "string"}),
                 _query("provider_id", {"type": "string"}),
+                _query("tried_provider_id", {"type": "string"}),
                 _query(
                     "status",
-                    {"type": "string", "enum": ["success", "error", "client_disconnected"]},
+                    {"type": "string", "enum": ["success", "error", "client_closed"]},
                 ),
                 _query("since", _MS),
                 _query("until", _MS),

@@ -34,7 +34,7 @@ async def list_providers(request: Request) -> Response:
         archived=common.query_flag(params, "archived"),
     )
     for provider in found:
-        provider["state"].update(live_state(request, provider["id"]))
+        provider["state"].update(live_state(request, provider["id"], provider["limits"]))
     return json_response(common.page_of(found, params, lambda p: (-p["priority"], p["id"])))
 
 
@@ -42,7 +42,7 @@ async def list_providers(request: Request) -> Response:
 async def get_provider(request: Request) -> Response:
     provider_id = request.path_params["provider_id"]
     provider = await providers.get_provider(services(request).db, provider_id)
-    provider["state"].update(live_state(request, provider_id))
+    provider["state"].update(live_state(request, provider_id, provider["limits"]))
     return json_response(provider)
 
 

@@ -7,10 +7,12 @@ import asyncio
 import sys
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import orjson
 
 from router.cli import security as cli_security
+from router.cli.output import Parser, Subcommands
 from router.redact import scrub
 from router.settings import Settings, SettingsError, load_settings
 from router.store import backend, migrations
@@ -26,13 +28,6 @@ def _settings(args: argparse.Namespace) -> Settings:
             "database_url": args.database,
         },
     )
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from router.server import serve
-
-    serve(_settings(args))
-    return 0
 
 
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
@@ -75,13 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     from router.cli import database as cli_database
     from router.cli import models as cli_models
     from router.cli import providers as cli_providers
+    from router.cli import serve as cli_serve
     from router.mock.upstream import add_mock_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="provider-router",
         description="An OpenAI-compatible LLM gateway with fallback, streaming and history.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = cast(
+        "Subcommands", parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    )
 
     def with_config(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", help="TOML config file (default: $PROVIDER_ROUTER_CONFIG)")
@@ -91,11 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: $PROVIDER_ROUTER_DATABASE_URL or the config file)",
         )
 
-    serve = commands.add_parser("serve", help="run the proxy")
-    with_config(serve)
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (default 8080)")
-    serve.set_defaults(func=cmd_serve)
+    cli_serve.register(commands, with_config)
 
     mock = commands.add_parser(
         "mock-upstream", help="run a fake OpenAI-compatible upstream for trying things out"

@@ -13,6 +13,7 @@ from router.cli.output import (
     Subcommands,
     add_command,
     parse_since,
+    print_fields,
     print_json,
     print_table,
     run_with_db,
@@ -106,6 +107,14 @@ def cmd_link(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    return _run(
+        args,
+        lambda db: lifecycle.restore_model(db, args.id),
+        lambda model: print(f"Restored model {model['id']!r}."),
+    )
+
+
 def cmd_unlink(args: argparse.Namespace) -> int:
     async def work(db: Database) -> dict[str, Any]:
         await links.unlink_model(db, args.provider, args.model)
@@ -122,12 +131,50 @@ def cmd_default(args: argparse.Namespace) -> int:
     )
 
 
+ATTEMPT_COLUMNS: list[Column] = [
+    ("N", lambda a: a["n"]),
+    ("PROVIDER", lambda a: a["provider_id"]),
+    ("STARTED", lambda a: stamp(a["started_at"])),
+    ("STATUS", lambda a: a["status"]),
+    ("CODE", lambda a: a["status_code"]),
+    ("MS", lambda a: round(a["latency_ms"])),
+    ("ERROR", lambda a: a["error"]),
+]
+_REQUEST_FIELDS = (
+    "id", "created_at", "endpoint", "model", "provider_id", "upstream_model", "stream", "status",
+    "status_code", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "total_tokens",
+    "cost", "currency", "client_key_id", "error",
+)  # fmt: skip
+
+
+def _show_request(found: dict[str, Any]) -> None:
+    shown = {**found, "created_at": stamp(found["created_at"])}
+    print_fields(shown, _REQUEST_FIELDS)
+    trace = found.get("trace") or {}
+    for provider_id, reason, until in trace.get("skipped") or ():
+        print(
+            f"skipped  {provider_id or '-'}: {reason}" + (f" until {stamp(until)}" if until else "")
+        )
+    print()
+    if found["attempt_details"]:
+        print_table(found["attempt_details"], ATTEMPT_COLUMNS)
+    else:
+        print("No attempts: the request never reached a provider.")
+
+
 def cmd_requests(args: argparse.Namespace) -> int:
+    action = args.action or []
+    if action:
+        if action[0] != "show" or len(action) != 2:
+            args.parser.error(f"expected 'show ID' or no argument, got {' '.join(action)!r}")
+        return _run(args, lambda db: history.get_request(db, action[1]), _show_request)
     params = {"limit": str(args.limit)}
     for key, value in (("model", args.model), ("provider_id", args.provider),
-                       ("status", args.status)):  # fmt: skip
+                       ("tried_provider_id", args.tried), ("status", args.status)):  # fmt: skip
         if value is not None:
             params[key] = value
+    if args.since is not None:
+        params["since"] = str(parse_since(args.since, int(time.time() * 1000)))
     return _run(
         args,
         lambda db: history.list_requests(db, params),
@@ -169,33 +216,48 @@ def register(
     listing.add_argument("--archived", action="store_true", help="include archived models")
     adding = add(sub, "add", cmd_add, "add a model")
     adding.add_argument("id", help="model id clients ask for")
-    adding.add_argument("--name")
-    adding.add_argument("--description")
+    adding.add_argument("--name", help="display name (default: the id)")
+    adding.add_argument("--description", help="free text shown in lists")
     adding.add_argument("--capability", action="append", help="e.g. chat, tools, embeddings")
     add(sub, "remove", cmd_remove, "delete a model (archived if requests name it)").add_argument(
-        "id"
+        "id", help="the model's id"
+    )
+    add(sub, "restore", cmd_restore, "bring an archived model back").add_argument(
+        "id", help="the model's id"
     )
     linking = add(sub, "link", cmd_link, "link a model to a provider (creates the model)")
-    linking.add_argument("provider")
-    linking.add_argument("model")
+    linking.add_argument("provider", help="provider id")
+    linking.add_argument("model", help="model id clients ask for")
     linking.add_argument("--upstream-model", help="the name the upstream knows it by")
     linking.add_argument("--input-cost", type=float, help="cost per 1k prompt tokens")
     linking.add_argument("--output-cost", type=float, help="cost per 1k completion tokens")
-    linking.add_argument("--currency")
+    linking.add_argument("--currency", help="currency of the costs, e.g. USD")
     linking.add_argument("--default", action="store_true", help="make it the provider's default")
     for name, func, text in (
         ("unlink", cmd_unlink, "remove a link (the model stays)"),
         ("default", cmd_default, "make a linked model the provider's default"),
     ):
         parser = add(sub, name, func, text)
-        parser.add_argument("provider")
-        parser.add_argument("model")
+        parser.add_argument("provider", help="provider id")
+        parser.add_argument("model", help="model id")
 
-    requests = add(commands, "requests", cmd_requests, "recent requests, newest first")
+    requests = add(
+        commands, "requests", cmd_requests, "recent requests, newest first; `show ID` for one"
+    )
+    requests.add_argument(
+        "action", nargs="*", metavar="show ID", help="one request with its attempts"
+    )
     requests.add_argument("--limit", type=int, default=20, help="how many (1-1000, default 20)")
-    requests.add_argument("--model")
-    requests.add_argument("--provider")
-    requests.add_argument("--status", help="success, error or client_disconnected")
+    requests.add_argument("--model", help="only requests for this model")
+    requests.add_argument(
+        "--provider", help="only requests this provider answered (or, failed, was tried last)"
+    )
+    requests.add_argument("--tried", metavar="PROVIDER", help="only requests that tried it")
+    requests.add_argument("--status", help="success, error or client_closed")
+    requests.add_argument("--since", help="Unix ms or a duration back from now: 30m, 24h, 7d")
+    requests.set_defaults(parser=requests)
     usage = add(commands, "stats", cmd_stats, "requests, errors, tokens, cost, p50/p95 latency")
     usage.add_argument("--since", help="Unix ms or a duration back from now: 30m, 24h, 7d")
-    usage.add_argument("--by", choices=("provider", "model"), default="provider")
+    usage.add_argument(
+        "--by", choices=("provider", "model"), default="provider", help="group rows by this"
+    )

@@ -29,6 +29,19 @@ Command = Callable[[argparse.Namespace], int]
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose sub-commands refuse an unknown flag themselves, so the error
+    shows the usage of the command that was typed rather than the top-level one."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 class CommandFailed(Exception):
     """A command cannot do what was asked; the message is printed as the one-line error."""
 
@@ -162,13 +175,20 @@ def parse_pairs(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
 _UNITS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
-def parse_since(text: str, now_ms: int) -> int:
-    """``1700000000000`` (Unix ms) or a duration back from now: ``30m``, ``24h``, ``7d``."""
+def parse_when(text: str, now_ms: int, flag: str, *, ahead: bool = False) -> int:
+    """A moment as Unix ms: ``1700000000000`` as it is, or a duration (``30m``, ``24h``,
+    ``7d``) back from now, or from now on with ``ahead`` (an expiry)."""
     if text.isascii() and text.isdigit():
         return int(text)
     number, unit = text[:-1], text[-1:]
     if unit in _UNITS and number.isascii() and number.isdigit():
-        return max(now_ms - int(number) * _UNITS[unit], 0)
+        span = int(number) * _UNITS[unit]
+        return now_ms + span if ahead else max(now_ms - span, 0)
     raise CommandFailed(
-        f"--since takes Unix milliseconds or a duration like 30m, 24h or 7d; got {text!r}."
+        f"{flag} takes Unix milliseconds or a duration like 30m, 24h or 7d; got {text!r}."
     )
+
+
+def parse_since(text: str, now_ms: int) -> int:
+    """``1700000000000`` (Unix ms) or a duration back from now: ``30m``, ``24h``, ``7d``."""
+    return parse_when(text, now_ms, "--since")

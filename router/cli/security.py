@@ -16,7 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from router.cli.output import Subcommands, add_json_flag, print_json
+from router.cli.output import (
+    CommandFailed,
+    Subcommands,
+    add_json_flag,
+    parse_when,
+    print_json,
+    print_table,
+)
 from router.errors import RouterError
 from router.secrets import (
     Cipher,
@@ -114,11 +121,15 @@ def _stamp(ms: int | None) -> str:
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"name": args.name}
+    expires = None
+    if args.expires_at is not None:
+        now = int(time.time() * 1000)
+        expires = parse_when(args.expires_at, now, "--expires-at", ahead=True)
     for field, value in (
         ("rpm_limit", args.rpm_limit),
         ("tpm_limit", args.tpm_limit),
         ("models", args.model or None),
-        ("expires_at", args.expires_at),
+        ("expires_at", expires),
     ):
         if value is not None:
             body[field] = value
@@ -139,15 +150,29 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         return 0
     if not keys:
         print("no client keys")
-    for key in keys:
-        state = "revoked" if key["revoked_at"] else "active"
-        models = ",".join(key["models"]) if key["models"] else "*"
-        print(
-            f"{key['id']}  {key['prefix']}...  {state:7}  {key['name']}  models={models}"
-            f"  rpm={key['rpm_limit'] or '-'}  tpm={key['tpm_limit'] or '-'}"
-            f"  last_used={_stamp(key['last_used_at'])}"
-        )
+        return 0
+    print_table(
+        keys,
+        [
+            ("ID", lambda k: k["id"]),
+            ("PREFIX", lambda k: f"{k['prefix']}..."),
+            ("STATE", _key_state),
+            ("NAME", lambda k: k["name"]),
+            ("MODELS", lambda k: ",".join(k["models"]) if k["models"] else "*"),
+            ("RPM", lambda k: k["rpm_limit"]),
+            ("TPM", lambda k: k["tpm_limit"]),
+            ("EXPIRES", lambda k: _stamp(k.get("expires_at"))),
+            ("LAST USED", lambda k: _stamp(k["last_used_at"])),
+        ],
+    )
     return 0
+
+
+def _key_state(key: dict[str, Any]) -> str:
+    if key["revoked_at"]:
+        return "revoked"
+    expires = key.get("expires_at")
+    return "expired" if expires and expires <= time.time() * 1000 else "active"
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
@@ -165,6 +190,9 @@ def _guard(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
             return command(args)
         except RouterError as exc:
             print(f"provider-router: {exc.message}", file=sys.stderr)
+            return 1
+        except CommandFailed as exc:
+            print(f"provider-router: {exc}", file=sys.stderr)
             return 1
 
     return run
@@ -203,7 +231,9 @@ def register(
     create.add_argument(
         "--model", action="append", help="allow only this model (repeatable; default: all)"
     )
-    create.add_argument("--expires-at", type=int, help="expiry, Unix milliseconds")
+    create.add_argument(
+        "--expires-at", help="expiry: Unix milliseconds, or a duration from now: 12h, 30d"
+    )
     add_json_flag(create)
     create.set_defaults(func=_guard(cmd_keys_create))
     listing = key_commands.add_parser("list", help="list client keys (never the keys)")

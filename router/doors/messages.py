@@ -23,6 +23,7 @@ from router.doors.messages_answer import MessagesStream, event, message_from_com
 from router.doors.messages_request import chat_body
 from router.errors import (
     AllProvidersFailed,
+    GatewayOverloaded,
     InvalidRequest,
     NoProviderAvailable,
     RouterError,
@@ -139,7 +140,7 @@ class MessagesDoor(FrontDoor):
         return MessagesStream(stream, state.model, state.stops).chat_stream()
 
     def error(self, exc: RouterError) -> tuple[int, bytes]:
-        if isinstance(exc, NoProviderAvailable | AllProvidersFailed):
+        if isinstance(exc, NoProviderAvailable | AllProvidersFailed | GatewayOverloaded):
             return 529, error_body("overloaded_error", exc.message)
         status = exc.status_code
         return status, error_body(error_type(status), exc.message)

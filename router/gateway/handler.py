@@ -42,6 +42,8 @@ from router.doors.messages import MessagesDoor
 from router.errors import (
     AdapterFailure,
     AllProvidersFailed,
+    GatewayOverloaded,
+    LocalLimitReached,
     PayloadTooLarge,
     ProvidersCoolingDown,
     RateLimited,
@@ -55,6 +57,7 @@ from router.errors import (
 from router.gateway.auth import Authenticator
 from router.gateway.disconnect import DisconnectGuard, Expiry
 from router.gateway.limits import InputLimits
+from router.gateway.overload import OverloadLog
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
 from router.gateway.routing import Candidate, spread
 from router.gateway.snapshots import SnapshotManager
@@ -88,11 +91,25 @@ def new_request_id() -> str:
     return f"req_{int(time.time() * 1000):012x}{_ids.getrandbits(64):016x}"
 
 
-def _retry_after(exc: RouterError) -> list[tuple[bytes, bytes]]:
+# The longest Retry-After sent. OpenAI's SDKs wait for a Retry-After of up to 60 s and ignore a
+# longer one; a client is better told not to retry (x-should-retry: false) than to sit out a
+# ten-minute cooldown inside one call. The message still says how long the wait really is.
+MAX_RETRY_AFTER_S = 60
+
+
+def _retry_headers(exc: RouterError) -> list[tuple[bytes, bytes]]:
+    """``Retry-After`` (whole seconds, honest up to the cap) and ``x-should-retry``."""
+    headers = []
+    should_retry = exc.should_retry
     seconds = getattr(exc, "retry_after", None)
-    if seconds is None:
-        return []
-    return [(b"retry-after", str(max(1, math.ceil(seconds))).encode())]
+    if seconds is not None:
+        wait = max(1, math.ceil(seconds))
+        if wait > MAX_RETRY_AFTER_S:
+            wait, should_retry = MAX_RETRY_AFTER_S, False
+        headers.append((b"retry-after", str(wait).encode()))
+    if should_retry is not None:
+        headers.append((b"x-should-retry", b"true" if should_retry else b"false"))
+    return headers
 
 
 def response_headers(request_id: str, provider_id: str | None, content_type: bytes) -> list[Any]:
@@ -152,6 +169,7 @@ class Proxy:
         self.resilience = resilience or Resilience()
         self.auth = auth
         self.limits = limits
+        self.overload = OverloadLog()
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handle(self.chat_door, scope, receive, send)
@@ -193,18 +211,23 @@ class Proxy:
             if guard is not None:
                 guard.stop()
             record.status, record.status_code, record.error = "error", exc.status_code, exc.message
+            if record.provider_id is None and record.attempts:
+                # A failure after tries belongs to the last provider tried, so per-provider
+                # filters and stats count it (every attempt's provider stays in `attempts`).
+                record.provider_id = record.attempts[-1].provider_id
             if exc.code == "model_denied":
                 record.skip(None, "key_not_allowed")
-            headers = response_headers(record.id, None, b"application/json") + _retry_after(exc)
+            headers = response_headers(record.id, None, b"application/json")
+            headers += _retry_headers(exc)
             status, body = door.error(exc)
             await send_body(send, status, body, headers)
         except ClientDisconnected:
-            record.status, record.status_code = "client_disconnected", 499
+            record.status, record.status_code = "client_closed", 499
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if guard is None or not guard.gone or task is None or task.uncancel() > 0:
                 raise
-            record.status, record.status_code = "client_disconnected", 499
+            record.status, record.status_code = "client_closed", 499
             record.error = "The client disconnected while waiting for the upstream."
         except Exception as exc:
             if guard is not None:
@@ -234,9 +257,11 @@ class Proxy:
     ) -> None:
         res = self.resilience
         last: UpstreamError | None = None
+        blamed = False  # whether a provider failed (not only the proxy's own limits)
         throttled: list[float] = []  # the cooldowns of tried providers that answered 429
         limited: list[float] = []
         cooling: list[float] = []
+        faults = 0  # attempts that failed on the provider's setup (credential, model)
         record.order = spread(candidates, res.rng) if len(candidates) > 1 else candidates
         for candidate in record.order:
             if len(record.attempts) >= res.max_attempts:
@@ -251,6 +276,11 @@ class Proxy:
                 breaker.release(record)
                 limited.append(wait)
                 record.skip(candidate.provider_id, "rate_limited", wait)
+                res.log_limited(
+                    f"skip:{candidate.provider_id}", logging.INFO,
+                    "Provider %r skipped: at its rate limit for %.1f s more.",
+                    candidate.provider_id, wait,
+                )  # fmt: skip
                 continue
             retries = 0
             try:
@@ -278,31 +308,48 @@ class Proxy:
                 raise
             res.failed(candidate.provider_id, failure, record)
             last = failure
+            if isinstance(failure, LocalLimitReached):
+                self.overload.report(failure.limit, failure.message)
+            else:
+                blamed = True
+            if isinstance(failure, UpstreamStatusError) and failure.fault is not None:
+                faults += 1
             if isinstance(failure, UpstreamStatusError) and failure.status_code == 429:
                 throttled.append(breaker.retry_in())
         if last is not None and len(throttled) == len({a.provider_id for a in record.attempts}):
             # Every provider tried said "too many requests": that is the client's answer too,
             # with the soonest moment one of them (or a skipped one) may be tried again.
+            wait = min(throttled + limited + cooling)
             raise RateLimited(
                 f"Every provider of model {record.model!r} is rate-limited upstream "
-                f"(last: {last.message}); retry later.",
-                retry_after=min(throttled + limited + cooling),
+                f"(last: {last.message}); retry in {math.ceil(wait)} s.",
+                retry_after=wait,
             )
+        if last is not None and not blamed:
+            # Nothing reached a provider: the proxy itself is at a limit, and says so.
+            raise GatewayOverloaded(f"{last.message} Retry in a moment.", retry_after=1)
         if last is not None:
             tried = len(record.attempts)
-            raise AllProvidersFailed(
+            failed = AllProvidersFailed(
                 f"All {tried} attempt(s) for model {record.model!r} failed; "
-                f"last error: {last.message}"
+                f"last error: {last.message}",
+                code=last.code,
             )
+            if faults == tried:
+                failed.should_retry = False  # each provider is misconfigured: retrying won't help
+            raise failed
         if limited:
+            wait = min(limited + cooling)
             raise RateLimited(
-                f"Every provider of model {record.model!r} is at its rate limit; retry later.",
-                retry_after=min(limited + cooling),
+                f"Every provider of model {record.model!r} is at its rate limit; "
+                f"retry in {math.ceil(wait)} s.",
+                retry_after=wait,
             )
+        wait = min(cooling)
         raise ProvidersCoolingDown(
-            f"Every provider of model {record.model!r} is cooling down after failures; "
-            "retry later, or reset one with POST /v1/providers/{id}/reset.",
-            retry_after=min(cooling),
+            f"Every provider of model {record.model!r} is cooling down after failures; retry in "
+            f"{math.ceil(wait)} s, or reset one with POST /v1/providers/{{id}}/reset.",
+            retry_after=wait,
         )
 
     async def _try(
@@ -373,6 +420,8 @@ class Proxy:
             attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
             attempt.status, attempt.status_code = "success", result.status_code
             breaker.success()
+            if attempt.n > 1:
+                self._fell_back(record, provider_id)
             headers = response_headers(record.id, provider_id, result.content_type.encode())
             await send_body(send, result.status_code, result.body, headers)
             if self.limits is not None:
@@ -389,7 +438,9 @@ class Proxy:
         if record.status == "success":
             attempt.status = "success"
             breaker.success()
-        elif record.status == "client_disconnected":
+            if attempt.n > 1:
+                self._fell_back(record, provider_id)
+        elif record.status == "client_closed":
             attempt.status = "client_closed"
             breaker.release(record)
         else:
@@ -398,6 +449,14 @@ class Proxy:
             if failure is not None:
                 self.resilience.failed(provider_id, failure, record)
         return None
+
+    def _fell_back(self, record: RequestRecord, provider_id: str) -> None:
+        failed = [a.provider_id for a in record.attempts[:-1]]
+        self.resilience.log_limited(
+            f"fallback:{provider_id}", logging.INFO,
+            "Request %s fell back to provider %r after %d failed attempt(s) (%s).",
+            record.id, provider_id, len(failed), ", ".join(dict.fromkeys(failed)),
+        )  # fmt: skip
 
     async def _send(
         self, candidate: Candidate, door: FrontDoor, request: RouterRequest
@@ -488,7 +547,9 @@ class Proxy:
             if failure is not None:
                 record.status, record.status_code, record.error = "error", 502, failure.message
                 error = StreamInterrupted(
-                    f"The upstream stream broke off: {failure.message}", upstream=failure
+                    f"The upstream stream broke off: {failure.message}",
+                    upstream=failure,
+                    code=failure.code,
                 )
                 event = door.stream_error(error)
                 await send({"type": "http.response.body", "body": event, "more_body": False})
@@ -500,7 +561,7 @@ class Proxy:
             task = asyncio.current_task()
             if not guard.gone or task is None or task.uncancel() > 0:
                 raise
-            record.status, record.status_code = "client_disconnected", 499
+            record.status, record.status_code = "client_closed", 499
             record.error = "The client disconnected during the stream."
         finally:
             guard.stop()

@@ -55,7 +55,7 @@ class RequestRecord:
     endpoint: str
     model: str | None = None
     stream: bool = False
-    status: str = "error"  # "success" | "error" | "client_disconnected"
+    status: str = "error"  # "success" | "error" | "client_closed"
     status_code: int = 500
     latency_ms: float = 0.0
     ttft_ms: float | None = None

@@ -113,6 +113,31 @@ def openai_routes(state: MockState) -> list[Route]:
     ]
 
 
+def _token_ids(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(type(t) is int and 0 <= t < 2**31 for t in value)
+    )
+
+
+def embedding_input(given: Any) -> tuple[list[str] | None, int]:
+    """The texts to embed and their token count, from any ``input`` OpenAI accepts: a string,
+    strings, one array of token ids, or arrays of them (what LangChain sends by default; a
+    token array is embedded as the text of its ids). ``(None, 0)`` for anything else."""
+    if isinstance(given, str):
+        return [given], max(1, len(given.split()))
+    if _token_ids(given):
+        return [" ".join(map(str, given))], len(given)
+    if not isinstance(given, list) or not given:
+        return None, 0
+    if all(isinstance(t, str) for t in given):
+        return given, max(1, sum(len(t.split()) for t in given))
+    if all(_token_ids(t) for t in given):
+        return [" ".join(map(str, t)) for t in given], sum(len(t) for t in given)
+    return None, 0
+
+
 class OpenAIFake:
     """The OpenAI endpoint handlers over one :class:`MockState`."""
 
@@ -155,7 +180,7 @@ class OpenAIFake:
             "created": int(time.time()),
             "model": opts.model_prefix + body["model"],
         }
-        call = openai_tool_call(body)
+        call = openai_tool_call(body, opts.tool_calls)
         if call is not None:
             options = body.get("stream_options")
             with_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -189,13 +214,14 @@ class OpenAIFake:
         body = await accept(self.state, request, opts)
         if isinstance(body, Response):
             return body
-        given = body.get("input")
-        texts = [given] if isinstance(given, str) else given
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        texts, tokens = embedding_input(body.get("input"))
+        if texts is None:
             return openai_error(
-                400, "'input' must be a string or a non-empty array of strings.", param="input"
+                400,
+                "'input' must be a string, a non-empty array of strings, an array of token ids "
+                "or a non-empty array of token-id arrays.",
+                param="input",
             )
-        tokens = max(1, sum(len(t.split()) for t in texts))
         answer = {
             "object": "list",
             "data": [

@@ -45,6 +45,9 @@ def parse_fail(fail: object) -> tuple[str, int]:
     )
 
 
+TOOL_CALL_MODES = ("on-request", "always")
+
+
 @dataclass
 class MockOptions:
     """Behaviour of the fake upstream; validated on construction."""
@@ -60,6 +63,10 @@ class MockOptions:
     api_key: str | None = None
     # The Retry-After a fail=status:429 answer carries, in seconds; null sends none.
     retry_after_s: float | None = 1
+    # When a chat request with tools gets a tool call (OpenAI format): "on-request" (the magic
+    # word, or a tool_choice of "required" or one function), or "always" (the first tool, on
+    # every user turn; tool results still get text so an agent's loop ends).
+    tool_calls: str = "on-request"
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "chunk_delay_ms"):
@@ -76,6 +83,8 @@ class MockOptions:
             raise ValueError("api_key must be a string or null")
         if self.retry_after_s is not None and not is_number(self.retry_after_s):
             raise ValueError("retry_after_s must be a finite number >= 0 or null")
+        if self.tool_calls not in TOOL_CALL_MODES:
+            raise ValueError(f"tool_calls must be on-request or always, not {self.tool_calls!r}")
 
 
 OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(MockOptions))

@@ -1,7 +1,10 @@
 """Tool calls on request, shared by every format the fake upstream speaks.
 
 A request that has tools gets a tool call instead of text when its last user turn contains the
-magic word ``mock-tool-call`` (the first tool is called) or ``mock-tool-call:NAME`` (tool NAME).
+magic word ``mock-tool-call`` (the first tool is called) or ``mock-tool-call:NAME`` (tool NAME),
+when its ``tool_choice`` demands one (``"required"``: the first tool; a named function: that
+one), or, in OpenAI's format, on every user turn when the fake runs with ``tool_calls="always"``
+(``mock-upstream --tool-calls always``).
 A turn that answers a tool call (tool results) always gets text, so an agent's loop ends. The
 call's arguments are built from the tool's JSON schema: strings "mock", numbers 1, booleans
 true, null for other types. Coding agents (Claude Code, Codex) put the magic word in
@@ -46,8 +49,9 @@ def sample_input(schema: Any) -> dict[str, Any]:
     }
 
 
-def openai_tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The OpenAI tool call to answer ``body`` (a chat request) with, if it asks for one."""
+def openai_tool_call(body: dict[str, Any], mode: str = "on-request") -> dict[str, Any] | None:
+    """The OpenAI tool call to answer ``body`` (a chat request) with, if it asks for one (or
+    ``mode`` is ``"always"``)."""
     tools = [
         t["function"]
         for t in body.get("tools") or []
@@ -58,12 +62,19 @@ def openai_tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
     # Claude Code puts its environment in a system turn after the user's: look past those.
     turns = [m for m in body["messages"] if m.get("role") not in ("system", "developer")]
     last = turns[-1] if turns else {}
-    if not tools or last.get("role") != "user" or body.get("tool_choice") == "none":
+    choice = body.get("tool_choice")
+    if not tools or last.get("role") != "user" or choice == "none":
         return None
     content = last.get("content")
     if isinstance(content, list):
         content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    name = requested_tool(str(content or ""), [t["name"] for t in tools])
+    names = [t["name"] for t in tools]
+    name = requested_tool(str(content or ""), names)
+    forced = choice.get("function") if isinstance(choice, dict) else None
+    if isinstance(forced, dict) and forced.get("name") in names:
+        name = str(forced["name"])
+    elif name is None and (choice == "required" or mode == "always"):
+        name = names[0]
     if name is None:
         return None
     schema = next(t.get("parameters") for t in tools if t["name"] == name)

@@ -32,7 +32,7 @@ from router.mock.faults import MockDisconnect as MockDisconnect
 from router.mock.gemini import gemini_routes
 from router.mock.ollama import ollama_routes
 from router.mock.openai import openai_error, openai_routes
-from router.mock.options import OPTION_FIELDS, parse_fail
+from router.mock.options import OPTION_FIELDS, TOOL_CALL_MODES, parse_fail
 from router.mock.options import MockOptions as MockOptions
 from router.mock.options import ReceivedRequest as ReceivedRequest
 from router.mock.state import MockState
@@ -154,6 +154,13 @@ def add_mock_arguments(parser: argparse.ArgumentParser) -> None:
     add("--fail-rate", type=float, default=d.fail_rate, help="fraction of requests that fail")
     add("--model-prefix", default=d.model_prefix, help="prepended to the model name in answers")
     add("--api-key", default=d.api_key, help="require 'Authorization: Bearer <key>'")
+    add(
+        "--tool-calls",
+        choices=TOOL_CALL_MODES,
+        default=d.tool_calls,
+        help="on-request: call a tool on the word mock-tool-call[:NAME] or a tool_choice that "
+        "demands one; always: call the first tool on every user turn (default: %(default)s)",
+    )
 
 
 def options_from_args(ns: argparse.Namespace) -> MockOptions:
@@ -166,6 +173,7 @@ def options_from_args(ns: argparse.Namespace) -> MockOptions:
         fail_rate=ns.fail_rate,
         model_prefix=getattr(ns, "model_prefix", ""),
         api_key=ns.api_key,
+        tool_calls=getattr(ns, "tool_calls", "on-request"),
     )
 
 

@@ -20,6 +20,7 @@ probe in half-open" hold under concurrent requests on one event loop.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+# Transitions are rare (a trip, a probe, a recovery), so each one is logged.
+log = logging.getLogger("provider_router.circuit")
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,15 @@ class BreakerPolicy:
 class Breaker:
     """The circuit of one provider."""
 
-    def __init__(self, policy: BreakerPolicy, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        policy: BreakerPolicy,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "?",
+    ):
         self.policy = policy
         self._clock = clock
+        self.name = name  # the provider id, for log lines
         self.state = CLOSED
         self.failures: deque[float] = deque()
         self.trips = 0  # consecutive openings without a success; grows the cooldown
@@ -54,6 +63,9 @@ class Breaker:
         self._probe_owner: object = None
         self.last_error: str | None = None
         self.last_error_at: int | None = None  # Unix ms
+        # What the last failure says about the provider's setup ("credential rejected", "model
+        # not found"), until it succeeds again.
+        self.problem: str | None = None
 
     def allow(self, owner: object = None) -> bool:
         """May a request go to this provider now? In half-open, only the first caller may;
@@ -65,6 +77,7 @@ class Breaker:
                 return False
             self.state = HALF_OPEN
             self.probing = False
+            log.info("Circuit of provider %r half-open: the next request probes it.", self.name)
         if self.probing:
             return False
         self.probing, self._probe_owner = True, owner
@@ -84,6 +97,9 @@ class Breaker:
         self.close()
 
     def close(self) -> None:
+        if self.state != CLOSED:
+            log.info("Circuit of provider %r closed: it answered again.", self.name)
+        self.problem = None
         self.state = CLOSED
         self.failures.clear()
         self.trips = 0
@@ -98,10 +114,16 @@ class Breaker:
             self.probing, self._probe_owner = False, None
 
     def failure(
-        self, error: str, *, retry_after: float | None = None, owner: object = None
+        self,
+        error: str,
+        *,
+        retry_after: float | None = None,
+        owner: object = None,
+        problem: str | None = None,
     ) -> None:
         now = self._clock()
         self.last_error, self.last_error_at = error, int(time.time() * 1000)
+        self.problem = problem
         if self.state == OPEN:
             return  # a request let through before the circuit opened: already counted against
         if self.state == HALF_OPEN:
@@ -121,6 +143,11 @@ class Breaker:
         now = self._clock()
         self.last_error, self.last_error_at = error, int(time.time() * 1000)
         wait = self.policy.rate_limit_cooldown_s if retry_after is None else retry_after
+        if self.state != OPEN:
+            log.warning(
+                "Circuit of provider %r opened for %.1f s: rate-limited upstream (%s).",
+                self.name, min(wait, self.policy.max_cooldown_s), error,
+            )  # fmt: skip
         self.state = OPEN
         self.probing = False
         self.opened_until = max(self.opened_until, now + min(wait, self.policy.max_cooldown_s))
@@ -135,10 +162,18 @@ class Breaker:
         if retry_after is not None:
             cooldown = max(cooldown, retry_after)
         self.trips = min(self.trips + 1, 30)
+        why = "its probe failed" if self.state == HALF_OPEN else (
+            f"{len(self.failures)} failures within {self.policy.window_s:g} s"
+        )  # fmt: skip
         self.state = OPEN
         self.probing = False
         # The failures stay (shown as recent_failures while open); closing clears them.
         self.opened_until = now + min(cooldown, self.policy.max_cooldown_s)
+        log.warning(
+            "Circuit of provider %r opened for %.1f s (%s; trip %d): %s",
+            self.name, min(cooldown, self.policy.max_cooldown_s), why, self.trips,
+            self.last_error,
+        )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         """The state for the API; ``cooldown_until`` in Unix milliseconds (null when closed)."""
@@ -156,6 +191,7 @@ class Breaker:
             "trips": self.trips,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "problem": self.problem,
         }
 
 
@@ -170,7 +206,8 @@ class Breakers:
     def get(self, provider_id: str) -> Breaker:
         breaker = self._by_provider.get(provider_id)
         if breaker is None:
-            breaker = self._by_provider[provider_id] = Breaker(self.policy, self._clock)
+            breaker = Breaker(self.policy, self._clock, provider_id)
+            self._by_provider[provider_id] = breaker
         return breaker
 
     def peek(self, provider_id: str) -> Breaker | None:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from router.errors import (
     AdapterFailure,
+    LocalLimitReached,
     RateLimited,
     UpstreamError,
     UpstreamStatusError,
@@ -52,6 +55,10 @@ class Resilience:
     rng: random.Random = field(default_factory=lambda: random.Random(os.urandom(16)))
     # What :meth:`circuit_changes` last reported, per provider: (state, cooldown_until).
     _published: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    log_interval_s: float = 10.0
+    log_clock: Callable[[], float] = time.monotonic
+    # Per kind of log line: when one last went out, and how many were held back since.
+    _logged: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Resilience:
@@ -75,19 +82,42 @@ class Resilience:
         return float(self.retry_backoff_s * (2**retry) * (0.5 + self.rng.random()))
 
     def failed(self, provider_id: str, exc: UpstreamError, owner: object = None) -> None:
-        """Tell the provider's breaker how an attempt failed; client errors do not count."""
+        """Tell the provider's breaker how an attempt failed; client errors, our adapter's bugs
+        and the proxy's own limits do not count. A provider's failure is logged (at most one line
+        per provider per interval)."""
         breaker = self.breakers.get(provider_id)
-        if isinstance(exc, UpstreamUnsupported | AdapterFailure):
+        if isinstance(exc, UpstreamUnsupported | AdapterFailure | LocalLimitReached):
             breaker.release(owner)
-        elif isinstance(exc, UpstreamStatusError):
+            return
+        if isinstance(exc, UpstreamStatusError):
             if exc.status_code == 429:
                 breaker.rate_limited(exc.message, exc.retry_after)
             elif exc.retryable:
-                breaker.failure(exc.message, retry_after=exc.retry_after, owner=owner)
+                breaker.failure(
+                    exc.message, retry_after=exc.retry_after, owner=owner, problem=exc.fault
+                )
             else:
                 breaker.release(owner)
+                return
         else:
             breaker.failure(exc.message, owner=owner)
+        self.log_limited(
+            f"failed:{provider_id}", logging.WARNING, "Provider %r failed: %s", provider_id,
+            exc.message,
+        )  # fmt: skip
+
+    def log_limited(self, key: str, level: int, message: str, *args: Any) -> None:
+        """Log a line of kind ``key`` unless one went out within ``log_interval_s``; the next
+        line that does says how many were held back, so a failing upstream cannot flood."""
+        now = self.log_clock()
+        last, held = self._logged.get(key, (-math.inf, 0))
+        if now - last < self.log_interval_s:
+            self._logged[key] = (last, held + 1)
+            return
+        self._logged[key] = (now, 0)
+        if held:
+            message += f" ({held} more like it in the last {self.log_interval_s:g} s not logged)"
+        log.log(level, message, *args)
 
     def check_client(self, client: ClientKey) -> None:
         """Count one request for a client key; raise 429 when it is over its rpm or tpm."""
@@ -101,8 +131,12 @@ class Resilience:
                 retry_after=wait,
             )
 
-    def state(self, provider_id: str) -> dict[str, Any]:
-        """The live state of one provider, for the API: circuit and rate-limit counts."""
+    def state(self, provider_id: str, limits: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The live state of one provider, for the API: circuit and rate-limit counts.
+
+        ``usage`` holds a counter for each limit in ``limits`` (the provider's ``limits``
+        object) and is null without limits: only limited providers are counted (counting every
+        request of every provider for a day would cost memory and time on the hot path)."""
         breaker = self.breakers.peek(provider_id)
         if breaker is None:
             circuit = {
@@ -112,13 +146,18 @@ class Resilience:
                 "trips": 0,
                 "last_error": None,
                 "last_error_at": None,
+                "problem": None,
             }
         else:
             circuit = breaker.as_dict()
-        return {"circuit": circuit, "usage": self.limiter.usage(provider_key(provider_id))}
+        found = Limits.from_mapping(limits)
+        usage = None if found is None else self.limiter.usage(provider_key(provider_id), found)
+        return {"circuit": circuit, "usage": usage}
 
     def reset(self, provider_id: str) -> None:
         """Close the provider's circuit. Rate-limit counts stay: they mirror the upstream's."""
+        if self.breakers.peek(provider_id) is not None:
+            log.info("Circuit of provider %r reset by an operator.", provider_id)
         self.breakers.reset(provider_id)
 
     def circuit_changes(self) -> list[tuple[str, str, int | None]]:

@@ -105,17 +105,19 @@ class RateLimiter:
         window.tokens.append((self._clock(), n))
         window.token_total += n
 
-    def usage(self, key: str) -> dict[str, int]:
-        """Current counts, for the health API."""
+    def usage(self, key: str, limits: Limits) -> dict[str, int]:
+        """Current counts, for the health API: one for each limit set (only those are kept)."""
         window = self._windows.get(key)
-        if window is None:
-            return {"requests_last_minute": 0, "requests_last_day": 0, "tokens_last_minute": 0}
-        window.prune(self._clock())
-        return {
-            "requests_last_minute": len(window.minute),
-            "requests_last_day": len(window.day),
-            "tokens_last_minute": window.token_total,
-        }
+        if window is not None:
+            window.prune(self._clock())
+        counts = {}
+        if limits.rpm is not None:
+            counts["requests_last_minute"] = len(window.minute) if window else 0
+        if limits.rpd is not None:
+            counts["requests_last_day"] = len(window.day) if window else 0
+        if limits.tpm is not None:
+            counts["tokens_last_minute"] = window.token_total if window else 0
+        return counts
 
     @staticmethod
     def _tokens_free_in(window: _Window, tpm: int, now: float) -> float:

@@ -84,15 +84,18 @@ def _request_dict(row: Row) -> dict[str, Any]:
     return data
 
 
-STATUSES = ("success", "error", "client_disconnected")  # RequestRecord.status
+STATUSES = ("success", "error", "client_closed")  # RequestRecord.status
+# The name requests used before it became the attempts' one (schema 0005); still accepted.
+_OLD_STATUS = {"client_disconnected": "client_closed"}
 
 
 async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, Any]:
-    """``{"data": [...], "next_cursor": ...}`` filtered by model, provider_id, status,
+    """``{"data": [...], "next_cursor": ...}`` filtered by model, provider_id (the provider that
+    answered, or the last one tried), tried_provider_id (any attempt went to it), status,
     client_key_id, endpoint, and a time range (``since`` inclusive, ``until`` exclusive)."""
     allowed = {
         "limit", "cursor", "model", "provider_id", "status", "since", "until", "client_key_id",
-        "endpoint",
+        "endpoint", "tried_provider_id",
     }  # fmt: skip
     unknown = sorted(set(params) - allowed)
     if unknown:
@@ -100,6 +103,8 @@ async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, An
     limit = parse_limit(params.get("limit"))
     where: list[str] = []
     args: list[Any] = []
+    if "status" in params and params["status"] in _OLD_STATUS:
+        params = {**params, "status": _OLD_STATUS[params["status"]]}
     if "status" in params and params["status"] not in STATUSES:
         raise InvalidRequest(
             f"Parameter 'status' must be one of {', '.join(STATUSES)}, got {params['status']!r}.",
@@ -109,6 +114,9 @@ async def list_requests(db: Database, params: Mapping[str, str]) -> dict[str, An
         if key in params:
             where.append(f"{key} = ?")
             args.append(params[key])
+    if "tried_provider_id" in params:
+        where.append("id IN (SELECT request_id FROM attempts WHERE provider_id = ?)")
+        args.append(params["tried_provider_id"])
     for key, operator in (("since", ">="), ("until", "<")):
         if key in params:
             where.append(f"created_at {operator} ?")

@@ -2,11 +2,16 @@
 
 This happens once: on the first start whose database has no provider and was never seeded. After
 that the database is the only source of truth and the file's providers are ignored.
+
+A config value written as ``"${env:NAME}"`` (``apiKey = "${env:OPENAI_API_KEY}"``) is read from
+the environment at seeding time, so no key has to be written into the file.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +49,31 @@ def _with_seed_limits(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+_ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def resolve_env(config: Any, where: str, environ: Mapping[str, str] | None = None) -> Any:
+    """``config`` with each value that is exactly ``${env:NAME}`` replaced by that environment
+    variable, so a key need not sit in the config file. Resolved once, when seeding; the file
+    is never written. A variable that is unset or empty stops start-up, naming it."""
+    if not isinstance(config, dict):
+        return config
+    environ = os.environ if environ is None else environ
+    resolved = dict(config)
+    for key, value in config.items():
+        found = _ENV_REFERENCE.fullmatch(value) if isinstance(value, str) else None
+        if found is None:
+            continue
+        name = found[1]
+        if not environ.get(name):
+            raise SettingsError(
+                f"{where}: config key {key!r} reads environment variable {name}, which is "
+                f"{'empty' if name in environ else 'not set'}."
+            )
+        resolved[key] = environ[name]
+    return resolved
+
+
 async def seed_from_config(
     db: Database, providers: Sequence[Mapping[str, Any]], source: str
 ) -> int:
@@ -64,6 +94,8 @@ async def seed_from_config(
         for index, entry in enumerate(providers):
             where = f"providers[{index}] in {source}"
             data = _with_seed_limits(dict(entry))
+            if "config" in data:
+                data["config"] = resolve_env(data["config"], where)
             models = data.pop("models", [])
             if not isinstance(models, list):
                 raise SettingsError(f"{where}: 'models' must be an array.")

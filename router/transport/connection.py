@@ -26,6 +26,7 @@ import httptools
 import httpx
 
 from router.transport.head import CHUNKED_END, chunk
+from router.transport.limits import ResponseTooLarge, body_limit_message
 
 __all__ = ["UNSENT", "WRITE_FAILED", "WRITTEN", "Connection", "Failure", "describe", "expire"]
 
@@ -64,6 +65,7 @@ class Owner(Protocol):
     """What a connection needs of the pool that owns it."""
 
     loop: asyncio.AbstractEventLoop
+    max_header_bytes: int
 
     def drop_idle(self, conn: Connection) -> None:
         """``conn``, idle, was closed by its peer: take it out of the pool."""
@@ -102,6 +104,7 @@ class Connection(asyncio.Protocol):
         "_closed",
         "_drain_waiter",
         "_failure",
+        "_head_bytes",
         "_head_only",
         "_headers",
         "_http_version",
@@ -284,6 +287,7 @@ class Connection(asyncio.Protocol):
     def _reset(self, head_only: bool) -> None:
         """The per-request state, as it is before a request."""
         self._received = False
+        self._head_bytes = 0
         self._head_only = head_only
         self._informational = False
         self._close_delimited = False
@@ -438,6 +442,20 @@ class Connection(asyncio.Protocol):
                 self._reusable = False  # garbage after a complete response
             else:
                 self._fail((httpx.RemoteProtocolError, f"invalid HTTP response: {exc}"))
+        if state == _SENT:
+            # llhttp keeps a header it has not seen the end of, so the head is bounded here,
+            # by what arrived while no head was complete (at most one read beyond the limit).
+            self._head_bytes += len(data)
+            limit = self._owner.max_header_bytes
+            if self._head_bytes > limit and self._state == _SENT:
+                self._fail(
+                    (
+                        ResponseTooLarge,
+                        body_limit_message(
+                            "the response head is", limit, "upstream.max_header_bytes"
+                        ),
+                    )
+                )
 
     def eof_received(self) -> bool | None:
         self._peer_closed(None)

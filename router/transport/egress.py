@@ -79,13 +79,17 @@ def proxy_for(url: str, proxy: str | None) -> str | None:
 
 
 def open_transport(
-    url: str, egress: Egress, *, max_connections: int
+    url: str, egress: Egress, *, max_connections: int, max_header_bytes: int = 64 * 1024
 ) -> tuple[httpx.AsyncBaseTransport, TransportKind]:
-    """The transport for a provider whose upstream is ``url``, and which kind it is."""
+    """The transport for a provider whose upstream is ``url``, and which kind it is.
+
+    ``max_header_bytes`` bounds a response head on the own transport; httpx's bounds it at
+    100 KiB (h11) itself.
+    """
     context = tls_context(egress.ca_bundle, egress.client_cert)
     proxy = proxy_for(url, egress.proxy)
     if proxy is None and not egress.http2:
-        return UpstreamTransport(max_connections, context), "own"
+        return UpstreamTransport(max_connections, context, max_header_bytes=max_header_bytes), "own"
     kept = httpx.AsyncHTTPTransport(
         verify=context or ssl.create_default_context(),
         http2=egress.http2,

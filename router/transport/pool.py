@@ -36,6 +36,7 @@ class OriginPool:
         "_waiters",
         "closed",
         "loop",
+        "max_header_bytes",
     )
 
     def __init__(
@@ -46,8 +47,10 @@ class OriginPool:
         ssl_context: ssl.SSLContext | None,
         limit: int,
         expiry: float | None,
+        max_header_bytes: int = 64 * 1024,
     ) -> None:
         self.loop = loop
+        self.max_header_bytes = max_header_bytes
         self.closed = False
         self._host = host
         self._port = port

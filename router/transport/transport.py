@@ -38,6 +38,7 @@ import httpx
 
 from router.transport.connection import UNSENT, WRITE_FAILED, Connection
 from router.transport.head import request_head
+from router.transport.limits import ResponseLimits
 from router.transport.pool import OriginPool
 from router.transport.stream import ResponseStream
 
@@ -57,6 +58,8 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
     ``ssl.create_default_context()``, made once, on the first https request); a connection idle
     for more than ``keepalive_expiry`` seconds is closed instead of reused (None: kept until the
     server closes it), as httpx's own transport does after 5 s, in case a middlebox dropped it.
+    A response head (status line and headers) over ``max_header_bytes`` fails the request with
+    :class:`~router.transport.limits.ResponseTooLarge`.
     """
 
     def __init__(
@@ -65,10 +68,12 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         ssl_context: ssl.SSLContext | None = None,
         *,
         keepalive_expiry: float | None = 5.0,
+        max_header_bytes: int = ResponseLimits.max_header_bytes,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self._max_connections = max_connections
+        self._max_header_bytes = max_header_bytes
         self._ssl_context = ssl_context
         self._keepalive_expiry = keepalive_expiry
         self._pools: dict[tuple[bytes, bytes, int | None], OriginPool] = {}
@@ -99,6 +104,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             context,
             self._max_connections,
             self._keepalive_expiry,
+            self._max_header_bytes,
         )
         self._pools[key] = pool
         return pool

@@ -52,7 +52,7 @@ async def live_providers(request: Request, archived: bool | None = False) -> lis
     found = await provider_store.list_providers(app.db, archived=archived)
     metadata = await ui_metadata.all_metadata(app.db)
     for provider in found:
-        provider["state"].update(app.proxy.resilience.state(provider["id"]))
+        provider["state"].update(app.proxy.resilience.state(provider["id"], provider["limits"]))
         provider["ui"] = metadata.get(provider["id"], ui_metadata.EMPTY)
         provider["headroom"] = headroom(provider)
     return found
@@ -61,12 +61,12 @@ async def live_providers(request: Request, archived: bool | None = False) -> lis
 def headroom(provider: dict[str, Any]) -> list[str]:
     """Rate-limit use against each configured limit, as text such as ``12 / 60 per minute``."""
     limits = provider.get("limits") or {}
-    usage = provider["state"]["usage"]
+    usage = provider["state"]["usage"] or {}
     shown = []
     for key, used, unit in (
-        ("rpm", usage["requests_last_minute"], "requests per minute"),
-        ("rpd", usage["requests_last_day"], "requests per day"),
-        ("tpm", usage["tokens_last_minute"], "tokens per minute"),
+        ("rpm", usage.get("requests_last_minute", 0), "requests per minute"),
+        ("rpd", usage.get("requests_last_day", 0), "requests per day"),
+        ("tpm", usage.get("tokens_last_minute", 0), "tokens per minute"),
     ):
         if limits.get(key):
             shown.append(f"{used} / {limits[key]} {unit}")
@@ -170,7 +170,7 @@ async def new_provider(request: Request) -> Response:
 async def provider_context(request: Request, provider_id: str) -> dict[str, Any]:
     app = services(request)
     provider = await provider_store.get_provider(app.db, provider_id)
-    provider["state"].update(app.proxy.resilience.state(provider_id))
+    provider["state"].update(app.proxy.resilience.state(provider_id, provider["limits"]))
     provider["ui"] = await ui_metadata.get_metadata(app.db, provider_id)
     provider["headroom"] = headroom(provider)
     return {

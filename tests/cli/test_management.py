@@ -211,7 +211,7 @@ async def test_provider_test_and_remote_models_against_a_fake_upstream(cli: Cli)
 def test_provider_types_lists_the_builtins(cli: Cli) -> None:
     code, out, _ = cli("provider", "types", "--json")
     assert code == 0
-    types = {t["type"]: t["config_keys"] for t in orjson.loads(out)["data"]}
+    types = {t["type"]: [k["name"] for k in t["config_keys"]] for t in orjson.loads(out)["data"]}
     assert {"openai", "anthropic", "gemini", "ollama", "lm-studio"} <= set(types)
     for name in ("openai", "anthropic", "gemini", "ollama", "lm-studio"):
         assert {"proxy", "caBundle", "clientCert", "http2"} <= set(types[name]), name

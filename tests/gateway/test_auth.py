@@ -392,8 +392,10 @@ async def test_cli_keys_create_list_revoke(
     assert await asyncio.to_thread(main, ["keys", "list", "--database", url]) == 0
     listing = capsys.readouterr().out
     assert key[:10] in listing and key not in listing and "active" in listing
-    assert "models=a,b" in listing and "rpm=5" in listing
-    key_id = listing.split()[0]
+    header, row = listing.splitlines()
+    assert header.split()[:7] == ["ID", "PREFIX", "STATE", "NAME", "MODELS", "RPM", "TPM"]
+    assert row.split()[4:6] == ["a,b", "5"]
+    key_id = row.split()[0]
     assert await asyncio.to_thread(main, ["keys", "revoke", key_id, "--database", url]) == 0
     assert "Revoked" in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["keys", "list", "--database", url]) == 0

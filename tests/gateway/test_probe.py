@@ -38,7 +38,10 @@ async def test_status_and_connect_failures_are_reported_not_raised() -> None:
         refused = await probe(adapter)
     await adapter.aclose()
     assert (denied.ok, denied.status_code) == (False, 401)
-    assert denied.error == "Provider 'p1' answered HTTP 401: bad key"
+    assert denied.error == (
+        "Provider 'p1' answered HTTP 401: bad key"
+        " (credential rejected: check the provider's apiKey)"
+    )
     assert refused.ok is False and refused.status_code is None
     assert refused.error is not None and "could not connect" in refused.error
 

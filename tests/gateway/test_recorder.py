@@ -356,7 +356,7 @@ async def test_a_timeout_counts_as_an_error_a_client_hang_up_as_nothing(
             id="gone",
             created_at=7_000,
             endpoint="/v1/chat/completions",
-            status="client_disconnected",
+            status="client_closed",
             status_code=499,
             attempts=[
                 AttemptRecord(1, "p1", 7_000, "timeout", None, 9.0, "stalled"),

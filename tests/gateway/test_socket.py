@@ -93,7 +93,7 @@ async def test_client_disconnect_closes_the_upstream_request_at_once(tmp_path: P
         row = await last_request(client, app)
 
     assert chunks_sent < 50
-    assert (row["status"], row["status_code"]) == ("client_disconnected", 499)
+    assert (row["status"], row["status_code"]) == ("client_closed", 499)
 
 
 async def test_an_upstream_that_hangs_times_out_and_falls_back(tmp_path: Path) -> None:

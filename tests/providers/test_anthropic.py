@@ -422,9 +422,10 @@ def anthropic_error(kind: str, text: str) -> dict[str, Any]:
         (429, "rate_limit_error", "rate_limit_error", True),
         (500, "api_error", "server_error", True),
         (400, "invalid_request_error", "invalid_request_error", False),
-        (401, "authentication_error", "authentication_error", False),
-        (403, "permission_error", "permission_error", False),
-        (404, "not_found_error", "invalid_request_error", False),
+        # The provider's credential or model is wrong: its fault, so tried elsewhere.
+        (401, "authentication_error", "authentication_error", True),
+        (403, "permission_error", "permission_error", True),
+        (404, "not_found_error", "invalid_request_error", True),
         (413, "request_too_large", "invalid_request_error", False),
     ],
 )

@@ -60,7 +60,7 @@ class Kind:
     models: list[str]  # what list_models() finds on the fake
     busy_status: int  # how this API says "overloaded, try elsewhere"
     busy_words: str  # ... and what its error says
-    wrong_key_status: int
+    wrong_key_status: int  # what a wrong key reads as (Gemini's 400 API_KEY_INVALID is a 401)
     tools: bool = True
     embeddings: bool = True
     passthrough: bool = False  # speaks OpenAI's format: answers pass through unchanged
@@ -109,7 +109,7 @@ KINDS = [
         ["gemini-mock", "gemini-embedding-mock"],
         429,
         "RESOURCE_EXHAUSTED",
-        400,
+        401,
     ),
     Kind(
         "ollama",
@@ -332,9 +332,15 @@ async def test_an_upstream_refusal_reaches_the_client_in_openai_shape(
             await stack.complete(messages=HELLO)
 
     assert "fail=status:400" in refused.value.message
-    assert wrong_key.value.status_code == kind.wrong_key_status
+    # A provider's rejected key is the provider's fault, not the client's: no 401 for the
+    # client, but a 502 naming the provider and the cause, and no SDK retry.
+    assert wrong_key.value.status_code == 502
+    assert wrong_key.value.response.headers["x-should-retry"] == "false"
     body = wrong_key.value.body
     assert isinstance(body, dict) and set(body) == {"message", "type", "param", "code"}
+    assert body["code"] == "all_providers_failed"
+    assert "'wrong-key'" in body["message"] and "credential rejected" in body["message"]
+    assert f"HTTP {kind.wrong_key_status}" in body["message"]
     assert "sk-the-wrong-key-1234" not in str(body)
 
 

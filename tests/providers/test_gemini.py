@@ -437,8 +437,8 @@ def gemini_error(code: int, status: str, message: str, **extra: Any) -> dict[str
         (503, gemini_error(503, "UNAVAILABLE", "Overloaded"), 503, True, "server_error"),
         (500, gemini_error(500, "INTERNAL", "Oops"), 500, True, "server_error"),
         (400, gemini_error(400, "INVALID_ARGUMENT", "Bad"), 400, False, "invalid_request_error"),
-        (403, gemini_error(403, "PERMISSION_DENIED", "No"), 403, False, "permission_error"),
-        (404, gemini_error(404, "NOT_FOUND", "No model"), 404, False, "invalid_request_error"),
+        (403, gemini_error(403, "PERMISSION_DENIED", "No"), 403, True, "permission_error"),
+        (404, gemini_error(404, "NOT_FOUND", "No model"), 404, True, "invalid_request_error"),
         # A proxy in front of Gemini may say 400 where Gemini means "overloaded".
         (400, gemini_error(400, "RESOURCE_EXHAUSTED", "Quota"), 429, True, "rate_limit_error"),
     ],
@@ -841,6 +841,9 @@ async def test_a_wrong_key_is_geminis_invalid_argument_without_the_key() -> None
         with pytest.raises(UpstreamStatusError) as caught:
             await adapter.chat({"model": "g", "messages": HELLO}, "gemini-mock")
     error = orjson.loads(caught.value.body)["error"]
-    assert caught.value.status_code == 400 and not caught.value.retryable
+    # Gemini says 400 INVALID_ARGUMENT; it is the provider's rejected credential, so a 401 that
+    # falls back and counts against the provider.
+    assert caught.value.status_code == 401 and caught.value.retryable
+    assert caught.value.fault == "credential rejected"
     assert error["code"] == "INVALID_ARGUMENT" and "API key not valid" in error["message"]
     assert "AIza-wrong" not in str(error)

@@ -47,7 +47,7 @@ async def completion_upstream(reader: asyncio.StreamReader, writer: asyncio.Stre
         ({"proxy": "proxy.internal:3128"}, "Config key 'proxy' must be an http:// or https://"),
         ({"proxy": "http://p:3128/path"}, "Config key 'proxy' must be a proxy's address"),
         ({"proxy": True}, "Config key 'proxy' must be a proxy URL, \"\" or false, got true."),
-        ({"http2": "yes"}, "Config key 'http2' must be true or false, got str."),
+        ({"http2": "yes"}, "Config key 'http2' must be true or false, got 'yes'."),
     ],
 )
 async def test_bad_egress_config_is_refused_with_a_400(

@@ -447,9 +447,9 @@ async def test_thinking_is_not_passed_on() -> None:
     ("status", "error", "kind", "code", "retryable"),
     [
         (404, 'model "nope" not found, try pulling it first', "invalid_request_error",
-         "model_not_found", False),
+         "model_not_found", True),  # the provider's model is wrong: tried elsewhere
         (400, "invalid options", "invalid_request_error", None, False),
-        (401, "unauthorized", "authentication_error", "invalid_api_key", False),
+        (401, "unauthorized", "authentication_error", "invalid_api_key", True),
         (429, "too many requests", "requests", "rate_limit_exceeded", True),
         (500, "llama runner process has terminated", "server_error", None, True),
         (503, "server busy", "server_error", None, True),

@@ -71,7 +71,7 @@ def test_the_registry_loads_the_example_beside_the_builtins() -> None:
     echo = types["echo"]
     assert issubclass(echo, Adapter) and echo.type == "echo"
     assert {"openai", "lm-studio", "ollama"} <= set(types)
-    assert echo.validate_config({"prefix": 1}) == ["Config key 'prefix' must be a string, got int."]
+    assert echo.validate_config({"prefix": 1}) == ["Config key 'prefix' must be a string, got 1."]
     assert "has no config key 'volume'" in echo.validate_config({"volume": 11})[0]
 
 

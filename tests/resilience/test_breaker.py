@@ -103,20 +103,21 @@ def test_client_errors_and_unsupported_never_count() -> None:
     resilience.breakers = type(resilience.breakers)(POLICY, Clock())
     for _ in range(10):
         resilience.failed("p", status(400))
-        resilience.failed("p", status(404))
+        resilience.failed("p", status(422))
         resilience.failed("p", UpstreamUnsupported("no embeddings"))
-    assert resilience.state("p")["circuit"]["state"] == CLOSED
+    assert resilience.state("p", None)["circuit"]["state"] == CLOSED
     for _ in range(3):
         resilience.failed("p", UpstreamConnectError("refused"))
-    assert resilience.state("p")["circuit"]["state"] == OPEN
+    assert resilience.state("p", None)["circuit"]["state"] == OPEN
     resilience.reset("p")
-    assert resilience.state("p")["circuit"] == {
+    assert resilience.state("p", None)["circuit"] == {
         "state": "closed",
         "cooldown_until": None,
         "recent_failures": 0,
         "trips": 0,
         "last_error": None,
         "last_error_at": None,
+        "problem": None,
     }
 
 
@@ -154,7 +155,7 @@ def test_tpm_limit_waits_until_enough_tokens_leave_the_window() -> None:
     clock.now += 10
     assert limiter.acquire("k", limits) is None
     limiter.add_tokens("k", 50)
-    assert limiter.usage("k")["tokens_last_minute"] == 110
+    assert limiter.usage("k", limits) == {"tokens_last_minute": 110}
     assert limiter.acquire("k", limits) == pytest.approx(50)  # the first 60 leave at +60 s
     clock.now += 50
     assert limiter.acquire("k", limits) is None
@@ -221,3 +222,35 @@ def test_a_success_clears_the_failure_count_as_documented() -> None:
     for _ in range(3):
         breaker.failure("down")
     assert breaker.state == OPEN
+
+
+@pytest.mark.parametrize(
+    ("code", "problem"),
+    [(401, "credential rejected"), (403, "credential rejected"), (404, "model not found")],
+)
+def test_a_provider_fault_counts_and_names_the_problem_until_it_answers(
+    code: int, problem: str
+) -> None:
+    """An upstream 401/403/404 says the provider is misconfigured: it counts, and the state
+    says why, until the provider answers again."""
+    resilience = Resilience()
+    resilience.breakers = type(resilience.breakers)(POLICY, Clock())
+    for _ in range(3):
+        resilience.failed("p", status(code))
+    circuit = resilience.state("p", None)["circuit"]
+    assert circuit["state"] == OPEN and circuit["problem"] == problem
+    assert problem in circuit["last_error"]
+    resilience.breakers.get("p").close()
+    assert resilience.state("p", None)["circuit"]["problem"] is None
+
+
+def test_usage_is_counted_for_each_limit_set_and_null_without_limits() -> None:
+    resilience = Resilience()
+    assert resilience.state("p", None)["usage"] is None
+    assert resilience.state("p", {})["usage"] is None
+    limits = Limits(rpm=5, tpm=100)
+    for _ in range(3):
+        assert resilience.limiter.acquire("provider:p", limits) is None
+    resilience.limiter.add_tokens("provider:p", 42)
+    usage = resilience.state("p", {"rpm": 5, "tpm": 100})["usage"]
+    assert usage == {"requests_last_minute": 3, "tokens_last_minute": 42}

@@ -257,7 +257,7 @@ async def test_client_leaving_before_the_first_byte_cancels_the_upstream(tmp_pat
         row = await last_request(client, app)
         state = await circuit(client, "slow")
 
-    assert (row["status"], row["status_code"]) == ("client_disconnected", 499)
+    assert (row["status"], row["status_code"]) == ("client_closed", 499)
     assert row["attempt_details"][0]["status"] == "client_closed"
     assert (state["state"], state["recent_failures"]) == ("closed", 0)
 
@@ -279,7 +279,7 @@ async def test_a_probe_whose_client_leaves_during_the_retry_backoff_frees_the_pr
         row = await last_request(client, app)
         held = breaker.probing
 
-    assert row["status"] == "client_disconnected"
+    assert row["status"] == "client_closed"
     assert not held  # else no request could ever probe this provider again
 
 

@@ -178,7 +178,7 @@ async def test_an_unknown_status_is_refused_not_answered_with_nothing(
     """A typo in the filter must not look like "no failed requests"."""
     with pytest.raises(InvalidRequest) as caught:
         await history.list_requests(db, {"status": status})
-    assert caught.value.param == "status" and "client_disconnected" in caught.value.message
+    assert caught.value.param == "status" and "client_closed" in caught.value.message
 
 
 async def test_limits_at_the_bounds_are_accepted(db: Database) -> None:

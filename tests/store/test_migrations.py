@@ -302,3 +302,46 @@ def test_cli_db_status_does_not_create_a_missing_database(
     main(["db", "status", "--database", f"sqlite:///{path}"])
     capsys.readouterr()
     assert not path.parent.exists()
+
+
+def test_0005_renames_client_disconnected_and_attributes_failed_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "router.db"
+    shipped = SHIPPED()
+    monkeypatch.setattr(migrations, "available", lambda: [m for m in shipped if m.version < 5])
+    migrate(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO providers (id, name, type, created_at, updated_at)"
+            " VALUES ('a', 'a', 'openai', 1, 1), ('b', 'b', 'openai', 1, 1)"
+        )
+        rows = [
+            # id, provider_id, status, attempts
+            ("failed", None, "error", 2),
+            ("left", None, "client_disconnected", 1),
+            ("refused", None, "error", 0),  # never reached a provider: stays unattributed
+            ("served", "a", "success", 1),
+        ]
+        conn.executemany(
+            "INSERT INTO requests (id, created_at, endpoint, provider_id, status, status_code,"
+            " latency_ms, attempts) VALUES (?, 1, '/v1/chat/completions', ?, ?, 200, 1.0, ?)",
+            rows,
+        )
+        conn.executemany(
+            "INSERT INTO attempts (request_id, n, provider_id, started_at, status, latency_ms)"
+            " VALUES (?, ?, ?, 1, ?, 1.0)",
+            [("failed", 1, "a", "error"), ("failed", 2, "b", "error"),
+             ("left", 1, "b", "client_closed"), ("served", 1, "a", "success")],
+        )  # fmt: skip
+    monkeypatch.setattr(migrations, "available", lambda: shipped)
+    applied, _ = migrate(path)
+    assert (5, "operators") in [(m.version, m.name) for m in applied]
+    with sqlite3.connect(path) as conn:
+        found = conn.execute("SELECT id, provider_id, status FROM requests ORDER BY id").fetchall()
+    assert found == [
+        ("failed", "b", "error"),  # the last provider tried
+        ("left", "b", "client_closed"),
+        ("refused", None, "error"),
+        ("served", "a", "success"),
+    ]

@@ -205,3 +205,41 @@ async def test_seed_rate_limit_keys_become_the_provider_limits(db: Database) -> 
     provider = await providers.get_provider(db, "capped")
     assert provider["limits"] == {"rpm": 60, "rpd": 1000, "tpm": 90000}
     assert "rate_limit_per_minute" in entry  # the settings' own entry is left as it was
+
+
+async def test_an_env_reference_is_resolved_at_seeding_and_never_written_back(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[[providers]]\nid = "openai"\nname = "OpenAI"\ntype = "openai"\nmodels = ["gpt-4o"]\n'
+        '[providers.config]\nbaseURL = "https://api.openai.com/v1"\n'
+        'apiKey = "${env:TEST_SEED_OPENAI_KEY}"\n'
+    )
+    before = config.read_bytes()
+    monkeypatch.setenv("TEST_SEED_OPENAI_KEY", "sk-from-the-environment-9876")
+    settings = load_settings(str(config), environ={})
+    assert await seed_from_config(db, settings.seed_providers, str(config)) == 1
+    stored = await configs.provider_config(db, "openai")
+    assert stored["apiKey"] == "sk-from-the-environment-9876"
+    assert (await configs.masked_config(db, "openai"))["apiKey"] == "****9876"
+    assert config.read_bytes() == before  # the file keeps the reference, not the key
+    raw = query(db, "SELECT value FROM provider_configs WHERE key = 'apiKey'")[0][0]
+    assert "sk-from-the-environment" not in raw  # encrypted like any key
+
+
+@pytest.mark.parametrize("value", [None, ""])
+async def test_an_env_reference_to_nothing_stops_seeding_naming_it(
+    db: Database, monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
+    if value is None:
+        monkeypatch.delenv("TEST_SEED_MISSING", raising=False)
+    else:
+        monkeypatch.setenv("TEST_SEED_MISSING", value)
+    entry = {"name": "x", "type": "anthropic", "config": {"apiKey": "${env:TEST_SEED_MISSING}"}}
+    with pytest.raises(SettingsError) as caught:
+        await seed_from_config(db, [entry], SOURCE)
+    assert "providers[0] in /etc/provider-router/config.toml" in str(caught.value)
+    assert "'apiKey' reads environment variable TEST_SEED_MISSING" in str(caught.value)
+    assert ("not set" if value is None else "empty") in str(caught.value)
+    assert catalog_counts(db)["providers"] == 0

@@ -142,7 +142,7 @@ async def test_provider_forms_use_the_api_rules_and_never_show_a_secret(settings
         }  # fmt: skip
         refused = await client.post("/ui/providers", data=form)
         assert refused.status_code == 400
-        assert "Config key &#39;timeout&#39; must be an integer, got str." in refused.text
+        assert "must be an integer, got &#39;soon&#39;." in refused.text  # the value typed
         assert (await client.get("/v1/providers/claude", headers=ADMIN)).status_code == 404
         form["config.timeout"] = "1500"
         created = await client.post("/ui/providers", data=form)
@@ -261,3 +261,16 @@ async def test_pages_explain_an_unknown_id_and_the_ui_can_be_turned_off(tmp_path
         assert "(set, hidden)" in settings_page and ADMIN_TOKEN[-4:] + "<" not in settings_page
     async with app_client(make_settings(tmp_path, ui_enabled=False)) as (_, client):
         assert (await client.get("/ui/sign-in")).status_code == 404
+
+
+async def test_the_ui_provider_page_names_the_problem(tmp_path: Path) -> None:
+    upstream = MockUpstream(MockOptions(api_key="sk-the-right-key"))
+    settings = make_settings(tmp_path, breaker_failure_threshold=1)
+    async with serve_asgi(upstream.app()) as url, app_client(settings) as (_, client):
+        await add_provider(client, "wrong-key", f"{url}/v1", ["m"])
+        chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        assert (await client.post("/v1/chat/completions", json=chat)).status_code == 502
+        await sign_in(client)
+        page = await client.get("/ui/providers/wrong-key")
+    assert page.status_code == 200
+    assert "(credential rejected)" in page.text

@@ -69,6 +69,7 @@ __all__ = [
     "client_from_config",
     "credentials_in",
     "egress_from_config",
+    "header_problems",
     "http_config_problems",
     "open_stream",
     "retry_after_seconds",
@@ -278,6 +279,13 @@ def client_from_config(
         if isinstance(value, int) and not isinstance(value, bool):
             timeout_ms = max(timeout_ms, value)
     connect_ms = int(config.get("connectTimeout") or min(timeout_ms, options.connect_timeout_ms))
+    extra = config.get("headers") or {}
+    # Checked when written; a row from before that check (or edited by hand) must not break
+    # the framing of every request, so it makes the provider unusable instead (the snapshot
+    # logs why and routes around it).
+    problems = header_problems(extra)
+    if problems:
+        raise InvalidRequest("The provider's config cannot be used: " + " ".join(problems))
     # Waiting for a free connection must end before the first-byte timer does, or the wait (a
     # limit of ours) would be reported as the provider's timeout.
     pool_ms = min(options.pool_timeout_ms, timeout_ms)
@@ -285,7 +293,7 @@ def client_from_config(
     if isinstance(first_byte, int) and not isinstance(first_byte, bool) and first_byte > 1:
         pool_ms = min(pool_ms, first_byte // 2)
     merged = {"content-type": "application/json"}
-    merged.update({str(k): str(v) for k, v in (config.get("headers") or {}).items()})
+    merged.update({str(k): str(v) for k, v in extra.items()})
     merged.update(headers)
     try:
         return UpstreamClient(
@@ -353,9 +361,53 @@ def http_config_problems(config: Mapping[str, Any], *, allow_query: bool = True)
     if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout <= 0:
         problems.append(f"Config key 'timeout' is in milliseconds and must be > 0, got {timeout}.")
     headers = config.get("headers")
-    if isinstance(headers, dict) and not all(isinstance(v, str) for v in headers.values()):
-        problems.append("Config key 'headers' must map header names to strings.")
+    if isinstance(headers, dict):
+        problems += header_problems(headers)
     return problems + _egress_problems(config)
+
+
+# Headers the transport owns (framing, the connection, the origin) or that only mean something
+# between one client and one proxy: one set in config would be sent twice, or contradict the
+# framing the transport writes.
+_RESERVED_HEADERS = frozenset(
+    {
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+        "te", "trailer", "expect", "http2-settings",
+    }
+)  # fmt: skip
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_problems(headers: Mapping[Any, Any]) -> list[str]:
+    """What is wrong with a provider's extra ``headers``, one sentence per header, naming it.
+
+    Values are never quoted: they often hold a credential.
+    """
+    problems = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            problems.append(
+                f"Config key 'headers': {name!r} is not a valid header name (ASCII letters, "
+                "digits and !#$%&'*+-.^_`|~ only)."
+            )
+        elif name.lower() in _RESERVED_HEADERS or name.lower().startswith("proxy-"):
+            problems.append(
+                f"Config key 'headers': header {name!r} is not allowed; provider-router sets "
+                "the framing and connection headers itself (Host, Content-Length, "
+                "Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Expect, "
+                "Proxy-*)."
+            )
+        elif not isinstance(value, str):
+            problems.append(
+                f"Config key 'headers' must map header names to strings; header {name!r} does not."
+            )
+        elif _BAD_VALUE.search(value):
+            problems.append(
+                f"Config key 'headers': the value of header {name!r} contains a line break or "
+                "another control character."
+            )
+    return problems
 
 
 def _egress_problems(config: Mapping[str, Any]) -> list[str]:

@@ -27,6 +27,9 @@ from providers.http import (
 from router.errors import UpstreamProtocolError
 
 _DONE = b"data: [DONE]"
+RESPONSES_DIALECT = "openai.responses"
+# The events that end a Responses stream; the one that ends it well carries the usage.
+_RESPONSES_END = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 
 
 class OpenAIAdapter(Adapter):
@@ -39,6 +42,11 @@ class OpenAIAdapter(Adapter):
         "apiKey": ConfigKey(str, sensitive=True, description="sent as 'Authorization: Bearer'"),
         "timeout": ConfigKey(int, description="read timeout in milliseconds"),
         "headers": ConfigKey(dict, sensitive=True, description="extra headers for every call"),
+        "responsesAPI": ConfigKey(
+            bool,
+            description="the upstream serves POST /responses itself: Responses requests pass "
+            "through untranslated",
+        ),
         **HTTP_CONFIG_KEYS,
     }
 
@@ -50,6 +58,8 @@ class OpenAIAdapter(Adapter):
 
     def __init__(self, provider_id: str, config: Mapping[str, Any], options: AdapterOptions):
         super().__init__(provider_id, config, options)
+        if config.get("responsesAPI") is True:
+            self.native_dialects = frozenset({RESPONSES_DIALECT})
         base_url = str(config.get("baseURL") or self.default_base_url or "")
         auth = {"authorization": f"Bearer {config['apiKey']}"} if config.get("apiKey") else {}
         self._client = client_from_config(config, options, base_url, auth)
@@ -178,8 +188,86 @@ class OpenAIAdapter(Adapter):
             kept.append(event + b"\n\n")
         return b"".join(kept), False
 
+    async def send_native(
+        self,
+        dialect: str,
+        body: dict[str, Any],
+        upstream_model: str,
+        headers: Mapping[str, str],
+        *,
+        stream: bool,
+    ) -> Reply | ChatStream:
+        """A Responses request passed through: only ``model`` replaced, nothing added (no
+        ``stream_options``: OpenAI's Responses API and Azure's refuse it)."""
+        if dialect != RESPONSES_DIALECT or RESPONSES_DIALECT not in self.native_dialects:
+            return await super().send_native(dialect, body, upstream_model, headers, stream=stream)
+        payload = self._payload(body, upstream_model)
+        if not stream:
+            reply = await self._post("/responses", payload)
+            reply.usage = _responses_usage(orjson.loads(reply.body).get("usage"))
+            return reply
+        response = await open_stream(
+            self._client,
+            self.provider_id,
+            "/responses",
+            payload,
+            functools.partial(status_error, self.provider_id),
+        )
+        native = ChatStream()
+        native.events = self._relay_responses(response, native)
+        return native
+
+    async def _relay_responses(
+        self, response: httpx.Response, stream: ChatStream
+    ) -> AsyncIterator[bytes]:
+        """A Responses event stream byte for byte, read only at its terminal event (usage)."""
+        pending = b""
+        try:
+            async for chunk in response.aiter_bytes():
+                pending += chunk
+                if b"\r" in pending:
+                    pending = pending.replace(b"\r\n", b"\n")
+                cut = pending.rfind(b"\n\n")
+                if cut < 0:
+                    continue
+                block, pending = pending[: cut + 2], pending[cut + 2 :]
+                if any(end in block for end in _RESPONSES_END):
+                    for line in block.split(b"\n"):
+                        if not line.startswith(b"data:"):
+                            continue
+                        try:
+                            data = orjson.loads(line[5:])
+                        except orjson.JSONDecodeError:
+                            continue
+                        found = data.get("response") if isinstance(data, dict) else None
+                        if isinstance(found, dict):
+                            stream.usage = _responses_usage(found.get("usage")) or stream.usage
+                    yield block
+                    return
+                yield block
+        except httpx.HTTPError as exc:
+            raise translate_httpx_error(self.provider_id, exc) from exc
+        finally:
+            await response.aclose()
+        raise UpstreamProtocolError(
+            f"Provider {self.provider_id!r} ended its Responses stream without a terminal event."
+        )
+
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _responses_usage(data: Any) -> Usage | None:
+    """A Responses ``usage`` object as the router's usage."""
+    if not isinstance(data, dict):
+        return None
+    return Usage.from_openai(
+        {
+            "prompt_tokens": data.get("input_tokens"),
+            "completion_tokens": data.get("output_tokens"),
+            "total_tokens": data.get("total_tokens"),
+        }
+    )
 
 
 class LMStudioAdapter(OpenAIAdapter):

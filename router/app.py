@@ -24,15 +24,19 @@ from router.api import keys as keys_api
 from router.api import models as models_api
 from router.api import providers as providers_api
 from router.api import requests as requests_api
+from router.api import responses as responses_api
 from router.api import routes as more_routes
 from router.api.common import Services, json_response, services
 from router.doors.messages import is_messages_path
+from router.doors.responses import is_responses_path
+from router.doors.responses_keeper import ResponseKeeper
 from router.errors import InvalidRequest, NotFound, RouterError
 from router.gateway.auth import Authenticator, resolve_admin_token
 from router.gateway.count import TokenCounter
 from router.gateway.handler import Proxy, Receive, Scope, Send, send_body
 from router.gateway.health import start_health_checks
 from router.gateway.limits import InputLimits
+from router.gateway.origins import WebGuard
 from router.gateway.recorder import Recorder
 from router.gateway.snapshots import ConfigChanges, SnapshotManager
 from router.resilience.policy import (
@@ -126,6 +130,39 @@ async def render_error(request: Request, exc: Exception) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
+def with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` that adds ``extra`` headers to the response's start."""
+
+    async def sending(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *extra]}
+        await send(message)
+
+    return sending
+
+
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """No endpoint speaks WebSocket. Codex tries one on ``GET /v1/responses`` and falls back to
+    HTTP on a 426 at once, so the handshake is answered with one when the server can send an
+    HTTP answer to it (the ASGI denial-response extension), else closed."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    if is_responses_path(scope["path"]):
+        status, body = (
+            426,
+            InvalidRequest(responses_api.UPGRADE_REFUSED, code="websocket_not_supported").body(),
+        )
+    else:
+        status, body = 404, NotFound(f"No WebSocket endpoint at {scope['path']}.").body()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
 class ProviderRouterApp:
     """The ASGI application. Build it with :func:`create_app`."""
 
@@ -133,6 +170,7 @@ class ProviderRouterApp:
         self.settings = settings
         self.services: Services | None = None
         self.limits: InputLimits | None = None
+        self.guard: WebGuard | None = None
         self._fast: dict[str, Any] = {}
         self.starlette = Starlette(
             routes=[
@@ -143,6 +181,7 @@ class ProviderRouterApp:
                 *requests_api.routes,
                 *health_api.routes,
                 *keys_api.routes,
+                *responses_api.routes,
                 *([ui_mount()] if settings.ui_enabled else []),
             ],
             # RouterError by name: handlers for Exception run in ServerErrorMiddleware, which
@@ -156,18 +195,28 @@ class ProviderRouterApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.limits is not None:
+        if scope["type"] == "http" and self.limits is not None and self.guard is not None:
             try:
                 self.limits.check_headers(scope["headers"])
+                cross_origin = self.guard.admit(scope)
             except RouterError as exc:
                 status, body = error_answer(scope["path"], exc)
                 await send_body(send, status, body, [(b"content-type", b"application/json")])
                 return
+            if cross_origin is not None:
+                if self.guard.is_preflight(scope):
+                    headers = self.guard.preflight_headers(cross_origin, scope["headers"])
+                    await send_body(send, 204, b"", headers)
+                    return
+                send = with_headers(send, self.guard.cors_headers(cross_origin))
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self._fast.get(scope["path"])
             if handler is not None:
                 await handler(scope, receive, send)
                 return
+        if scope["type"] == "websocket":
+            await refuse_websocket(scope, receive, send)
+            return
         await self.starlette(scope, receive, send)
 
     @contextlib.asynccontextmanager
@@ -210,6 +259,7 @@ class ProviderRouterApp:
             resolve_admin_token(settings), require_client_keys=settings.require_client_keys
         )
         self.limits = InputLimits(settings)
+        self.guard = WebGuard(settings, auth)
         proxy = Proxy(
             snapshots,
             recorder,
@@ -217,6 +267,7 @@ class ProviderRouterApp:
             auth=auth,
             limits=self.limits,
             resilience=Resilience.from_settings(settings),
+            responses=(keeper := ResponseKeeper(db)),
         )
         await snapshots.rebuild()
         await auth.reload(db)
@@ -247,6 +298,7 @@ class ProviderRouterApp:
             self._fast[f"{prefix}/embeddings"] = proxy.embeddings
             self._fast[f"{prefix}/messages"] = proxy.messages
             self._fast[f"{prefix}/messages/count_tokens"] = TokenCounter(proxy)
+            self._fast[f"{prefix}/responses"] = proxy.responses
         try:
             yield
         finally:
@@ -265,6 +317,7 @@ class ProviderRouterApp:
                 await write_circuit_changes(db, proxy.resilience)
             except Exception:
                 log.exception("Could not record the last circuit states")
+            await keeper.stop()
             await recorder.stop()
             await snapshots.aclose()
             await db.close()

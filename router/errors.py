@@ -7,12 +7,16 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     ├── InvalidRequest               400 invalid_request_error
     │   └── InvalidJSON              400 invalid_request_error / invalid_json
     ├── AuthenticationError          401 authentication_error / invalid_api_key
+    │   └── KeyRevoked               401 authentication_error / key_revoked (ends a stream)
     ├── PermissionDenied             403 permission_error
+    │   ├── OriginNotAllowed         403 permission_error / origin_not_allowed
+    │   └── HostNotAllowed           403 permission_error / host_not_allowed
     ├── NotFound                     404 invalid_request_error / not_found
     │   └── ModelNotFound            404 invalid_request_error / model_not_found
     ├── Conflict                     409 invalid_request_error / conflict
     ├── PayloadTooLarge              413 invalid_request_error / request_too_large
     ├── RateLimited                  429 rate_limit_error / rate_limit_exceeded (+ Retry-After)
+    ├── UnsupportedMediaType         415 invalid_request_error / unsupported_media_type
     ├── HeadersTooLarge              431 invalid_request_error / headers_too_large
     ├── NoProviderAvailable          503 service_unavailable / no_provider_available
     │   └── ProvidersCoolingDown     503 service_unavailable / providers_cooling_down
@@ -96,10 +100,24 @@ class AuthenticationError(RouterError):
     default_code = "invalid_api_key"
 
 
+class KeyRevoked(AuthenticationError):
+    """The caller's client key was revoked (or disabled) while its stream was running."""
+
+    default_code = "key_revoked"
+
+
 class PermissionDenied(RouterError):
     status_code = 403
     error_type = "permission_error"
     default_code = "permission_denied"
+
+
+class OriginNotAllowed(PermissionDenied):
+    default_code = "origin_not_allowed"
+
+
+class HostNotAllowed(PermissionDenied):
+    default_code = "host_not_allowed"
 
 
 class NotFound(RouterError):
@@ -134,6 +152,12 @@ class RateLimited(RouterError):
     def __init__(self, message: str, *, retry_after: float, param: str | None = None):
         super().__init__(message, param=param)
         self.retry_after = retry_after
+
+
+class UnsupportedMediaType(RouterError):
+    status_code = 415
+    error_type = "invalid_request_error"
+    default_code = "unsupported_media_type"
 
 
 class HeadersTooLarge(RouterError):

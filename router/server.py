@@ -7,13 +7,15 @@ import errno
 import logging
 import resource
 import socket
+import ssl
 
 import uvicorn
 
 from router import redact
 from router.app import create_app, prepare_database
-from router.gateway.auth import check_exposure
-from router.settings import Settings
+from router.connections import ClientLimits, ClientServer, configure
+from router.gateway.auth import check_exposure, is_loopback
+from router.settings import Settings, SettingsError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Where the hard limit is "unlimited", the soft one is raised this far (macOS refuses more than
@@ -88,6 +90,7 @@ def serve(settings: Settings) -> None:
     )
     asyncio.run(prepare_database(settings))
     asyncio.run(check_exposure(settings))
+    check_tls(settings)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -101,11 +104,74 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
         server_header=False,
+        ssl_certfile=settings.tls_cert or None,
+        ssl_keyfile=settings.tls_key or None,
     )
-    logging.getLogger("provider_router").info(
-        "provider-router listening on http://%s:%d (database %s)",
+    configure(config, ClientLimits.from_settings(settings))
+    logger = logging.getLogger("provider_router")
+    for warning in (cleartext_warning(settings), host_warning(settings), fd_warning(settings)):
+        if warning:
+            logger.warning(warning)
+    logger.info(
+        "provider-router listening on %s://%s:%d (database %s)",
+        "https" if settings.tls_cert else "http",
         settings.host,
         settings.port,
         settings.database_label,
     )
-    uvicorn.Server(config).run()
+    ClientServer(config).run()
+
+
+def cleartext_warning(settings: Settings) -> str | None:
+    """What to tell an operator who serves plain HTTP on an address other machines can reach."""
+    if settings.tls_cert or is_loopback(settings.host):
+        return None
+    return (
+        f"Serving plain HTTP on {settings.host}: the admin token, client keys, prompts and "
+        "answers cross the network in clear. Set server.tls_cert and server.tls_key to serve "
+        "HTTPS, or put a TLS-terminating proxy in front and listen on 127.0.0.1."
+    )
+
+
+def fd_warning(settings: Settings, soft_limit: int | None = None) -> str | None:
+    """Whether the open-file limit is reached before ``server.max_connections``: then clients
+    would meet accept() failures, not the cap's clear 503. Read as the server starts."""
+    if soft_limit is None:
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    # Upstream connections, the database and the log need descriptors too.
+    needed = settings.max_client_connections + 128
+    if soft_limit == resource.RLIM_INFINITY or soft_limit >= needed:
+        return None
+    return (
+        f"The open-file limit ({soft_limit}) is below server.max_connections "
+        f"({settings.max_client_connections}) plus room for upstream connections: raise it "
+        f"(ulimit -n {needed}) or lower server.max_connections."
+    )
+
+
+def host_warning(settings: Settings) -> str | None:
+    """An open gateway (behind an authenticating proxy) off loopback answers only loopback Host
+    names until client keys exist (router/gateway/origins.py); say so before clients get 403."""
+    if not settings.allow_open_proxy or settings.allowed_hosts or is_loopback(settings.host):
+        return None
+    return (
+        "While no client key exists, only loopback Host names are accepted (against DNS "
+        "rebinding); list the names clients reach this gateway by in server.allowed_hosts "
+        '("*" for any), or they get 403 host_not_allowed.'
+    )
+
+
+def check_tls(settings: Settings) -> None:
+    """Stop start-up with a sentence when the TLS certificate or key cannot be used."""
+    if not settings.tls_cert:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert, settings.tls_key
+        )
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SettingsError(
+            f"Settings 'server.tls_cert' ({settings.tls_cert}) and 'server.tls_key' "
+            f"({settings.tls_key}) cannot be used: {reason}."
+        ) from None

@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -82,6 +83,14 @@ class Settings:
     ui_enabled: bool = True
     ui_session_ttl_ms: int = 8 * 3600 * 1000
     ui_sign_in_delay_ms: int = 1000
+    # clients and web pages (issue 16): slow clients, browsers, TLS
+    header_timeout_ms: int = 10_000
+    body_timeout_ms: int = 60_000
+    max_client_connections: int = 1000
+    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    tls_cert: str = ""
+    tls_key: str = ""
     seed_providers: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
     config_path: str | None = None
     # Where each value that is not a default came from: field name -> "file", "environment" or
@@ -162,6 +171,14 @@ _FILE_KEYS: dict[tuple[str, str], tuple[str, type, int | None]] = {
     ("ui", "enabled"): ("ui_enabled", bool, None),
     ("ui", "session_ttl_ms"): ("ui_session_ttl_ms", int, 60_000),
     ("ui", "sign_in_delay_ms"): ("ui_sign_in_delay_ms", int, 0),
+    # clients and web pages
+    ("server", "header_timeout_ms"): ("header_timeout_ms", int, 100),
+    ("server", "body_timeout_ms"): ("body_timeout_ms", int, 100),
+    ("server", "max_connections"): ("max_client_connections", int, 1),
+    ("server", "cors_origins"): ("cors_origins", tuple, None),
+    ("server", "allowed_hosts"): ("allowed_hosts", tuple, None),
+    ("server", "tls_cert"): ("tls_cert", str, None),
+    ("server", "tls_key"): ("tls_key", str, None),
 }
 
 
@@ -170,6 +187,7 @@ def file_settings() -> list[tuple[str, str]]:
     return [(f"{section}.{key}", spec[0]) for (section, key), spec in _FILE_KEYS.items()]
 
 
+_ORIGIN = re.compile(r"https?://[^/?#\s]+")
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -240,6 +258,21 @@ def database_path_from_url(url: str) -> Path:
 
 
 def _check(name: str, value: Any, kind: type, minimum: int | None, source: str) -> Any:
+    if kind is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise SettingsError(
+                f"Setting {name!r} in {source} must be an array of non-empty strings, "
+                f"got {value!r}."
+            )
+        if name.endswith("cors_origins"):
+            for origin in value:
+                if origin != "*" and not _ORIGIN.fullmatch(origin):
+                    raise SettingsError(
+                        f"Setting {name!r} in {source} must list origins such as "
+                        f"'https://app.example' (scheme, host and port only) or '*', "
+                        f"got {origin!r}."
+                    )
+        return tuple(value)
     if kind is bool:
         if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
             return _BOOL_WORDS[value.strip().lower()]
@@ -359,6 +392,11 @@ def load_settings(
     except SettingsError as exc:
         where = source.get("database_url", "the defaults")
         raise SettingsError(f"Setting 'database.url' in {where}: {exc}") from None
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise SettingsError(
+            "Settings 'server.tls_cert' and 'server.tls_key' go together: set both (a PEM "
+            "certificate chain and its private key) to serve HTTPS, or neither."
+        )
     if settings.admin_token is not None and len(settings.admin_token) < 8:
         raise SettingsError(
             f"Setting 'auth.admin_token' in {source['admin_token']} must be at least 8 characters"

@@ -50,6 +50,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "admin_token": ADMIN_TOKEN,
         "recorder_flush_interval_ms": 1,
         "reload_interval_ms": 100,
+        # The in-process clients' host names (httpx: base_url "http://router"; Starlette's
+        # TestClient: "testserver") are not loopback names; real sockets use 127.0.0.1.
+        "allowed_hosts": ("router", "testserver"),
     }
     values.update(overrides)
     return Settings(**values)

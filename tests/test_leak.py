@@ -199,6 +199,16 @@ def run_scenario(tmp_path: Path, upstream: str, evidence: Evidence) -> dict[str,
             assert chat("claude").status_code == 502  # wrong key at the fake Anthropic
             assert chat("gem").status_code == 502  # Gemini says "API key not valid"
             assert chat("dead-model").status_code == 502  # connection refused
+            # The Responses door and the stored response it keeps (in the database file too).
+            ask = {"model": "chat-a", "input": "hi"}
+            stored = call("responses", "POST", "/v1/responses", json=ask, headers=client)
+            assert stored.status_code == 200
+            streamed = {**ask, "stream": True}
+            assert call("responses stream", "POST", "/v1/responses", json=streamed,
+                        headers=client).status_code == 200  # fmt: skip
+            for tail in ("", "/input_items"):
+                found = f"/v1/responses/{stored.json()['id']}{tail}"
+                assert call("stored response", "GET", found, headers=client).status_code == 200
             embed = {"model": "chat-a", "input": "x"}
             assert (
                 call("embeddings", "POST", "/v1/embeddings", json=embed, headers=client).status_code

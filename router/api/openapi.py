@@ -1,4 +1,5 @@
-"""``GET /openapi.json``: an OpenAPI 3.1 document of the management API and the Messages door.
+"""``GET /openapi.json``: an OpenAPI 3.1 document of the management API, the Messages door and
+the Responses API's stored responses.
 
 Written by hand from the same field lists the store validates against, so it says what the server
 does; tests/api/test_openapi.py checks that every management route is described and runs
@@ -234,6 +235,45 @@ SCHEMAS: dict[str, Any] = {
         "required": ["input_tokens"],
         "properties": {"input_tokens": {"type": "integer", "minimum": 0}},
     },
+    # the Responses door and stored responses (docs/codex.md)
+    "ResponsesRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "description": "A gateway model id"},
+            "input": {"type": ["string", "array"]},
+            "instructions": {"type": "string"},
+            "previous_response_id": {"type": "string", "minLength": 1},
+            "store": {"type": "boolean"},
+            "stream": {"type": "boolean"},
+        },
+        "additionalProperties": True,
+    },
+    "Response": {
+        "type": "object",
+        "required": ["id", "object", "status", "output"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "response"},
+            "status": {"type": "string"},
+            "output": {"type": "array", "items": {"type": "object"}},
+            "usage": {"type": ["object", "null"]},
+        },
+    },
+    "ResponseDeleted": {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "properties": {"deleted": {"const": True}},
+    },
+    "InputItemList": {
+        "type": "object",
+        "required": ["object", "data", "first_id", "last_id", "has_more"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": {"type": "object"}},
+            "has_more": {"type": "boolean"},
+        },
+    },
     "AnthropicError": {
         "type": "object",
         "required": ["type", "error"],
@@ -301,6 +341,28 @@ def _door(summary: str, body: str, ok: str, *, stream: bool = False) -> dict[str
                 "description": "An error in Anthropic's shape",
                 "content": {JSON: {"schema": _ref("AnthropicError")}},
             },
+        },
+    }
+
+
+def _stored(summary: str, ok: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    """A stored-response operation: the client key that made it, or the admin token."""
+    operation = _op(summary, ok, params=params)
+    operation["tags"] = ["responses"]
+    operation["security"] = [{"admin": []}, {"apiKey": []}, {}]
+    return operation
+
+
+def _upgrade_refused() -> dict[str, Any]:
+    error = {"content": {JSON: {"schema": _ref("Error")}}}
+    return {
+        "summary": "Not a Responses call: 426 to a WebSocket upgrade (Codex then uses HTTP), "
+        "else 405",
+        "tags": ["responses"],
+        "security": [{"admin": []}, {"apiKey": []}, {}],
+        "responses": {
+            "405": {"description": "Use POST", **error},
+            "426": {"description": "WebSocket mode is not supported", **error},
         },
     }
 
@@ -440,6 +502,49 @@ PATHS: dict[str, dict[str, Any]] = {
             "Input tokens of a Messages request: counted by the provider, or estimated",
             "CountTokensRequest",
             "TokenCount",
+        )
+    },
+    "/v1/responses": {
+        "post": {
+            **_door(
+                "OpenAI's Responses API, routed like a chat completion (SSE with stream: true)",
+                "ResponsesRequest",
+                "Response",
+                stream=True,
+            ),
+            "tags": ["responses"],
+            "responses": {
+                "200": {
+                    "description": "Success",
+                    "content": {
+                        JSON: {"schema": _ref("Response")},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+                "default": {
+                    "description": "An error",
+                    "content": {JSON: {"schema": _ref("Error")}},
+                },
+            },
+        },
+        "get": _upgrade_refused(),
+    },
+    "/responses": {"get": _upgrade_refused()},
+    "/v1/responses/{response_id}": {
+        "get": _stored("A stored response", "Response", _path("response_id")),
+        "delete": _stored("Delete a stored response", "ResponseDeleted", _path("response_id")),
+    },
+    "/v1/responses/{response_id}/input_items": {
+        "get": _stored(
+            "The input items a stored response was given (OpenAI's list paging)",
+            "InputItemList",
+            [
+                *_path("response_id"),
+                _query("limit", {"type": "string", "pattern": "^[0-9]{1,3}$"}),
+                _query("order", {"type": "string", "enum": ["asc", "desc"]}),
+                _query("after", {"type": "string"}),
+                _query("before", {"type": "string"}),
+            ],
         )
     },
     "/v1/stats": {

@@ -29,12 +29,17 @@ class RouterRequest:
     ``body`` is what ``Adapter.chat``/``chat_stream``/``embeddings`` get. ``native`` is the
     client's body in the door's dialect (for ``Adapter.send_native``), with ``native_headers``
     the client headers that travel with it (``anthropic-version``, say). ``state`` is the door's
-    own (what it needs to render the answer).
+    own (what it needs to render the answer). ``untranslatable``: why ``body`` could not be
+    built (a valid request only a native provider can take): the router then tries only the
+    candidates that speak the door's dialect, and answers this error when there are none.
     """
 
     # A plain class with slots: built once per request on the hot path, with no dict made for
     # the defaults (a dataclass would need a default factory for native_headers).
-    __slots__ = ("body", "embeddings", "model", "native", "native_headers", "state", "stream")
+    __slots__ = (
+        "body", "embeddings", "model", "native", "native_headers", "state", "stream",
+        "untranslatable",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -54,6 +59,7 @@ class RouterRequest:
         self.native = native
         self.native_headers = native_headers
         self.state = state
+        self.untranslatable: RouterError | None = None
 
 
 class FrontDoor:
@@ -70,10 +76,20 @@ class FrontDoor:
     translates: ClassVar[bool] = True
     # Written after the last relayed block of a stream that ended well.
     stream_end: ClassVar[bytes] = b""
+    # True when the door keeps state between requests (stored responses): the router then
+    # awaits prepare() before routing. False spares the other doors that await.
+    stateful: ClassVar[bool] = False
 
     def parse(self, raw: bytes, headers: list[tuple[bytes, bytes]]) -> RouterRequest:
         """Turn the client's body into the router's request; raise ``RouterError`` if bad."""
         raise NotImplementedError
+
+    async def prepare(self, request: RouterRequest, owner: str | None, request_id: str) -> None:
+        """A stateful door's work before routing (load what the request continues, say).
+
+        ``owner`` is the caller's client key id (None: the admin token, or no keys in use);
+        ``request_id`` the history row's id. Called only when ``stateful`` is true.
+        """
 
     def reply(self, reply: Reply, request: RouterRequest) -> Reply:
         """A complete chat answer from an adapter, in the door's dialect."""
@@ -83,6 +99,13 @@ class FrontDoor:
         """A chat stream from an adapter, as the door's stream (its ``usage`` kept)."""
         return stream
 
+    def native_answer(
+        self, answer: Reply | ChatStream, request: RouterRequest
+    ) -> Reply | ChatStream:
+        """An answer passed through from an upstream that speaks the door's dialect, as it goes
+        to the client (unchanged by default; a stateful door may watch it)."""
+        return answer
+
     def error(self, exc: RouterError) -> tuple[int, bytes]:
         """The status and body of an error answered before the first byte."""
         return exc.status_code, exc.body()
@@ -91,6 +114,7 @@ class FrontDoor:
         """An upstream's own 4xx passed on to the client: (status, body, content type)."""
         return exc.status_code or 502, exc.body, exc.content_type
 
-    def stream_error(self, exc: RouterError) -> bytes:
-        """The last event of a stream that broke off after its first byte."""
+    def stream_error(self, exc: RouterError, request: RouterRequest | None = None) -> bytes:
+        """The last event of a stream that broke off after its first byte (``request``: the
+        request it answered, for a door whose events carry the stream's state)."""
         return b"data: " + exc.body() + b"\n\n"

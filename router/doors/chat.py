@@ -36,8 +36,12 @@ def parse_request(raw: bytes, required: tuple[str, ...]) -> dict[str, Any]:
             raise InvalidRequest(f"Field {key!r} is required.", param=key)
     if "messages" in required and (not isinstance(body["messages"], list) or not body["messages"]):
         raise InvalidRequest("Field 'messages' must be a non-empty array.", param="messages")
-    if not isinstance(body.get("stream", False), bool):
-        raise InvalidRequest("Field 'stream' must be true or false.", param="stream")
+    stream = body.get("stream", False)
+    if stream is None:
+        # OpenAI reads null as "not streamed"; an upstream given the body as it is may not.
+        del body["stream"]
+    elif not isinstance(stream, bool):
+        raise InvalidRequest("Field 'stream' must be true, false or null.", param="stream")
     if not isinstance(body.get("stream_options") or {}, dict):
         # Read by the proxy and every adapter: a wrong type must not reach them (it would
         # fail the attempt and count against the provider's circuit).

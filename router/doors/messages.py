@@ -101,8 +101,12 @@ def check_messages(body: dict[str, Any], *, max_tokens: bool) -> None:
                 f"Field 'max_tokens' is required and must be a positive integer, got {value!r}.",
                 param="max_tokens",
             )
-    if not isinstance(body.get("stream", False), bool):
-        raise InvalidRequest("Field 'stream' must be true or false.", param="stream")
+    stream = body.get("stream", False)
+    if stream is None:
+        # OpenAI reads null as "not streamed"; an upstream given the body as it is may not.
+        del body["stream"]
+    elif not isinstance(stream, bool):
+        raise InvalidRequest("Field 'stream' must be true, false or null.", param="stream")
 
 
 class MessagesDoor(FrontDoor):
@@ -159,7 +163,10 @@ class MessagesDoor(FrontDoor):
             message = exc.message
         return status, error_body(error_type(status), message), "application/json"
 
-    def stream_error(self, exc: RouterError) -> bytes:
-        failure = exc.upstream if isinstance(exc, StreamInterrupted) else None
-        data = {"type": "error", "error": {"type": upstream_type(failure), "message": exc.message}}
+    def stream_error(self, exc: RouterError, request: RouterRequest | None = None) -> bytes:
+        if isinstance(exc, StreamInterrupted):
+            kind = upstream_type(exc.upstream)
+        else:  # the router's own reason (a revoked key: authentication_error)
+            kind = error_type(exc.status_code)
+        data = {"type": "error", "error": {"type": kind, "message": exc.message}}
         return event("error", data)

@@ -96,6 +96,8 @@ class Authenticator:
         self._require = require_client_keys
         self._any_keys = False
         self._keys: dict[str, ClientKey] = {}
+        # The ids of the usable keys: a stream started with a key stops once it is not here.
+        self.live_ids: frozenset[str] = frozenset()
         self._version: int | None = None
         self._used: dict[str, int] = {}
 
@@ -118,6 +120,7 @@ class Authenticator:
             )
             for row in rows
         }
+        self.live_ids = frozenset(key.id for key in self._keys.values())
         self._any_keys = any_keys
         self._version = version
 

@@ -39,10 +39,13 @@ from providers.base import ChatStream, Reply
 from router.doors.base import FrontDoor, RouterRequest
 from router.doors.chat import ChatDoor, EmbeddingsDoor
 from router.doors.messages import MessagesDoor
+from router.doors.responses import ResponsesDoor
+from router.doors.responses_keeper import ResponseKeeper
 from router.errors import (
     AdapterFailure,
     AllProvidersFailed,
     GatewayOverloaded,
+    KeyRevoked,
     LocalLimitReached,
     PayloadTooLarge,
     ProvidersCoolingDown,
@@ -53,8 +56,9 @@ from router.errors import (
     UpstreamError,
     UpstreamStatusError,
     UpstreamTimeout,
+    UpstreamUnsupported,
 )
-from router.gateway.auth import Authenticator
+from router.gateway.auth import Authenticator, ClientKey
 from router.gateway.disconnect import DisconnectGuard, Expiry
 from router.gateway.limits import InputLimits
 from router.gateway.overload import OverloadLog
@@ -162,6 +166,7 @@ class Proxy:
         auth: Authenticator | None = None,
         limits: InputLimits | None = None,
         resilience: Resilience | None = None,
+        responses: ResponseKeeper | None = None,
     ):
         self.snapshots = snapshots
         self.recorder = recorder
@@ -170,6 +175,7 @@ class Proxy:
         self.auth = auth
         self.limits = limits
         self.overload = OverloadLog()
+        self.responses_door = ResponsesDoor(responses)
 
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handle(self.chat_door, scope, receive, send)
@@ -179,6 +185,9 @@ class Proxy:
 
     async def messages(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.handle(self.messages_door, scope, receive, send)
+
+    async def responses(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handle(self.responses_door, scope, receive, send)
 
     async def handle(self, door: FrontDoor, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request that came in through ``door``."""
@@ -195,14 +204,21 @@ class Proxy:
             if self.limits is not None:
                 self.limits.log_body(record.id, raw)
             request = door.parse(raw, scope["headers"])
+            record.model = request.model
+            if door.stateful:
+                # Before the limits: they apply to the whole conversation it continues.
+                await door.prepare(request, client.id if client else None, record.id)
             if self.limits is not None:
                 self.limits.check_body(raw, request.body)
-            record.model = request.model
             if client is not None:
                 client.check_model(request.model)
             record.stream = request.stream
             record.snapshot = snapshot = self.snapshots.current
             candidates = snapshot.candidates(request.model)
+            if request.untranslatable is not None and not any(
+                door.dialect in c.adapter.native_dialects for c in candidates
+            ):
+                raise request.untranslatable
             if client is not None and (client.rpm_limit or client.tpm_limit):
                 self.resilience.check_client(client)
             guard = DisconnectGuard(receive)
@@ -431,7 +447,7 @@ class Proxy:
             return None
         stream, first = result
         failure = await self._relay(
-            stream, first, door, candidate, record, started, deadline, guard, send
+            stream, first, door, request, candidate, record, started, deadline, guard, send
         )
         attempt.latency_ms = (time.perf_counter() - attempt_started) * 1000
         attempt.status_code = 200
@@ -442,6 +458,10 @@ class Proxy:
                 self._fell_back(record, provider_id)
         elif record.status == "client_closed":
             attempt.status = "client_closed"
+            breaker.release(record)
+        elif isinstance(failure, KeyRevoked):
+            # The provider answered; the client lost the right to the rest of it.
+            attempt.status, attempt.error = "client_closed", record.error
             breaker.release(record)
         else:
             attempt.status = "timeout" if isinstance(failure, UpstreamTimeout) else "error"
@@ -475,9 +495,15 @@ class Proxy:
                 request.native_headers,
                 stream=request.stream,
             )
+            result = door.native_answer(result, request)
             if isinstance(result, Reply):
                 return result
             stream = result
+        elif request.untranslatable is not None:
+            raise UpstreamUnsupported(
+                f"Provider {candidate.provider_id!r} (type {adapter.type!r}) cannot take this "
+                f"request: {request.untranslatable.message}"
+            )
         elif not request.stream:
             reply = await adapter.chat(body, candidate.upstream_model)
             return door.reply(reply, request) if door.translates else reply
@@ -518,19 +544,21 @@ class Proxy:
         stream: ChatStream,
         first: bytes | None,
         door: FrontDoor,
+        request: RouterRequest,
         candidate: Candidate,
         record: RequestRecord,
         started: float,
         deadline: float,
         guard: DisconnectGuard,
         send: Send,
-    ) -> UpstreamError | None:
-        """Relay the stream; return the upstream failure that ended it early, if any.
+    ) -> UpstreamError | KeyRevoked | None:
+        """Relay the stream; return the failure that ended it early, if any: the upstream's,
+        or the revocation of the client's key.
 
         Runs in the request's own task (no task per stream): the still armed ``guard``
         cancels it when the client hangs up, and it is disarmed before the last message.
         """
-        failure: UpstreamError | None = None
+        failure: UpstreamError | KeyRevoked | None = None
         kept = None
         if self.limits is not None and self.limits.log_bodies:
             send, kept = self.limits.capture(send)
@@ -542,16 +570,22 @@ class Proxy:
             if first:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
             record.ttft_ms = (time.perf_counter() - started) * 1000
-            failure = await self._pump(stream, candidate, deadline, send)
+            client = record.client_key
+            auth = self.auth if client is not None else None
+            failure = await self._pump(stream, candidate, deadline, send, client, auth)
             guard.stop()
-            if failure is not None:
+            if isinstance(failure, KeyRevoked):
+                record.status, record.status_code, record.error = "error", 401, failure.message
+                event = door.stream_error(failure, request)
+                await send({"type": "http.response.body", "body": event, "more_body": False})
+            elif failure is not None:
                 record.status, record.status_code, record.error = "error", 502, failure.message
                 error = StreamInterrupted(
                     f"The upstream stream broke off: {failure.message}",
                     upstream=failure,
                     code=failure.code,
                 )
-                event = door.stream_error(error)
+                event = door.stream_error(error, request)
                 await send({"type": "http.response.body", "body": event, "more_body": False})
             else:
                 end = door.stream_end
@@ -573,9 +607,18 @@ class Proxy:
 
     @staticmethod
     async def _pump(
-        stream: ChatStream, candidate: Candidate, deadline: float, send: Send
-    ) -> UpstreamError | None:
-        """Send the stream's blocks on; the idle timer only runs while waiting upstream."""
+        stream: ChatStream,
+        candidate: Candidate,
+        deadline: float,
+        send: Send,
+        client: ClientKey | None,
+        auth: Authenticator | None,
+    ) -> UpstreamError | KeyRevoked | None:
+        """Send the stream's blocks on; the idle timer only runs while waiting upstream.
+
+        With ``auth`` (a request made with a client key), a block that arrives after the key
+        was revoked or disabled is not sent: the stream ends with a ``key_revoked`` error.
+        """
         loop = asyncio.get_running_loop()
         idle_s = candidate.timeouts.idle_s
         blocks = aiter(stream)
@@ -588,6 +631,11 @@ class Proxy:
                     except StopAsyncIteration:
                         return None
                     timer.reschedule(None)
+                    if auth is not None and client is not None and client.id not in auth.live_ids:
+                        return KeyRevoked(
+                            f"The client key {client.name!r} was revoked during this stream; "
+                            "the rest of the answer is not sent."
+                        )
                     await send({"type": "http.response.body", "body": block, "more_body": True})
         except TimeoutError:
             which = "total" if loop.time() >= deadline else "idle"

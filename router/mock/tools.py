@@ -6,9 +6,9 @@ when its ``tool_choice`` demands one (``"required"``: the first tool; a named fu
 one), or, in OpenAI's format, on every user turn when the fake runs with ``tool_calls="always"``
 (``mock-upstream --tool-calls always``).
 A turn that answers a tool call (tool results) always gets text, so an agent's loop ends. The
-call's arguments are built from the tool's JSON schema: strings "mock", numbers 1, booleans
-true, null for other types. Coding agents (Claude Code, Codex) put the magic word in
-their prompt, as the tests through the gateway do.
+call's arguments are built from the tool's JSON schema: an enum's first value, strings "mock",
+numbers 1, booleans true, null for other types. Coding agents (Claude Code, Codex) put the magic
+word in their prompt, as the tests through the gateway do.
 """
 
 from __future__ import annotations
@@ -40,13 +40,19 @@ def requested_tool(text: str, names: list[str]) -> str | None:
 
 
 def sample_input(schema: Any) -> dict[str, Any]:
-    """Arguments for a tool from its JSON schema's top-level properties (null for types
-    other than strings, numbers and booleans)."""
+    """Arguments for a tool from its JSON schema's top-level properties: an enum's first value,
+    else by type (null for types other than strings, numbers and booleans)."""
     properties = schema.get("properties") if isinstance(schema, dict) else None
-    return {
-        name: _SAMPLES.get(spec.get("type") if isinstance(spec, dict) else None)
-        for name, spec in (properties or {}).items()
-    }
+    return {name: _sample(spec) for name, spec in (properties or {}).items()}
+
+
+def _sample(spec: Any) -> Any:
+    if not isinstance(spec, dict):
+        return None
+    choices = spec.get("enum")
+    if isinstance(choices, list) and choices:
+        return choices[0]
+    return _SAMPLES.get(spec.get("type"))
 
 
 def openai_tool_call(body: dict[str, Any], mode: str = "on-request") -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ PostgreSQL takes no backup copy here; see docs/postgresql.md.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -154,8 +155,16 @@ def status(conn: sqlite3.Connection) -> MigrationStatus:
 
 
 def backup(conn: sqlite3.Connection, target: Path) -> Path:
-    """Copy the live database to ``target`` with the online backup API (safe under WAL)."""
+    """Copy the live database to ``target`` with the online backup API (safe under WAL).
+
+    The copy is made readable by its owner only (0600), like the key files: it holds the
+    history and the encrypted credentials.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Create it 0600 before SQLite opens it, so it is never readable by others, not even briefly
+    # (SQLite gives its journal the database file's mode).
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(target, 0o600)
     dest = sqlite3.connect(target)
     try:
         conn.backup(dest)

@@ -36,7 +36,9 @@ _HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # Not no-referrer: under it browsers send "Origin: null" with the UI's own form posts, which
+    # the gateway refuses (router/gateway/origins.py). same-origin still tells no other site.
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import stat
 import subprocess
 import sys
 import tomllib
@@ -323,6 +324,8 @@ def test_backup_copies_the_database(cli: Cli, tmp_path: Path) -> None:
         assert code == 1 and "pg_dump" in err and not target.exists()
         return
     assert code == 0 and "Backed up" in out
+    # Like the key files: the copy holds the history and the encrypted credentials.
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
     conn = sqlite3.connect(target)
     assert conn.execute("SELECT id FROM providers").fetchall() == [("main",)]
     conn.close()

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import socketserver
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,30 +20,11 @@ from typing import Any
 import pytest
 
 from tests.doors.gateway_process import Gateway, gateway
+from tests.doors.tattletale import Tattletale, listening
 from tests.helpers import require
 
 ROOT = Path(__file__).resolve().parents[2]
 CLAUDE = ROOT / ".tools" / "bin" / "claude"
-
-
-class _Tattletale(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        self.seen: list[bytes] = []
-        super().__init__(("127.0.0.1", 0), _Record)
-
-
-class _Record(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        self.request.settimeout(2)
-        try:
-            first = self.request.recv(200)
-        except OSError:
-            first = b"(nothing)"
-        assert isinstance(self.server, _Tattletale)
-        self.server.seen.append(first)
 
 
 @pytest.fixture(scope="module")
@@ -55,25 +34,17 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 
 @pytest.fixture
-def tattletale() -> Iterator[_Tattletale]:
-    server = _Tattletale()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+def tattletale() -> Iterator[Tattletale]:
+    with listening() as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
-def claude(
-    prompt: str, running: Gateway, tattletale: _Tattletale, tmp_path: Path
-) -> dict[str, Any]:
+def claude(prompt: str, running: Gateway, tattletale: Tattletale, tmp_path: Path) -> dict[str, Any]:
     require(CLAUDE.exists(), "Claude Code (scripts/install-agent-clis)")
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
-    trap = f"http://127.0.0.1:{tattletale.server_address[1]}"
+    trap = tattletale.url
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -108,7 +79,7 @@ def claude(
     return result
 
 
-def test_a_plain_prompt(running: Gateway, tattletale: _Tattletale, tmp_path: Path) -> None:
+def test_a_plain_prompt(running: Gateway, tattletale: Tattletale, tmp_path: Path) -> None:
     result = claude("Say hello.", running, tattletale, tmp_path)
     assert result["is_error"] is False and result["subtype"] == "success"
     assert result["result"] == "mock reply alpha bravo charlie"
@@ -124,7 +95,7 @@ def test_a_plain_prompt(running: Gateway, tattletale: _Tattletale, tmp_path: Pat
     assert not set(body) & {"thinking", "context_management", "output_config", "metadata"}
 
 
-def test_a_tool_using_prompt(running: Gateway, tattletale: _Tattletale, tmp_path: Path) -> None:
+def test_a_tool_using_prompt(running: Gateway, tattletale: Tattletale, tmp_path: Path) -> None:
     result = claude("Read my notes: mock-tool-call:Read", running, tattletale, tmp_path)
     assert result["is_error"] is False and result["num_turns"] == 2
     assert result["result"] == "mock reply alpha bravo charlie"

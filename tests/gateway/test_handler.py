@@ -475,7 +475,8 @@ async def test_models_list_in_openai_shape(client: httpx.AsyncClient) -> None:
 async def test_every_request_is_recorded_even_the_rejected_ones(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
-    await client.post("/v1/chat/completions", content=b"nope")
+    json_type = {"content-type": "application/json"}
+    await client.post("/v1/chat/completions", content=b"nope", headers=json_type)
     await client.post("/v1/chat/completions", json={**CHAT, "model": "missing"})
     app = client._transport.app  # type: ignore[attr-defined]
     await app.services.recorder.flush()

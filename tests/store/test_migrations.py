@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -237,6 +238,7 @@ def test_an_existing_database_is_backed_up_before_migrating(
     assert backup.parent == path.parent
     assert re.fullmatch(r"router\.db\.\d{8}T\d{6}Z\.before-0002\.bak", backup.name), backup.name
     assert list(tmp_path.glob("*.bak")) == [backup]
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
 
     copy = sqlite3.connect(backup)
     try:

@@ -41,6 +41,7 @@ from router.gateway.recorder import Recorder
 from router.gateway.snapshots import ConfigChanges, SnapshotManager
 from router.resilience.policy import (
     Resilience,
+    mirror_shared,
     publish_circuits,
     timeouts_from_settings,
     write_circuit_changes,
@@ -88,9 +89,10 @@ async def prepare_database(settings: Settings) -> None:
 async def health(request: Request) -> Response:
     app = services(request)
     recorder = app.recorder
+    shared = app.proxy.resilience.shared_status()
     return json_response(
         {
-            "status": "ok",
+            "status": "degraded" if shared.get("state") == "unreachable" else "ok",
             "config_version": app.snapshots.current.version,
             "models": len(app.snapshots.current.routes),
             "recorder": {
@@ -99,6 +101,7 @@ async def health(request: Request) -> Response:
                 "waits": recorder.waits,
                 "failed": recorder.failed,
             },
+            "shared_state": shared,
         }
     )
 
@@ -281,6 +284,21 @@ class ProviderRouterApp:
             publish_circuits(db, proxy.resilience, settings.reload_interval_ms / 1000),
             name="circuit-states",
         )
+        mirror = None
+        if proxy.resilience.shared is not None:
+            shared = proxy.resilience.shared
+            log.info(
+                "Rate limits and circuits are shared through Redis at %s (redis.on_failure = %r)",
+                shared.url, shared.on_failure,
+            )  # fmt: skip
+            mirror = loop.create_task(
+                mirror_shared(
+                    proxy.resilience,
+                    lambda: sorted(snapshots.adapters()),
+                    settings.reload_interval_ms / 1000,
+                ),
+                name="shared-state-mirror",
+            )
         key_watcher = loop.create_task(
             auth.watch(db, settings.reload_interval_ms / 1000, changes), name="client-key-watcher"
         )
@@ -303,7 +321,7 @@ class ProviderRouterApp:
             yield
         finally:
             self._fast.clear()
-            for task in (listener, watcher, key_watcher, health, circuits):
+            for task in (listener, watcher, key_watcher, health, circuits, mirror):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -319,6 +337,7 @@ class ProviderRouterApp:
                 log.exception("Could not record the last circuit states")
             await keeper.stop()
             await recorder.stop()
+            await proxy.resilience.aclose()
             await snapshots.aclose()
             await db.close()
             log.info("Recorded %d request(s); shut down cleanly", recorder.written)

@@ -71,6 +71,19 @@ def remember(value: object) -> None:
         _known = tuple(sorted({*_known, *new}, key=len, reverse=True))
 
 
+def public_url(url: str) -> str:
+    """``url`` with the password of its user info masked, for logs, answers and pages.
+
+    Example: ``public_url("redis://:pw@cache:6379/0")`` is ``'redis://:****@cache:6379/0'``.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}{colon and ':****'}@{host}"
+
+
 def _replace(match: re.Match[str]) -> str:
     if match["secret"] == REDACTED:
         return match[0]

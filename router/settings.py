@@ -28,6 +28,9 @@ ENV_ADMIN_TOKEN = "PROVIDER_ROUTER_ADMIN_TOKEN"  # noqa: S105 - a variable name
 ENV_SECRET_KEY = "PROVIDER_ROUTER_SECRET_KEY"  # noqa: S105 - a variable name
 ENV_REQUIRE_CLIENT_KEYS = "PROVIDER_ROUTER_REQUIRE_CLIENT_KEYS"
 ENV_ALLOW_OPEN_PROXY = "PROVIDER_ROUTER_ALLOW_OPEN_PROXY"
+# scale-out (issue 18): limits and circuits shared by replicas through Redis
+ENV_REDIS_URL = "PROVIDER_ROUTER_REDIS_URL"
+REDIS_ON_FAILURE = ("local", "closed")
 
 
 class SettingsError(Exception):
@@ -91,6 +94,11 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     tls_cert: str = ""
     tls_key: str = ""
+    # scale-out (issue 18): shared limits and circuits; None keeps them per process
+    redis_url: str | None = field(default=None, repr=False)
+    redis_on_failure: str = "local"
+    redis_timeout_ms: int = 500
+    redis_prefix: str = "provider-router:"
     seed_providers: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)
     config_path: str | None = None
     # Where each value that is not a default came from: field name -> "file", "environment" or
@@ -179,6 +187,11 @@ _FILE_KEYS: dict[tuple[str, str], tuple[str, type, int | None]] = {
     ("server", "allowed_hosts"): ("allowed_hosts", tuple, None),
     ("server", "tls_cert"): ("tls_cert", str, None),
     ("server", "tls_key"): ("tls_key", str, None),
+    # scale-out
+    ("redis", "url"): ("redis_url", str, None),
+    ("redis", "on_failure"): ("redis_on_failure", str, None),
+    ("redis", "timeout_ms"): ("redis_timeout_ms", int, 1),
+    ("redis", "prefix"): ("redis_prefix", str, None),
 }
 
 
@@ -359,6 +372,7 @@ def load_settings(
         (ENV_SECRET_KEY, "secret_key"),
         (ENV_REQUIRE_CLIENT_KEYS, "require_client_keys"),
         (ENV_ALLOW_OPEN_PROXY, "allow_open_proxy"),
+        (ENV_REDIS_URL, "redis_url"),
     ):
         if env.get(variable):
             values[name], source[name] = env[variable], f"the environment ({variable})"
@@ -397,6 +411,7 @@ def load_settings(
             "Settings 'server.tls_cert' and 'server.tls_key' go together: set both (a PEM "
             "certificate chain and its private key) to serve HTTPS, or neither."
         )
+    _check_redis(settings, source)
     if settings.admin_token is not None and len(settings.admin_token) < 8:
         raise SettingsError(
             f"Setting 'auth.admin_token' in {source['admin_token']} must be at least 8 characters"
@@ -404,6 +419,25 @@ def load_settings(
             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
         )
     return settings
+
+
+def _check_redis(settings: Settings, source: Mapping[str, str]) -> None:
+    url = settings.redis_url
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        scheme = url.split("://", 1)[0] if "://" in url else "(none)"
+        raise SettingsError(
+            f"Setting 'redis.url' in {source.get('redis_url')} must be a redis://, rediss:// "
+            f"or unix:// URL such as 'redis://127.0.0.1:6379/0' (got scheme {scheme!r})."
+        )
+    if settings.redis_on_failure not in REDIS_ON_FAILURE:
+        raise SettingsError(
+            f"Setting 'redis.on_failure' in {source.get('redis_on_failure', 'the defaults')} "
+            f"must be one of {', '.join(REDIS_ON_FAILURE)}, got {settings.redis_on_failure!r}."
+        )
+    if not settings.redis_prefix:
+        raise SettingsError(
+            f"Setting 'redis.prefix' in {source.get('redis_prefix')} must not be empty."
+        )
 
 
 def file_keys() -> dict[tuple[str, str], str]:

@@ -150,17 +150,24 @@ async def store_provider(db: Database, provider_id: str) -> None:
     await providers.create_provider(db, {**body, "config": {"baseURL": "http://127.0.0.1:9/v1"}})
 
 
-async def last_request(client: httpx.AsyncClient, app: ProviderRouterApp) -> dict[str, Any]:
-    """The newest history row, with its attempts. A server records a request just after its
-    last byte went out, so this waits for the row rather than read too early."""
+async def last_request(
+    client: httpx.AsyncClient, app: ProviderRouterApp, answer: httpx.Response | None = None
+) -> dict[str, Any]:
+    """The newest history row, with its attempts, or the row of ``answer`` (by its
+    ``x-request-id``) when given. A server records a request just after its last byte went out,
+    so this waits for the row rather than read too early. Give ``answer`` after several requests:
+    an earlier row may be recorded while the last one is still on its way."""
     services = app.services
     assert services is not None
+    wanted = answer.headers["x-request-id"] if answer is not None else None
 
     async def newest() -> list[dict[str, Any]]:
         await services.recorder.flush()
         found: list[dict[str, Any]] = (await client.get("/v1/requests", headers=ADMIN)).json()[
             "data"
         ]
+        if wanted is not None:
+            return [row for row in found if row["id"] == wanted]
         return found
 
     rows = await eventually(newest, "a request was recorded")

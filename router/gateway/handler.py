@@ -65,7 +65,7 @@ from router.gateway.overload import OverloadLog
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
 from router.gateway.routing import Candidate, spread
 from router.gateway.snapshots import SnapshotManager
-from router.resilience.policy import Resilience, client_key, provider_key
+from router.resilience.policy import ClientCheck, Resilience, client_key, provider_key
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -219,10 +219,14 @@ class Proxy:
                 door.dialect in c.adapter.native_dialects for c in candidates
             ):
                 raise request.untranslatable
+            client_check = None
             if client is not None and (client.rpm_limit or client.tpm_limit):
-                self.resilience.check_client(client)
+                # Per process: checked now. Shared: goes to Redis with the first admission.
+                client_check = self.resilience.check_client(client)
             guard = DisconnectGuard(receive)
-            await self._attempt_all(candidates, door, request, record, started, guard, send)
+            await self._attempt_all(
+                candidates, door, request, record, started, guard, send, client_check
+            )
         except RouterError as exc:
             if guard is not None:
                 guard.stop()
@@ -270,6 +274,7 @@ class Proxy:
         started: float,
         guard: DisconnectGuard,
         send: Send,
+        client_check: ClientCheck | None = None,
     ) -> None:
         res = self.resilience
         last: UpstreamError | None = None
@@ -282,22 +287,28 @@ class Proxy:
         for candidate in record.order:
             if len(record.attempts) >= res.max_attempts:
                 break
-            breaker = res.breakers.get(candidate.provider_id)
-            if not breaker.allow(record):
-                cooling.append(breaker.retry_in())
-                record.skip(candidate.provider_id, "circuit_open", cooling[-1])
-                continue
-            wait = res.limiter.acquire(provider_key(candidate.provider_id), candidate.limits)
-            if wait is not None:
-                breaker.release(record)
+            verdict = await res.admit(
+                candidate.provider_id,
+                candidate.limits,
+                record,
+                candidate.timeouts.total_s,
+                client_check,
+            )
+            client_check = None
+            if verdict is not None:
+                reason, wait = verdict
+                record.skip(candidate.provider_id, reason, wait)
+                if reason == "circuit_open":
+                    cooling.append(wait)
+                    continue
                 limited.append(wait)
-                record.skip(candidate.provider_id, "rate_limited", wait)
                 res.log_limited(
                     f"skip:{candidate.provider_id}", logging.INFO,
                     "Provider %r skipped: at its rate limit for %.1f s more.",
                     candidate.provider_id, wait,
                 )  # fmt: skip
                 continue
+            breaker = res.breakers.get(candidate.provider_id)
             retries = 0
             try:
                 while True:
@@ -332,6 +343,8 @@ class Proxy:
                 faults += 1
             if isinstance(failure, UpstreamStatusError) and failure.status_code == 429:
                 throttled.append(breaker.retry_in())
+        if client_check is not None:  # no candidate reached admission: the client's verdict first
+            await res.settle_client(client_check)
         if last is not None and len(throttled) == len({a.provider_id for a in record.attempts}):
             # Every provider tried said "too many requests": that is the client's answer too,
             # with the soonest moment one of them (or a skipped one) may be tried again.

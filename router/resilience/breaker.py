@@ -206,9 +206,12 @@ class Breakers:
     def get(self, provider_id: str) -> Breaker:
         breaker = self._by_provider.get(provider_id)
         if breaker is None:
-            breaker = Breaker(self.policy, self._clock, provider_id)
-            self._by_provider[provider_id] = breaker
+            breaker = self._by_provider[provider_id] = self.new_breaker(provider_id)
         return breaker
+
+    def new_breaker(self, provider_id: str) -> Breaker:
+        """The breaker a provider starts with (a subclass may keep its state elsewhere)."""
+        return Breaker(self.policy, self._clock, provider_id)
 
     def peek(self, provider_id: str) -> Breaker | None:
         return self._by_provider.get(provider_id)

@@ -17,6 +17,7 @@ from providers.base import ROUTER_CONFIG_KEYS
 from providers.registry import adapter_types, get_adapter_class
 from router.api.common import services
 from router.errors import RouterError
+from router.redact import public_url
 from router.settings import file_settings
 from router.store import client_keys, history, links, timeseries, ui_metadata
 from router.store import models as model_store
@@ -350,6 +351,8 @@ async def settings_page(request: Request) -> Response:
     rows = []
     for setting, name in file_settings():
         value = getattr(settings, name)
+        if name == "redis_url" and value:
+            value = public_url(value)
         if name in SECRET_SETTINGS:
             # Not even the last characters: these are the keys to everything else.
             value = "(set, hidden)" if value else "(generated into a file beside the database)"

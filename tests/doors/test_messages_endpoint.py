@@ -171,7 +171,7 @@ async def test_errors_come_in_anthropics_shape(tmp_path: Path) -> None:
         overloaded_stream = await s.post("/v1/messages", {**HELLO, "stream": True})
         s.upstream.options = MockOptions(fail="status:400")
         refused = await s.post("/v1/messages", HELLO)
-        row = await last_request(s.client, s.app)
+        row = await last_request(s.client, s.app, refused)
 
     def error(response: httpx.Response, status: int, kind: str) -> str:
         assert response.status_code == status, response.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from providers.base import AdapterOptions
 from router.api import health as health_api
 from router.api import keys as keys_api
+from router.api import metrics as metrics_api
 from router.api import models as models_api
 from router.api import providers as providers_api
 from router.api import requests as requests_api
@@ -36,9 +38,11 @@ from router.gateway.count import TokenCounter
 from router.gateway.handler import Proxy, Receive, Scope, Send, send_body
 from router.gateway.health import start_health_checks
 from router.gateway.limits import InputLimits
+from router.gateway.metrics import Metrics
 from router.gateway.origins import WebGuard
 from router.gateway.recorder import Recorder
 from router.gateway.snapshots import ConfigChanges, SnapshotManager
+from router.gateway.tracing import Tracing
 from router.resilience.policy import (
     Resilience,
     mirror_shared,
@@ -169,8 +173,9 @@ async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
 class ProviderRouterApp:
     """The ASGI application. Build it with :func:`create_app`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracer_provider: Any = None) -> None:
         self.settings = settings
+        self.tracer_provider = tracer_provider
         self.services: Services | None = None
         self.limits: InputLimits | None = None
         self.guard: WebGuard | None = None
@@ -184,6 +189,7 @@ class ProviderRouterApp:
                 *requests_api.routes,
                 *health_api.routes,
                 *keys_api.routes,
+                *(metrics_api.routes if settings.metrics_enabled else []),
                 *responses_api.routes,
                 *([ui_mount()] if settings.ui_enabled else []),
             ],
@@ -262,6 +268,7 @@ class ProviderRouterApp:
             resolve_admin_token(settings), require_client_keys=settings.require_client_keys
         )
         self.limits = InputLimits(settings)
+        tracing = Tracing.from_settings(settings, os.environ, self.tracer_provider)
         self.guard = WebGuard(settings, auth)
         proxy = Proxy(
             snapshots,
@@ -270,8 +277,18 @@ class ProviderRouterApp:
             auth=auth,
             limits=self.limits,
             resilience=Resilience.from_settings(settings),
+            tracing=tracing,
+            access_log=settings.access_log,
             responses=(keeper := ResponseKeeper(db)),
         )
+        if settings.metrics_enabled:
+            proxy.metrics = Metrics(
+                snapshots,
+                recorder,
+                proxy.resilience,
+                inflight=lambda: proxy.inflight,
+                client_rate_limited=lambda: proxy.client_rate_limited,
+            )
         await snapshots.rebuild()
         await auth.reload(db)
         recorder.start()
@@ -306,7 +323,9 @@ class ProviderRouterApp:
         listener = (
             loop.create_task(changes.follow(db), name="config-listener") if db.notifies else None
         )
-        self.services = Services(settings, db, snapshots, recorder, auth, proxy)
+        self.services = Services(
+            settings, db, snapshots, recorder, auth, proxy, metrics=proxy.metrics, tracing=tracing
+        )
         app.state.services = self.services
         app.state.ui = UI.build(
             Sessions(auth, settings.ui_session_ttl_ms, settings.ui_sign_in_delay_ms / 1000)
@@ -337,12 +356,18 @@ class ProviderRouterApp:
                 log.exception("Could not record the last circuit states")
             await keeper.stop()
             await recorder.stop()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # sends the spans still batched
             await proxy.resilience.aclose()
             await snapshots.aclose()
             await db.close()
             log.info("Recorded %d request(s); shut down cleanly", recorder.written)
 
 
-def create_app(settings: Settings) -> ProviderRouterApp:
-    """Build the application. Nothing is opened until the ASGI lifespan starts."""
-    return ProviderRouterApp(settings)
+def create_app(settings: Settings, *, tracer_provider: Any = None) -> ProviderRouterApp:
+    """Build the application. Nothing is opened until the ASGI lifespan starts.
+
+    ``tracer_provider``: an OpenTelemetry ``TracerProvider`` to make spans with (an application
+    that embeds provider-router and has its own); without it, tracing follows the settings and
+    the ``OTEL_*`` environment (:mod:`router.gateway.tracing`)."""
+    return ProviderRouterApp(settings, tracer_provider=tracer_provider)

@@ -16,6 +16,7 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     ├── Conflict                     409 invalid_request_error / conflict
     ├── PayloadTooLarge              413 invalid_request_error / request_too_large
     ├── RateLimited                  429 rate_limit_error / rate_limit_exceeded (+ Retry-After)
+    │   └── ClientRateLimited        the client key over its own rpm/tpm (counted apart)
     ├── UnsupportedMediaType         415 invalid_request_error / unsupported_media_type
     ├── HeadersTooLarge              431 invalid_request_error / headers_too_large
     ├── NoProviderAvailable          503 service_unavailable / no_provider_available
@@ -152,6 +153,11 @@ class RateLimited(RouterError):
     def __init__(self, message: str, *, retry_after: float, param: str | None = None):
         super().__init__(message, param=param)
         self.retry_after = retry_after
+
+
+class ClientRateLimited(RateLimited):
+    """The client key is over its own ``rpm_limit`` or ``tpm_limit`` (the same answer as
+    :class:`RateLimited`; the metrics count it under ``scope="client_key"``)."""
 
 
 class UnsupportedMediaType(RouterError):

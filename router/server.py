@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import importlib.util
 import logging
 import resource
 import socket
@@ -11,13 +12,12 @@ import ssl
 
 import uvicorn
 
-from router import redact
+from router import logs
 from router.app import create_app, prepare_database
 from router.connections import ClientLimits, ClientServer, configure
 from router.gateway.auth import check_exposure, is_loopback
 from router.settings import Settings, SettingsError
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Where the hard limit is "unlimited", the soft one is raised this far (macOS refuses more than
 # OPEN_MAX for RLIM_INFINITY, Linux than fs.nr_open).
 _NOFILE_CEILING = 1 << 20
@@ -70,14 +70,32 @@ def check_listen(host: str, port: int, what: str = "provider-router") -> None:
             raise CannotListen(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
 
 
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+def check_tracing(settings: Settings) -> None:
+    """Refuse to start with ``tracing.enabled`` when the ``otel`` extra is missing, before
+    anything listens (the lifespan would fail later, with less to say)."""
+    if settings.tracing_enabled and not installed("opentelemetry.sdk"):
+        raise SettingsError(
+            "Setting 'tracing.enabled' is true, but the OpenTelemetry SDK is not installed; "
+            "install it with: pip install 'provider-router[otel]'."
+        )
+
+
 def serve(settings: Settings) -> None:
     """Migrate and seed the database, then serve until SIGINT or SIGTERM.
 
     On a signal, uvicorn stops accepting connections and lets in-flight requests finish; the
     lifespan then writes every queued history row before the process exits.
     """
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
-    redact.install(fmt=LOG_FORMAT)  # no credential in any log line, tracebacks included
+    # Text or JSON lines, every one scrubbed of credentials (tracebacks included).
+    logs.configure(settings.log_level, settings.log_format)
+    check_tracing(settings)
     # httpx logs every upstream call at INFO: noise on the hot path, and URLs do not belong in
     # an operator's log by default.
     for name in ("httpx", "httpcore"):

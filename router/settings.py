@@ -28,6 +28,8 @@ ENV_ADMIN_TOKEN = "PROVIDER_ROUTER_ADMIN_TOKEN"  # noqa: S105 - a variable name
 ENV_SECRET_KEY = "PROVIDER_ROUTER_SECRET_KEY"  # noqa: S105 - a variable name
 ENV_REQUIRE_CLIENT_KEYS = "PROVIDER_ROUTER_REQUIRE_CLIENT_KEYS"
 ENV_ALLOW_OPEN_PROXY = "PROVIDER_ROUTER_ALLOW_OPEN_PROXY"
+# observability (issue 15): the read-only token Prometheus scrapes /metrics with
+ENV_METRICS_TOKEN = "PROVIDER_ROUTER_METRICS_TOKEN"  # noqa: S105 - a variable name
 # scale-out (issue 18): limits and circuits shared by replicas through Redis
 ENV_REDIS_URL = "PROVIDER_ROUTER_REDIS_URL"
 REDIS_ON_FAILURE = ("local", "closed")
@@ -86,6 +88,13 @@ class Settings:
     ui_enabled: bool = True
     ui_session_ttl_ms: int = 8 * 3600 * 1000
     ui_sign_in_delay_ms: int = 1000
+    # observability (issue 15): Prometheus, OpenTelemetry, log format
+    metrics_enabled: bool = True
+    metrics_token: str | None = field(default=None, repr=False)
+    tracing_enabled: bool = False
+    tracing_capture_content: bool = False
+    log_format: str = "text"
+    access_log: bool = True
     # clients and web pages (issue 16): slow clients, browsers, TLS
     header_timeout_ms: int = 10_000
     body_timeout_ms: int = 60_000
@@ -179,6 +188,13 @@ _FILE_KEYS: dict[tuple[str, str], tuple[str, type, int | None]] = {
     ("ui", "enabled"): ("ui_enabled", bool, None),
     ("ui", "session_ttl_ms"): ("ui_session_ttl_ms", int, 60_000),
     ("ui", "sign_in_delay_ms"): ("ui_sign_in_delay_ms", int, 0),
+    # observability
+    ("metrics", "enabled"): ("metrics_enabled", bool, None),
+    ("metrics", "token"): ("metrics_token", str, None),
+    ("tracing", "enabled"): ("tracing_enabled", bool, None),
+    ("tracing", "capture_content"): ("tracing_capture_content", bool, None),
+    ("logging", "format"): ("log_format", str, None),
+    ("logging", "access_log"): ("access_log", bool, None),
     # clients and web pages
     ("server", "header_timeout_ms"): ("header_timeout_ms", int, 100),
     ("server", "body_timeout_ms"): ("body_timeout_ms", int, 100),
@@ -203,6 +219,7 @@ def file_settings() -> list[tuple[str, str]]:
 _ORIGIN = re.compile(r"https?://[^/?#\s]+")
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -313,6 +330,10 @@ def _check(name: str, value: Any, kind: type, minimum: int | None, source: str) 
         return value
     if not isinstance(value, str):
         raise SettingsError(f"Setting {name!r} in {source} must be a string, got {value!r}.")
+    if name == "logging.format" and value not in LOG_FORMATS:
+        raise SettingsError(
+            f"Setting {name!r} in {source} must be one of {', '.join(LOG_FORMATS)}, got {value!r}."
+        )
     if name.endswith("log_level") and value.lower() not in _LOG_LEVELS:
         raise SettingsError(
             f"Setting {name!r} in {source} must be one of {', '.join(_LOG_LEVELS)}, got {value!r}."
@@ -372,6 +393,7 @@ def load_settings(
         (ENV_SECRET_KEY, "secret_key"),
         (ENV_REQUIRE_CLIENT_KEYS, "require_client_keys"),
         (ENV_ALLOW_OPEN_PROXY, "allow_open_proxy"),
+        (ENV_METRICS_TOKEN, "metrics_token"),
         (ENV_REDIS_URL, "redis_url"),
     ):
         if env.get(variable):
@@ -415,6 +437,12 @@ def load_settings(
     if settings.admin_token is not None and len(settings.admin_token) < 8:
         raise SettingsError(
             f"Setting 'auth.admin_token' in {source['admin_token']} must be at least 8 characters"
+            " long; generate one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
+        )
+    if settings.metrics_token is not None and len(settings.metrics_token) < 8:
+        raise SettingsError(
+            f"Setting 'metrics.token' in {source['metrics_token']} must be at least 8 characters"
             " long; generate one with: "
             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'."
         )

@@ -24,12 +24,14 @@ def test_every_file_setting_is_in_the_example_config_and_the_readme() -> None:
     # The commented-out admin token is still shown, as a comment.
     example.setdefault("auth", {})["admin_token"] = "shown as a comment"
     example["auth"]["secret_key"] = "shown as a comment"
+    example.setdefault("metrics", {})["token"] = "shown as a comment"
     example.setdefault("redis", {})["url"] = "shown as a comment"
     for section, key in settings_module.file_keys():
         assert key in example.get(section, {}), f"{section}.{key} missing from {EXAMPLE.name}"
         assert f"`{section}.{key}`" in README, f"{section}.{key} missing from README.md"
     assert "# admin_token =" in EXAMPLE.read_text()
     assert "# secret_key =" in EXAMPLE.read_text()
+    assert "# token =" in EXAMPLE.read_text()
     assert '# url = "redis://' in EXAMPLE.read_text()
 
 
@@ -37,14 +39,14 @@ def test_the_example_config_loads_and_its_defaults_are_the_real_ones() -> None:
     loaded = settings_module.load_settings(str(EXAMPLE), environ={})
     defaults = Settings()
     for field_name in settings_module.file_keys().values():
-        if field_name not in ("admin_token", "secret_key", "redis_url"):
+        if field_name not in ("admin_token", "secret_key", "metrics_token", "redis_url"):
             assert getattr(loaded, field_name) == getattr(defaults, field_name), field_name
     assert loaded.seed_providers
 
 
 def test_every_environment_variable_is_in_the_readme() -> None:
     names = [v for k, v in vars(settings_module).items() if k.startswith("ENV_")]
-    assert len(names) == 7
+    assert len(names) == 8
     for name in names:
         assert name in README
 

@@ -446,3 +446,27 @@ def test_each_value_remembers_where_it_came_from(tmp_path: Path) -> None:
     assert "host" not in settings.sources  # the default
     with pytest.raises(SettingsError, match="Unknown setting 'sources'"):
         load_settings(None, environ={}, overrides={"sources": {}})
+
+
+def test_observability_settings_are_read_and_checked(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[metrics]\nenabled = false\ntoken = "file-metrics-token"\n'
+        "[tracing]\nenabled = true\ncapture_content = true\n"
+        '[logging]\nformat = "json"\naccess_log = false\n'
+    )
+    loaded = load_settings(str(config), environ={})
+    assert (loaded.metrics_enabled, loaded.metrics_token) == (False, "file-metrics-token")
+    assert (loaded.tracing_enabled, loaded.tracing_capture_content) == (True, True)
+    assert (loaded.log_format, loaded.access_log) == ("json", False)
+    assert "file-metrics-token" not in repr(loaded)
+    from_env = load_settings(
+        str(config), environ={"PROVIDER_ROUTER_METRICS_TOKEN": "env-metrics-token"}
+    )
+    assert from_env.metrics_token == "env-metrics-token"
+    assert from_env.sources["metrics_token"] == "environment"
+    with pytest.raises(SettingsError, match=r"'metrics.token' in the environment.*at least 8"):
+        load_settings(environ={"PROVIDER_ROUTER_METRICS_TOKEN": "short"})
+    config.write_text("[metrics]\nenabled = 1\n")
+    with pytest.raises(SettingsError, match=r"'metrics.enabled'.*true or false"):
+        load_settings(str(config), environ={})

@@ -15,8 +15,10 @@ from starlette.responses import Response
 from router.errors import InvalidJSON, InvalidRequest, PayloadTooLarge
 from router.gateway.auth import Authenticator
 from router.gateway.handler import Proxy
+from router.gateway.metrics import Metrics
 from router.gateway.recorder import Recorder
 from router.gateway.snapshots import SnapshotManager
+from router.gateway.tracing import Tracing
 from router.settings import Settings
 from router.store import history
 from router.store.db import Database
@@ -96,6 +98,8 @@ class Services:
     recorder: Recorder
     auth: Authenticator
     proxy: Proxy
+    metrics: Metrics | None = None
+    tracing: Tracing | None = None
 
 
 def services(request: Request) -> Services:

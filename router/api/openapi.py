@@ -486,6 +486,21 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/health/providers": {
         "get": _op("Circuit, rate-limit use and last health check per provider", "List")
     },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (the admin token or metrics.token as a bearer token)",
+            "responses": {
+                "200": {
+                    "description": "The Prometheus text format (or OpenMetrics, if accepted)",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "default": {
+                    "description": "An error",
+                    "content": {JSON: {"schema": _ref("Error")}},
+                },
+            },
+        }
+    },
     "/v1/providers/{provider_id}/reset": {
         "post": _op("Close the provider's circuit now", "ProviderState", params=PROVIDER)
     },

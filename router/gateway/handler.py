@@ -44,6 +44,7 @@ from router.doors.responses_keeper import ResponseKeeper
 from router.errors import (
     AdapterFailure,
     AllProvidersFailed,
+    ClientRateLimited,
     GatewayOverloaded,
     KeyRevoked,
     LocalLimitReached,
@@ -58,13 +59,17 @@ from router.errors import (
     UpstreamTimeout,
     UpstreamUnsupported,
 )
+from router.gateway.access import log_access
 from router.gateway.auth import Authenticator, ClientKey
 from router.gateway.disconnect import DisconnectGuard, Expiry
 from router.gateway.limits import InputLimits
+from router.gateway.metrics import Metrics
 from router.gateway.overload import OverloadLog
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
 from router.gateway.routing import Candidate, spread
 from router.gateway.snapshots import SnapshotManager
+from router.gateway.tracing import Tracing
+from router.logs import request_id_var
 from router.resilience.policy import ClientCheck, Resilience, client_key, provider_key
 
 Scope = MutableMapping[str, Any]
@@ -166,6 +171,9 @@ class Proxy:
         auth: Authenticator | None = None,
         limits: InputLimits | None = None,
         resilience: Resilience | None = None,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        access_log: bool = False,
         responses: ResponseKeeper | None = None,
     ):
         self.snapshots = snapshots
@@ -174,6 +182,12 @@ class Proxy:
         self.resilience = resilience or Resilience()
         self.auth = auth
         self.limits = limits
+        self.metrics = metrics
+        self.tracing = tracing
+        self.access_log = access_log
+        # Plain integers the metrics read at scrape time: the request path only adds to them.
+        self.inflight = 0
+        self.client_rate_limited = 0
         self.overload = OverloadLog()
         self.responses_door = ResponsesDoor(responses)
 
@@ -196,6 +210,8 @@ class Proxy:
             id=new_request_id(), created_at=int(time.time() * 1000), endpoint=door.endpoint
         )
         guard: DisconnectGuard | None = None
+        self.inflight += 1
+        context = request_id_var.set(record.id)
         try:
             client = self.auth.authenticate_client(scope["headers"]) if self.auth else None
             if client is not None:
@@ -219,6 +235,8 @@ class Proxy:
                 door.dialect in c.adapter.native_dialects for c in candidates
             ):
                 raise request.untranslatable
+            if self.tracing is not None and self.tracing.capture_content:
+                record.content = [raw[: self.tracing.content_max_bytes]]
             client_check = None
             if client is not None and (client.rpm_limit or client.tpm_limit):
                 # Per process: checked now. Shared: goes to Redis with the first admission.
@@ -230,6 +248,8 @@ class Proxy:
         except RouterError as exc:
             if guard is not None:
                 guard.stop()
+            if isinstance(exc, ClientRateLimited):
+                self.client_rate_limited += 1
             record.status, record.status_code, record.error = "error", exc.status_code, exc.message
             if record.provider_id is None and record.attempts:
                 # A failure after tries belongs to the last provider tried, so per-provider
@@ -263,7 +283,24 @@ class Proxy:
             if guard is not None:
                 guard.stop()
             record.latency_ms = (time.perf_counter() - started) * 1000
+            self.inflight -= 1
+            if self.metrics is not None or self.access_log or self.tracing is not None:
+                self._observe(record, scope)
+            request_id_var.reset(context)
             await self.recorder.record(record)
+
+    def _observe(self, record: RequestRecord, scope: Scope) -> None:
+        """Count, log and trace one finished request. A failure here is logged and goes no
+        further: the answer is out, and the history row must still be written."""
+        try:
+            if self.metrics is not None:
+                self.metrics.observe(record)
+            if self.access_log:
+                log_access(record)
+            if self.tracing is not None:
+                self.tracing.export(record, scope["headers"])
+        except Exception:
+            log.exception("Could not count, log or trace request %s", record.id)
 
     async def _attempt_all(
         self,
@@ -455,6 +492,8 @@ class Proxy:
             await send_body(send, result.status_code, result.body, headers)
             if self.limits is not None:
                 self.limits.log_body(record.id, result.body, "Response")
+            if record.content is not None and self.tracing is not None:
+                record.content.append(result.body[: self.tracing.content_max_bytes])
             record.status, record.status_code = "success", result.status_code
             self._count_usage(record, candidate, result.usage)
             return None
@@ -573,7 +612,7 @@ class Proxy:
         """
         failure: UpstreamError | KeyRevoked | None = None
         kept = None
-        if self.limits is not None and self.limits.log_bodies:
+        if self.limits is not None and (self.limits.log_bodies or record.content is not None):
             send, kept = self.limits.capture(send)
         try:
             headers = response_headers(record.id, candidate.provider_id, b"")
@@ -615,6 +654,8 @@ class Proxy:
             await stream.aclose()
             if kept is not None and self.limits is not None:
                 self.limits.log_body(record.id, bytes(kept), "Response")
+                if record.content is not None:
+                    record.content.append(bytes(kept))
         self._count_usage(record, candidate, stream.usage)
         return failure
 

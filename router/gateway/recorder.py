@@ -75,6 +75,8 @@ class RequestRecord:
     snapshot: Snapshot | None = None
     order: Sequence[Candidate] | None = None
     skips: list[tuple[str | None, str, int | None]] | None = None
+    # The request's and the answer's bodies, kept (cut) only for tracing.capture_content.
+    content: list[bytes] | None = None
 
     def skip(self, provider_id: str | None, reason: str, wait_s: float | None = None) -> None:
         """Note a candidate the attempt loop passed over: ``circuit_open`` or ``rate_limited``
@@ -191,6 +193,10 @@ class Recorder:
         self.waits = 0
         self.failed = 0
         self.unreachable = 0  # failed tries in the current outage (0: the database answers)
+        # Read by the metrics at scrape time (provider_router_recorder_*_rows_total): request
+        # records written, and records given up on (each with its attempts).
+        self.rows_written = 0
+        self.rows_dropped = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
@@ -243,6 +249,7 @@ class Recorder:
                 # An unforeseen error must not end this task: the queue would fill up and
                 # every request after that would wait forever to be recorded.
                 self.failed += len(batch)
+                self.rows_dropped += len(batch)
                 log.exception("Could not record %d request(s)", len(batch))
             finally:
                 for _ in batch:
@@ -260,6 +267,7 @@ class Recorder:
                 await self._write_when_reachable(batch, stand_ins=True)
         except Unreachable:
             self.failed += len(batch)
+            self.rows_dropped += len(batch)
             log.exception(
                 "Could not record %d request(s): the database stayed unreachable", len(batch)
             )
@@ -267,6 +275,7 @@ class Recorder:
         except _ROW_ERRORS:
             if len(batch) == 1:
                 self.failed += 1
+                self.rows_dropped += 1
                 log.exception("Could not record request %s", batch[0].id)
                 return
             # One bad row must not take the rest of its batch with it: write them one by one.
@@ -274,6 +283,7 @@ class Recorder:
                 await self._write([record])
             return
         self.written += len(batch)
+        self.rows_written += len(batch)
 
     async def _write_when_reachable(
         self, batch: list[RequestRecord], *, stand_ins: bool = False

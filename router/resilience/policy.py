@@ -21,8 +21,8 @@ from typing import Any
 
 from router.errors import (
     AdapterFailure,
+    ClientRateLimited,
     LocalLimitReached,
-    RateLimited,
     RouterError,
     UpstreamError,
     UpstreamStatusError,
@@ -250,7 +250,7 @@ class Resilience:
     @staticmethod
     def _client_verdict(client: ClientKey, wait: float | None) -> None:
         if wait is not None:
-            raise RateLimited(
+            raise ClientRateLimited(
                 f"Client key {client.name!r} is over its rate limit "
                 f"(rpm {client.rpm_limit or '-'}, tpm {client.tpm_limit or '-'}); retry later.",
                 retry_after=wait,

@@ -26,7 +26,7 @@ from router.ui import charts
 from router.ui.web import page, render
 
 WINDOWS = {"hour": 3600_000, "day": 86400_000, "week": 7 * 86400_000, "month": 30 * 86400_000}
-SECRET_SETTINGS = {"admin_token", "secret_key"}
+SECRET_SETTINGS = {"admin_token", "secret_key", "metrics_token"}
 NOTICES = {
     "created": "Provider created.",
     "saved": "Changes saved.",
@@ -355,7 +355,12 @@ async def settings_page(request: Request) -> Response:
             value = public_url(value)
         if name in SECRET_SETTINGS:
             # Not even the last characters: these are the keys to everything else.
-            value = "(set, hidden)" if value else "(generated into a file beside the database)"
+            if value:
+                value = "(set, hidden)"
+            elif name == "metrics_token":
+                value = "(not set: only the admin token opens /metrics)"
+            else:
+                value = "(generated into a file beside the database)"
         rows.append(
             {
                 "name": setting,

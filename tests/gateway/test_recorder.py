@@ -431,4 +431,4 @@ async def test_rows_count_as_failed_once_the_database_stays_unreachable(
     for i in range(3):
         await rec.record(ok(f"r{i}"))
     await asyncio.wait_for(rec.flush(), 20)  # no hang, and no row-by-row retry of each
-    assert (rec.written, rec.failed) == (0, 3)
+    assert (rec.written, rec.failed, rec.rows_dropped) == (0, 3, 3)

@@ -263,6 +263,19 @@ async def test_pages_explain_an_unknown_id_and_the_ui_can_be_turned_off(tmp_path
         assert (await client.get("/ui/sign-in")).status_code == 404
 
 
+async def test_the_settings_page_hides_the_metrics_token(tmp_path: Path) -> None:
+    token = "metrics-token-abcdef123456"
+    async with app_client(make_settings(tmp_path)) as (_, client):
+        await sign_in(client)
+        unset = (await client.get("/ui/settings")).text
+    async with app_client(make_settings(tmp_path, metrics_token=token)) as (_, client):
+        await sign_in(client)
+        page = (await client.get("/ui/settings")).text
+    assert "only the admin token opens /metrics" in unset
+    assert "metrics.token" in page and token not in page and token[-4:] + "<" not in page
+    assert "only the admin token opens /metrics" not in page
+
+
 async def test_the_ui_provider_page_names_the_problem(tmp_path: Path) -> None:
     upstream = MockUpstream(MockOptions(api_key="sk-the-right-key"))
     settings = make_settings(tmp_path, breaker_failure_threshold=1)

@@ -72,7 +72,7 @@ class DroppingRecorder(Recorder):
     """No database: the benchmark measures the request path, not the writer."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[RequestRecord] = asyncio.Queue()
+        self.queue: asyncio.Queue[RequestRecord | None] = asyncio.Queue()
         self.rows_written = self.rows_dropped = 0
 
     async def record(self, record: RequestRecord) -> None:

@@ -24,6 +24,7 @@ import httpx
 
 from router.app import create_app
 from router.settings import Settings
+from router.store import rollup
 from router.store.db import Database
 from router.store.migrations import migrate
 from router.store.stats import usage_stats
@@ -62,6 +63,8 @@ def fill(path: Path, rows: int, *, stamp: int = 1_700_000_000_000, step_ms: int 
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         gen(),
     )
+    # Not through the recorder: roll the rows up as migration 0007 does.
+    rollup.backfill(conn, stamp, stamp + rows * step_ms)
     conn.commit()
     conn.execute("ANALYZE")
     conn.close()

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,7 +34,7 @@ from router.api.common import Services, json_response, services
 from router.doors.messages import is_messages_path
 from router.doors.responses import is_responses_path
 from router.doors.responses_keeper import ResponseKeeper
-from router.errors import InvalidRequest, NotFound, RouterError
+from router.errors import InvalidRequest, NotFound, RouterError, database_write_error
 from router.gateway.auth import Authenticator, resolve_admin_token
 from router.gateway.count import TokenCounter
 from router.gateway.handler import Proxy, Receive, Scope, Send, send_body
@@ -51,7 +53,7 @@ from router.resilience.policy import (
     write_circuit_changes,
 )
 from router.settings import Settings
-from router.store import backend
+from router.store import backend, retention
 from router.store.backend import database_for, has_table
 from router.store.credentials import prepare_credentials
 from router.store.seed import seed_from_config
@@ -61,6 +63,7 @@ from router.ui import mount as ui_mount
 from router.ui.session import Sessions
 
 log = logging.getLogger("provider_router.app")
+CLOSING_S = 0.5  # of server.shutdown_grace_ms, left for closing after the last history write
 
 
 async def prepare_database(settings: Settings) -> None:
@@ -81,6 +84,10 @@ async def prepare_database(settings: Settings) -> None:
         log.info("Backed up the database to %s before migrating", backup)
     for migration in applied:
         log.info("Applied migration %04d_%s", migration.version, migration.name)
+    if not settings.database_is_postgres:
+        advice = await asyncio.to_thread(retention.ensure_incremental, settings.database_path)
+        if advice is not None:
+            log.warning("%s", advice)
     await db.open()
     try:
         await prepare_credentials(db)
@@ -104,6 +111,8 @@ async def health(request: Request) -> Response:
                 "written": recorder.written,
                 "waits": recorder.waits,
                 "failed": recorder.failed,
+                "dropped": recorder.rows_dropped,
+                "writing": recorder.healthy,
             },
             "shared_state": shared,
         }
@@ -121,6 +130,10 @@ def error_answer(path: str, error: RouterError) -> tuple[int, bytes]:
 async def render_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RouterError):
         error = exc
+    elif isinstance(exc, sqlite3.OperationalError):
+        # A full disk or a locked file: the operator's problem, said in a sentence, not a 500.
+        log.warning("A %s %s could not be written: %s", request.method, request.url.path, exc)
+        error = database_write_error(exc)
     elif isinstance(exc, HTTPException) and exc.status_code == 404:
         error = NotFound(f"No endpoint {request.method} {request.url.path}.")
     elif isinstance(exc, HTTPException):
@@ -177,6 +190,8 @@ class ProviderRouterApp:
         self.settings = settings
         self.tracer_provider = tracer_provider
         self.services: Services | None = None
+        # When the server was told to stop (time.monotonic()); the shutdown grace counts from it.
+        self.shutdown_started: float | None = None
         self.limits: InputLimits | None = None
         self.guard: WebGuard | None = None
         self._fast: dict[str, Any] = {}
@@ -198,6 +213,7 @@ class ProviderRouterApp:
             exception_handlers={
                 RouterError: render_error,
                 HTTPException: render_error,
+                sqlite3.OperationalError: render_error,
                 Exception: render_error,
             },
             lifespan=self._lifespan,
@@ -263,6 +279,7 @@ class ProviderRouterApp:
             queue_size=settings.recorder_queue_size,
             batch_size=settings.recorder_batch_size,
             flush_interval_s=settings.recorder_flush_interval_ms / 1000,
+            retry_s=settings.recorder_retry_ms / 1000,
         )
         auth = Authenticator(
             resolve_admin_token(settings), require_client_keys=settings.require_client_keys
@@ -323,6 +340,13 @@ class ProviderRouterApp:
         listener = (
             loop.create_task(changes.follow(db), name="config-listener") if db.notifies else None
         )
+        pruner = retention.HistoryPruner(
+            db,
+            retention_days=settings.history_retention_days,
+            max_rows=settings.history_max_rows or None,
+            interval_s=settings.history_prune_interval_ms / 1000,
+        )
+        pruning = loop.create_task(pruner.run(), name="history-pruner") if pruner.enabled else None
         self.services = Services(
             settings, db, snapshots, recorder, auth, proxy, metrics=proxy.metrics, tracing=tracing
         )
@@ -340,28 +364,48 @@ class ProviderRouterApp:
             yield
         finally:
             self._fast.clear()
-            for task in (listener, watcher, key_watcher, health, circuits, mirror):
+            started = self.shutdown_started or time.monotonic()
+            grace_s = settings.shutdown_grace_ms / 1000
+
+            def left() -> float:
+                return max(grace_s - (time.monotonic() - started), 0.1)
+
+            for task in (listener, watcher, key_watcher, health, circuits, mirror, pruning):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             try:
-                await auth.flush_last_used(db)
-            except Exception:
+                await asyncio.wait_for(auth.flush_last_used(db), left())
+            except (sqlite3.Error, TimeoutError) as exc:
                 # Losing a last-used stamp must not stop the history rows from being written.
+                why = str(exc) or "out of time"
+                log.warning("Could not write the client keys' last_used_at: %s", why)
+            except Exception:
                 log.exception("Could not write the client keys' last_used_at")
             try:
-                await write_circuit_changes(db, proxy.resilience)
+                await asyncio.wait_for(write_circuit_changes(db, proxy.resilience), left())
+            except (sqlite3.Error, TimeoutError) as exc:
+                why = str(exc) or "out of time"
+                log.warning("Could not record the last circuit states: %s", why)
             except Exception:
                 log.exception("Could not record the last circuit states")
             await keeper.stop()
-            await recorder.stop()
+            # Keep a moment of the grace for closing the database and the clients.
+            lost = await recorder.stop(max(left() - CLOSING_S, 0.1))
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)  # sends the spans still batched
             await proxy.resilience.aclose()
             await snapshots.aclose()
             await db.close()
-            log.info("Recorded %d request(s); shut down cleanly", recorder.written)
+            if lost:
+                log.warning(
+                    "Recorded %d request(s); could not write %d history row(s); shut down",
+                    recorder.written,
+                    lost,
+                )
+            else:
+                log.info("Recorded %d request(s); shut down cleanly", recorder.written)
 
 
 def create_app(settings: Settings, *, tracer_provider: Any = None) -> ProviderRouterApp:

@@ -21,6 +21,8 @@ one handler renders them all as ``{"error": {"message", "type", "param", "code"}
     ├── HeadersTooLarge              431 invalid_request_error / headers_too_large
     ├── NoProviderAvailable          503 service_unavailable / no_provider_available
     │   └── ProvidersCoolingDown     503 service_unavailable / providers_cooling_down
+    ├── DatabaseUnavailable          503 service_unavailable / database_unavailable
+    │   └── DatabaseFull             507 server_error / insufficient_storage
     ├── GatewayOverloaded            503 service_unavailable / gateway_overloaded (+ Retry-After)
     ├── AllProvidersFailed           502 upstream_error / all_providers_failed
     └── StreamInterrupted            502 upstream_error / stream_interrupted (sent as an SSE event)
@@ -190,6 +192,41 @@ class ProvidersCoolingDown(NoProviderAvailable):
     def __init__(self, message: str, *, retry_after: float):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DatabaseUnavailable(RouterError):
+    """A management write the database could not take (locked, read-only, I/O error); nothing
+    was changed. Built by :func:`database_write_error`."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "database_unavailable"
+
+
+class DatabaseFull(DatabaseUnavailable):
+    status_code = 507
+    error_type = "server_error"
+    default_code = "insufficient_storage"
+
+
+def database_write_error(exc: Exception) -> DatabaseUnavailable:
+    """The client's answer to a write SQLite refused for a reason outside the request: a
+    sentence that names the cause and says nothing was changed."""
+    text = str(exc).lower()
+    if "full" in text:
+        return DatabaseFull(
+            "The database could not be written because its disk is full; nothing was changed."
+            " Free space on the database's disk (or lower history.retention_days) and retry."
+        )
+    if "readonly" in text or "read-only" in text:
+        cause = "its file is read-only"
+    elif "locked" in text or "busy" in text:
+        cause = "another process holds its lock"
+    else:
+        cause = f"SQLite reported: {exc}"
+    return DatabaseUnavailable(
+        f"The database could not be written because {cause}; nothing was changed. Retry later."
+    )
 
 
 class GatewayOverloaded(RouterError):

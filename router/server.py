@@ -9,11 +9,13 @@ import logging
 import resource
 import socket
 import ssl
+import time
+from types import FrameType
 
 import uvicorn
 
 from router import logs
-from router.app import create_app, prepare_database
+from router.app import ProviderRouterApp, create_app, prepare_database
 from router.connections import ClientLimits, ClientServer, configure
 from router.gateway.auth import check_exposure, is_loopback
 from router.settings import Settings, SettingsError
@@ -91,7 +93,9 @@ def serve(settings: Settings) -> None:
     """Migrate and seed the database, then serve until SIGINT or SIGTERM.
 
     On a signal, uvicorn stops accepting connections and lets in-flight requests finish; the
-    lifespan then writes every queued history row before the process exits.
+    lifespan then writes the queued history rows. Both share ``server.shutdown_grace_ms``,
+    counted from the signal: in-flight requests get at most half of it, and rows still unwritten
+    when it is over are counted and logged, so a full disk cannot hold the process up.
     """
     # Text or JSON lines, every one scrubbed of credentials (tracebacks included).
     logs.configure(settings.log_level, settings.log_format)
@@ -109,8 +113,9 @@ def serve(settings: Settings) -> None:
     asyncio.run(prepare_database(settings))
     asyncio.run(check_exposure(settings))
     check_tls(settings)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -120,7 +125,7 @@ def serve(settings: Settings) -> None:
         # uvicorn's own loggers propagate to the root logger and its scrubbing formatter.
         log_config=None,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=max(settings.shutdown_grace_ms // 2000, 1),
         server_header=False,
         ssl_certfile=settings.tls_cert or None,
         ssl_keyfile=settings.tls_key or None,
@@ -137,7 +142,20 @@ def serve(settings: Settings) -> None:
         settings.port,
         settings.database_label,
     )
-    ClientServer(config).run()
+    GatewayServer(config, app).run()
+
+
+class GatewayServer(ClientServer):
+    """uvicorn's server, noting when the stop signal came so the shutdown grace counts from it."""
+
+    def __init__(self, config: uvicorn.Config, app: ProviderRouterApp) -> None:
+        super().__init__(config)
+        self.gateway = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.gateway.shutdown_started is None:
+            self.gateway.shutdown_started = time.monotonic()
+        super().handle_exit(sig, frame)
 
 
 def cleartext_warning(settings: Settings) -> str | None:

@@ -61,6 +61,12 @@ class Settings:
     recorder_queue_size: int = 10_000
     recorder_batch_size: int = 500
     recorder_flush_interval_ms: int = 100
+    # history that cannot fill the disk (issue 15/16)
+    recorder_retry_ms: int = 30_000
+    shutdown_grace_ms: int = 10_000
+    history_retention_days: int = 30
+    history_max_rows: int = 0
+    history_prune_interval_ms: int = 600_000
     # resilience (issue 5): selection, breaker, timeouts, health checks
     max_attempts: int = 4
     connect_retries: int = 1
@@ -162,6 +168,11 @@ _FILE_KEYS: dict[tuple[str, str], tuple[str, type, int | None]] = {
     ("recorder", "queue_size"): ("recorder_queue_size", int, 1),
     ("recorder", "batch_size"): ("recorder_batch_size", int, 1),
     ("recorder", "flush_interval_ms"): ("recorder_flush_interval_ms", int, 1),
+    ("recorder", "retry_ms"): ("recorder_retry_ms", int, 0),
+    ("server", "shutdown_grace_ms"): ("shutdown_grace_ms", int, 0),
+    ("history", "retention_days"): ("history_retention_days", int, 0),
+    ("history", "max_rows"): ("history_max_rows", int, 0),
+    ("history", "prune_interval_ms"): ("history_prune_interval_ms", int, 1000),
     # resilience (issue 5)
     ("routing", "max_attempts"): ("max_attempts", int, 1),
     ("routing", "connect_retries"): ("connect_retries", int, 0),

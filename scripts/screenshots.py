@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import sync_playwright
 
+from router.store import rollup
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "demo-admin-token-0123456789"  # noqa: S105 - a throwaway demo token
 PROVIDERS = [
@@ -108,6 +110,8 @@ def history(database: Path, rows: int = 4000) -> None:
             " attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             data,
         )
+        # Written straight into the table: roll them up for the week and month windows.
+        rollup.backfill(conn, 0, now + 1)
 
 
 def main() -> None:

@@ -381,6 +381,15 @@ def query_many(db: Database, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         conn.close()
 
 
+def backfill(db: Database, since: int, until: int) -> None:
+    """Roll up requests inserted straight into the table (``rollup.backfill`` on either backend,
+    on a connection of its own)."""
+    from router.store import rollup
+
+    for sql in rollup.backfill_sql():
+        query(db, sql.replace(":since", str(int(since))).replace(":until", str(int(until))))
+
+
 def stored_bytes(db: Database) -> bytes:
     """Everything the database holds as bytes: the SQLite file, or every PostgreSQL row as text."""
     if not isinstance(db, PostgresDatabase):
@@ -476,3 +485,35 @@ async def adapter_on_fake(
         finally:
             await adapter.aclose()
             upstream.release_hangs()
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str = "2m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where``: a real disk that fills up (needs root, as CI
+    runs; skipped elsewhere, a failure under CI=true)."""
+    where.mkdir(parents=True, exist_ok=True)
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+    require(mounted, "a small tmpfs (mount -t tmpfs, as root)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+def fill_disk(where: Path) -> Path:
+    """Write a ballast file in ``where`` until the file system refuses more; return it."""
+    ballast = where / "ballast"
+    with ballast.open("wb", buffering=0) as out:
+        chunk = b"\0" * 4096
+        with contextlib.suppress(OSError):
+            while True:
+                out.write(chunk)
+    return ballast

@@ -463,6 +463,20 @@ PATHS: dict[str, dict[str, Any]] = {
             ],
         )
     },
+    "/v1/auth-failures": {
+        "get": _op(
+            "Refused client keys per minute, source address and key prefix, newest first",
+            "List",
+            params=[
+                _query("limit", {"type": "string", "pattern": "^[0-9]{1,4}$"}),
+                _query("cursor", {"type": "string"}),
+                _query("since", _MS),
+                _query("until", _MS),
+                _query("source", {"type": "string"}),
+                _query("key_prefix", {"type": "string"}),
+            ],
+        )
+    },
     "/v1/requests/{request_id}": {
         "get": _op("One request with its attempts", "Request", params=_path("request_id"))
     },

@@ -5,7 +5,7 @@ Config, links, stats and the OpenAPI document, gathered so the application adds 
 
 from __future__ import annotations
 
-from router.api import configs, links, openapi, stats, timeseries
+from router.api import auth_failures, configs, links, openapi, stats, timeseries
 
 routes = [
     *configs.routes,
@@ -13,4 +13,5 @@ routes = [
     *timeseries.routes,
     *stats.routes,
     *openapi.routes,
+    *auth_failures.routes,
 ]

@@ -68,6 +68,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from router.cli import data as cli_data
     from router.cli import database as cli_database
+    from router.cli import history as cli_history
     from router.cli import models as cli_models
     from router.cli import providers as cli_providers
     from router.cli import serve as cli_serve
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     status.set_defaults(func=cmd_db_status)
     cli_database.register(db_commands, with_config)
+    cli_history.register(db_commands, with_config)
     cli_security.register(commands, with_config)
     return parser
 

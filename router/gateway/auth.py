@@ -84,6 +84,18 @@ def client_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def presented_prefix(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """What a refused caller's key may be remembered by: the first characters of a key in our
+    ``pr-`` form (as ``api_keys.prefix`` stores them), else only whether one was sent; never a
+    part of some other secret pasted into the header."""
+    token = client_token(headers)
+    if token is None:
+        return "(none)"
+    if token.startswith(client_keys.KEY_PREFIX) and token.isascii():
+        return token[: client_keys.PREFIX_CHARS]
+    return "(other)"
+
+
 _MISSING = (
     "This endpoint needs a client key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
 )

@@ -44,6 +44,7 @@ from router.doors.responses_keeper import ResponseKeeper
 from router.errors import (
     AdapterFailure,
     AllProvidersFailed,
+    AuthenticationError,
     ClientRateLimited,
     GatewayOverloaded,
     KeyRevoked,
@@ -60,7 +61,7 @@ from router.errors import (
     UpstreamUnsupported,
 )
 from router.gateway.access import log_access
-from router.gateway.auth import Authenticator, ClientKey
+from router.gateway.auth import Authenticator, ClientKey, presented_prefix
 from router.gateway.disconnect import DisconnectGuard, Expiry
 from router.gateway.limits import InputLimits
 from router.gateway.metrics import Metrics
@@ -212,6 +213,7 @@ class Proxy:
         guard: DisconnectGuard | None = None
         self.inflight += 1
         context = request_id_var.set(record.id)
+        refused = False
         try:
             client = self.auth.authenticate_client(scope["headers"]) if self.auth else None
             if client is not None:
@@ -251,6 +253,7 @@ class Proxy:
             if isinstance(exc, ClientRateLimited):
                 self.client_rate_limited += 1
             record.status, record.status_code, record.error = "error", exc.status_code, exc.message
+            refused = isinstance(exc, AuthenticationError)
             if record.provider_id is None and record.attempts:
                 # A failure after tries belongs to the last provider tried, so per-provider
                 # filters and stats count it (every attempt's provider stays in `attempts`).
@@ -287,7 +290,17 @@ class Proxy:
             if self.metrics is not None or self.access_log or self.tracing is not None:
                 self._observe(record, scope)
             request_id_var.reset(context)
-            await self.recorder.record(record)
+            if refused:
+                # Counted, not recorded row by row: anyone who reaches the port can send these.
+                client_address = scope.get("client")
+                self.recorder.auth_failed(
+                    record.created_at,
+                    client_address[0] if client_address else "",
+                    presented_prefix(scope["headers"]),
+                    door.endpoint,
+                )
+            else:
+                await self.recorder.record(record)
 
     def _observe(self, record: RequestRecord, scope: Scope) -> None:
         """Count, log and trace one finished request. A failure here is logged and goes no

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -51,6 +52,16 @@ Unreachable: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
+)
+
+# A write the database cannot take now but may take later (worth retrying, not a bad row): SQLite
+# locked, full or read-only (OperationalError), PostgreSQL unreachable, out of disk or memory,
+# or read-only after a failover.
+Unwritable: tuple[type[Exception], ...] = (
+    sqlite3.OperationalError,
+    *Unreachable,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.ReadOnlySQLTransactionError,
 )
 
 
@@ -144,11 +155,14 @@ class Database:
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            else:
                 await self._writer.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (a full disk, say) may have ended the transaction already;
+                # a ROLLBACK then would fail and hide the error that matters.
+                if self._writer.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await self._writer.execute("ROLLBACK")
+                raise
 
     async def execute_write(self, sql: str, params: Params = ()) -> int:
         """Run one write statement in its own transaction; return the number of rows changed."""

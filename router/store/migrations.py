@@ -136,6 +136,9 @@ def connect(path: Path) -> sqlite3.Connection:
     """A synchronous connection with our pragmas, for start-up work and the CLI."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
+    # Takes effect on a new file (before its first table) and at a VACUUM: pruned history can
+    # then be given back to the file system (router/store/retention.py).
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA busy_timeout = 5000")

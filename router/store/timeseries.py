@@ -6,9 +6,14 @@ totals and series. Latency percentiles are read off logarithmic bins (:data:`BIN
 per doubling, so a bin is about 4% wide), which merge across groups and buckets without another
 scan; they are therefore approximate, within one bin, unlike ``GET /v1/stats``'s exact rank.
 
-The scan reads the covering index ``requests_timeseries`` (schema/0008), never table rows. It runs
-on the raw ``requests`` table; roll-up tables may later back long ranges. Measured with
-``python -m bench.overview`` (bench/README.md).
+The scan reads the covering index ``requests_timeseries`` (schema/0008), never table rows, so its
+time grows with the requests inside the window. Windows longer than :data:`ROLLUP_SPAN_MS` (the
+overview's week and month), and any window reaching back before the pruned history, are read from
+the hourly roll-up instead (:mod:`router.store.rollup`): whole hours from ``usage_hourly``, the
+partial hours at the ends from ``requests``, so counts, tokens and cost stay exact while the time
+no longer grows with the traffic. There the percentiles come from the roll-up's fixed latency
+buckets (coarser than the bins above), and an hour is counted in the time bucket where it starts.
+Measured with ``python -m bench.stats --overview`` (bench/README.md).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.errors import InvalidRequest
+from router.store import rollup
 from router.store.db import Database, Row
 from router.store.history import parse_time
 from router.store.stats import GROUPS, group_by_param
@@ -27,6 +33,8 @@ BINS_PER_DOUBLING = 16
 MAX_BUCKETS = 1000
 DEFAULT_BUCKETS = 60
 DEFAULT_RANGE_MS = 24 * 3600 * 1000
+# Longer windows are read from the hourly roll-up (the overview's day window stays on raw rows).
+ROLLUP_SPAN_MS = 2 * 24 * 3600 * 1000
 
 _SELECT = """
 SELECT {keys},
@@ -65,14 +73,15 @@ def percentile(histogram: Mapping[int, int], percent: int) -> float | None:
 
 
 class _Totals:
-    __slots__ = ("cost", "errors", "histogram", "requests", "tokens")
+    __slots__ = ("cost", "errors", "fixed", "histogram", "requests", "tokens")
 
-    def __init__(self) -> None:
+    def __init__(self, *, fixed: bool = False) -> None:
         self.requests = 0
         self.errors = 0
         self.tokens = 0
         self.cost = 0.0
         self.histogram: dict[int, int] = {}
+        self.fixed = fixed  # the histogram holds the roll-up's fixed buckets, not log bins
 
     def add(self, row: Row) -> None:
         self.requests += row["requests"]
@@ -81,6 +90,19 @@ class _Totals:
         self.cost += row["cost"]
         if "bin" in row.keys() and row["bin"] is not None:  # noqa: SIM118 - Row: `in` is values
             self.histogram[row["bin"]] = self.histogram.get(row["bin"], 0) + row["requests"]
+
+    def add_counts(self, row: Row) -> None:
+        """A :func:`rollup.sums_sql` row."""
+        self.requests += row["requests"]
+        self.errors += row["errors"]
+        self.tokens += row["tokens"]
+        self.cost += row["cost"]
+
+    def add_histogram(self, histogram: list[int]) -> None:
+        """The bucket counts of a :func:`rollup.latency_sql` row."""
+        for index, count in enumerate(histogram):
+            if count:
+                self.histogram[index] = self.histogram.get(index, 0) + count
 
     def as_dict(self, *, percentiles: bool = True) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -91,8 +113,9 @@ class _Totals:
             "cost": round(self.cost, 6),
         }
         if percentiles:
-            found["p50_latency_ms"] = percentile(self.histogram, 50)
-            found["p95_latency_ms"] = percentile(self.histogram, 95)
+            of = rollup.bucket_percentile if self.fixed else percentile
+            found["p50_latency_ms"] = of(self.histogram, 50)
+            found["p95_latency_ms"] = of(self.histogram, 95)
         return found
 
 
@@ -149,6 +172,46 @@ async def group_totals(
     return overall, groups
 
 
+async def use_rollup(db: Database, since: int, until: int) -> bool:
+    """Whether the window is read from the roll-up: long, or reaching into pruned history."""
+    return until - since > ROLLUP_SPAN_MS or since < await rollup.pruned_before(db)
+
+
+async def rolled_up(
+    db: Database, group_by: str, since: int, until: int, bucket: int
+) -> tuple[_Totals, dict[Any, _Totals], list[_Totals], dict[Any, list[_Totals]]]:
+    """Totals, per-group totals, the overall series and each group's series, from the
+    roll-up's whole hours and the raw rows of the partial hours at the ends: three queries
+    (counts, latency histograms, the ends)."""
+    count = math.ceil((until - since) / bucket)
+    column = GROUPS[group_by]
+    window = {**rollup.split(since, until), "bucket": bucket}
+    overall = _Totals(fixed=True)
+    groups: dict[Any, _Totals] = {}
+    overall_series = [_Totals(fixed=True) for _ in range(count)]
+    series: dict[Any, list[_Totals]] = {}
+
+    def places(row: Row) -> tuple[_Totals, ...]:
+        key = row["grp"]
+        found = groups.get(key)
+        if found is None:
+            found = groups[key] = _Totals(fixed=True)
+            series[key] = [_Totals(fixed=True) for _ in range(count)]
+        return overall, found, overall_series[row["b"]], series[key][row["b"]]
+
+    for row in await db.execute(rollup.sums_sql(column, bucket=True), window):
+        for totals in places(row):
+            totals.add_counts(row)
+    for row in await db.execute(rollup.latency_sql(column, bucket=True), window):
+        histogram = list(rollup.histogram_of(row))
+        for totals in places(row)[:3]:  # a group's per-bucket entries carry no percentiles
+            totals.add_histogram(histogram)
+    for row in await db.execute(rollup.edges_sql(column, bucket=True), window):
+        for totals in places(row):
+            totals.add(row)
+    return overall, groups, overall_series, series
+
+
 def _check(params: Mapping[str, str]) -> str:
     return group_by_param(params, ("since", "until", "bucket_ms", "group_by"))
 
@@ -158,8 +221,11 @@ async def totals(
 ) -> list[dict[str, Any]]:
     """Per group over the window, without series (what the overview's second table needs)."""
     group_by = _check(params)
-    since, until, _ = parse_window(params, now_ms)
-    _, groups = await group_totals(db, group_by, since, until)
+    since, until, bucket = parse_window(params, now_ms)
+    if await use_rollup(db, since, until):
+        _, groups, _, _ = await rolled_up(db, group_by, since, until, bucket)
+    else:
+        _, groups = await group_totals(db, group_by, since, until)
     data = [{group_by: key, **t.as_dict()} for key, t in groups.items()]
     data.sort(key=lambda e: (-e["requests"], str(e[group_by])))
     return data
@@ -175,19 +241,24 @@ async def timeseries(
     series has one entry per bucket, empty ones included. Latency percentiles are given for the
     totals, per group over the window and per bucket overall; a group's per-bucket entries carry
     counts, tokens and cost only (percentiles there would multiply the rows a scan returns).
-    Three scans of the window's index range.
+    Three scans of the window's index range, or two queries when read from the roll-up.
     """
     group_by = _check(params)
     since, until, bucket = parse_window(params, now_ms)
     count = math.ceil((until - since) / bucket)
     window = {"since": since, "until": until, "bucket": bucket}
-    overall, groups = await group_totals(db, group_by, since, until)
-    series: dict[Any, list[_Totals]] = {key: [_Totals() for _ in range(count)] for key in groups}
-    overall_series = [_Totals() for _ in range(count)]
-    for row in await db.execute(_query(db, _BUCKET, f"{GROUPS[group_by]} AS grp"), window):
-        series[row["grp"]][row["b"]].add(row)
-    for row in await db.execute(_query(db, _BUCKET, _bin(db)), window):
-        overall_series[row["b"]].add(row)
+    if await use_rollup(db, since, until):
+        overall, groups, overall_series, series = await rolled_up(
+            db, group_by, since, until, bucket
+        )
+    else:
+        overall, groups = await group_totals(db, group_by, since, until)
+        series = {key: [_Totals() for _ in range(count)] for key in groups}
+        overall_series = [_Totals() for _ in range(count)]
+        for row in await db.execute(_query(db, _BUCKET, f"{GROUPS[group_by]} AS grp"), window):
+            series[row["grp"]][row["b"]].add(row)
+        for row in await db.execute(_query(db, _BUCKET, _bin(db)), window):
+            overall_series[row["b"]].add(row)
     data = [
         {
             group_by: key,

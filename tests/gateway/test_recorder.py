@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from router.gateway import recorder as recorder_module
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
 from router.store import providers
 from router.store.db import Database
@@ -378,12 +377,14 @@ async def test_an_unforeseen_error_does_not_stop_the_recorder(
     real = rec._write_rows
     calls = 0
 
-    async def once_broken(batch: list[RequestRecord], *, stand_ins: bool = False) -> None:
+    async def once_broken(
+        batch: list[RequestRecord], auth: Any = None, *, stand_ins: bool = False
+    ) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("a bug nobody foresaw")
-        await real(batch, stand_ins=stand_ins)
+        await real(batch, auth, stand_ins=stand_ins)
 
     monkeypatch.setattr(rec, "_write_rows", once_broken)
     await rec.record(ok("lost"))
@@ -412,7 +413,7 @@ async def test_an_unreachable_database_holds_the_rows_until_it_answers_again(
     for i in range(4):
         await rec.record(ok(f"r{i}"))
     await asyncio.wait_for(rec.flush(), 20)
-    assert (rec.written, rec.failed, rec.unreachable) == (4, 0, 0)
+    assert (rec.written, rec.failed, rec.rows_dropped, rec.healthy) == (4, 0, 0, True)
     assert outage["left"] == 0
     assert count(db, "requests") == 4
 
@@ -421,8 +422,7 @@ async def test_rows_count_as_failed_once_the_database_stays_unreachable(
     db: Database, make_recorder: MakeRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await store_provider(db, "p1")
-    rec = make_recorder(queue_size=10, batch_size=10)
-    monkeypatch.setattr(recorder_module, "UNREACHABLE_RETRY_S", 0.5)
+    rec = make_recorder(queue_size=10, batch_size=10, retry_s=0.5)
 
     async def down(*args: Any) -> None:
         raise ConnectionRefusedError(111, "Connection refused")
@@ -431,4 +431,5 @@ async def test_rows_count_as_failed_once_the_database_stays_unreachable(
     for i in range(3):
         await rec.record(ok(f"r{i}"))
     await asyncio.wait_for(rec.flush(), 20)  # no hang, and no row-by-row retry of each
-    assert (rec.written, rec.failed, rec.rows_dropped) == (0, 3, 3)
+    # Given up after retry_s: dropped (counted), not refused as invalid.
+    assert (rec.written, rec.failed, rec.rows_dropped, rec.healthy) == (0, 0, 3, False)

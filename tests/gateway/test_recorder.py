@@ -433,3 +433,21 @@ async def test_rows_count_as_failed_once_the_database_stays_unreachable(
     await asyncio.wait_for(rec.flush(), 20)  # no hang, and no row-by-row retry of each
     # Given up after retry_s: dropped (counted), not refused as invalid.
     assert (rec.written, rec.failed, rec.rows_dropped, rec.healthy) == (0, 0, 3, False)
+
+
+async def test_failed_auth_counts_add_up_across_flushes_on_either_backend(
+    db: Database, make_recorder: MakeRecorder
+) -> None:
+    # The second flush upserts into the first one's row: failures add, first_at keeps the
+    # earliest and last_at the latest (min/max on SQLite, LEAST/GREATEST on PostgreSQL).
+    rec = make_recorder()
+    minute = 1_800_000_000_000 - 1_800_000_000_000 % 60_000
+    rec.auth_failed(minute + 5_000, "10.0.0.1", "sk-ab", "chat.completions")
+    rec.auth_failed(minute + 9_000, "10.0.0.1", "sk-ab", "chat.completions")
+    await rec.flush()
+    rec.auth_failed(minute + 1_000, "10.0.0.1", "sk-ab", "chat.completions")
+    rec.auth_failed(minute + 20_000, "10.0.0.1", "sk-ab", "chat.completions")
+    await rec.flush()
+    assert query(
+        db, "SELECT minute, source, key_prefix, failures, first_at, last_at FROM auth_failures"
+    ) == [(minute, "10.0.0.1", "sk-ab", 4, minute + 1_000, minute + 20_000)]

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -56,6 +55,7 @@ from router.settings import Settings
 from router.store import backend, retention
 from router.store.backend import database_for, has_table
 from router.store.credentials import prepare_credentials
+from router.store.db import DatabaseError, WriteRefused
 from router.store.seed import seed_from_config
 from router.transport.limits import ResponseLimits
 from router.ui import UI
@@ -63,6 +63,8 @@ from router.ui import mount as ui_mount
 from router.ui.session import Sessions
 
 log = logging.getLogger("provider_router.app")
+# A last write at shutdown that may fail without stopping the history flush after it.
+_SHUTDOWN_WRITE_ERRORS: tuple[type[Exception], ...] = (*DatabaseError, TimeoutError)
 CLOSING_S = 0.5  # of server.shutdown_grace_ms, left for closing after the last history write
 
 
@@ -130,8 +132,9 @@ def error_answer(path: str, error: RouterError) -> tuple[int, bytes]:
 async def render_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RouterError):
         error = exc
-    elif isinstance(exc, sqlite3.OperationalError):
-        # A full disk or a locked file: the operator's problem, said in a sentence, not a 500.
+    elif isinstance(exc, WriteRefused):
+        # A full disk, a locked file, PostgreSQL unreachable: the operator's problem, said in a
+        # sentence, not a 500.
         log.warning("A %s %s could not be written: %s", request.method, request.url.path, exc)
         error = database_write_error(exc)
     elif isinstance(exc, HTTPException) and exc.status_code == 404:
@@ -213,7 +216,7 @@ class ProviderRouterApp:
             exception_handlers={
                 RouterError: render_error,
                 HTTPException: render_error,
-                sqlite3.OperationalError: render_error,
+                **dict.fromkeys(WriteRefused, render_error),
                 Exception: render_error,
             },
             lifespan=self._lifespan,
@@ -377,7 +380,7 @@ class ProviderRouterApp:
                         await task
             try:
                 await asyncio.wait_for(auth.flush_last_used(db), left())
-            except (sqlite3.Error, TimeoutError) as exc:
+            except _SHUTDOWN_WRITE_ERRORS as exc:
                 # Losing a last-used stamp must not stop the history rows from being written.
                 why = str(exc) or "out of time"
                 log.warning("Could not write the client keys' last_used_at: %s", why)
@@ -385,7 +388,7 @@ class ProviderRouterApp:
                 log.exception("Could not write the client keys' last_used_at")
             try:
                 await asyncio.wait_for(write_circuit_changes(db, proxy.resilience), left())
-            except (sqlite3.Error, TimeoutError) as exc:
+            except _SHUTDOWN_WRITE_ERRORS as exc:
                 why = str(exc) or "out of time"
                 log.warning("Could not record the last circuit states: %s", why)
             except Exception:

@@ -63,6 +63,9 @@ Unwritable: tuple[type[Exception], ...] = (
     asyncpg.InsufficientResourcesError,
     asyncpg.ReadOnlySQLTransactionError,
 )
+# The same refusals as the database's own exceptions (no bare OSError): what the app answers
+# with a sentence (503, or 507 for a full disk) instead of a 500.
+WriteRefused: tuple[type[Exception], ...] = tuple(e for e in Unwritable if e is not OSError)
 
 
 class Row(Protocol):

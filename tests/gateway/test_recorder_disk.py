@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+import orjson
 import pytest
+from starlette.requests import Request
 
-from router.app import ProviderRouterApp, create_app
+from router.app import ProviderRouterApp, create_app, render_error
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
 from router.mock.upstream import MockUpstream
 from router.store.db import Database
@@ -238,3 +241,25 @@ async def test_while_writes_fail_a_full_queue_drops_instead_of_piling_up_waiters
         other.execute("ROLLBACK")
         other.close()
     await rec.stop(timeout_s=10)
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (asyncpg.DiskFullError("could not extend file: No space left on device"), 507,
+         "insufficient_storage"),
+        (asyncpg.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"),
+         503, "database_unavailable"),
+        (asyncpg.CannotConnectNowError("the database system is starting up"), 503,
+         "database_unavailable"),
+    ],
+)  # fmt: skip
+async def test_postgresql_refusing_a_write_is_answered_with_a_sentence_not_a_500(
+    exc: Exception, status: int, code: str
+) -> None:
+    request = Request({"type": "http", "method": "POST", "path": "/v1/models", "headers": []})
+    response = await render_error(request, exc)
+    assert response.status_code == status
+    error = orjson.loads(bytes(response.body))["error"]
+    assert error["code"] == code
+    assert "nothing was changed" in error["message"]

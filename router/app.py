@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -43,7 +42,7 @@ from router.gateway.limits import InputLimits
 from router.gateway.metrics import Metrics
 from router.gateway.origins import WebGuard
 from router.gateway.recorder import Recorder
-from router.gateway.snapshots import SnapshotManager
+from router.gateway.snapshots import ConfigChanges, SnapshotManager
 from router.gateway.tracing import Tracing
 from router.resilience.policy import (
     Resilience,
@@ -53,9 +52,10 @@ from router.resilience.policy import (
     write_circuit_changes,
 )
 from router.settings import Settings
-from router.store import migrations, retention
+from router.store import backend, retention
+from router.store.backend import database_for, has_table
 from router.store.credentials import prepare_credentials
-from router.store.db import database_for
+from router.store.db import DatabaseError, WriteRefused
 from router.store.seed import seed_from_config
 from router.transport.limits import ResponseLimits
 from router.ui import UI
@@ -63,6 +63,8 @@ from router.ui import mount as ui_mount
 from router.ui.session import Sessions
 
 log = logging.getLogger("provider_router.app")
+# A last write at shutdown that may fail without stopping the history flush after it.
+_SHUTDOWN_WRITE_ERRORS: tuple[type[Exception], ...] = (*DatabaseError, TimeoutError)
 CLOSING_S = 0.5  # of server.shutdown_grace_ms, left for closing after the last history write
 
 
@@ -70,25 +72,24 @@ async def prepare_database(settings: Settings) -> None:
     """Apply pending migrations, check the secret key (encrypting any plaintext credential),
     and seed an empty catalog from the config file."""
     db = database_for(settings)
-    if settings.database_path.exists():
+    if settings.database_is_postgres or settings.database_path.exists():
         # Check the key and encrypt any plaintext credential before the pre-migration backup
         # is taken, so that backup holds no plaintext either.
         await db.open()
         try:
-            if await db.execute_one(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'provider_configs'"
-            ):
+            if await has_table(db, "provider_configs"):
                 await prepare_credentials(db)
         finally:
             await db.close()
-    applied, backup = await asyncio.to_thread(migrations.migrate, settings.database_path)
+    applied, backup = await backend.migrate(settings)
     if backup is not None:
         log.info("Backed up the database to %s before migrating", backup)
     for migration in applied:
         log.info("Applied migration %04d_%s", migration.version, migration.name)
-    advice = await asyncio.to_thread(retention.ensure_incremental, settings.database_path)
-    if advice is not None:
-        log.warning("%s", advice)
+    if not settings.database_is_postgres:
+        advice = await asyncio.to_thread(retention.ensure_incremental, settings.database_path)
+        if advice is not None:
+            log.warning("%s", advice)
     await db.open()
     try:
         await prepare_credentials(db)
@@ -131,8 +132,9 @@ def error_answer(path: str, error: RouterError) -> tuple[int, bytes]:
 async def render_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RouterError):
         error = exc
-    elif isinstance(exc, sqlite3.OperationalError):
-        # A full disk or a locked file: the operator's problem, said in a sentence, not a 500.
+    elif isinstance(exc, WriteRefused):
+        # A full disk, a locked file, PostgreSQL unreachable: the operator's problem, said in a
+        # sentence, not a 500.
         log.warning("A %s %s could not be written: %s", request.method, request.url.path, exc)
         error = database_write_error(exc)
     elif isinstance(exc, HTTPException) and exc.status_code == 404:
@@ -214,7 +216,7 @@ class ProviderRouterApp:
             exception_handlers={
                 RouterError: render_error,
                 HTTPException: render_error,
-                sqlite3.OperationalError: render_error,
+                **dict.fromkeys(WriteRefused, render_error),
                 Exception: render_error,
             },
             lifespan=self._lifespan,
@@ -251,6 +253,7 @@ class ProviderRouterApp:
         await prepare_database(settings)
         db = database_for(settings)
         await db.open()
+        changes = ConfigChanges()
         snapshots = SnapshotManager(
             db,
             AdapterOptions(
@@ -272,6 +275,7 @@ class ProviderRouterApp:
                 response_limits=ResponseLimits.from_settings(settings),
             ),
             timeouts=timeouts_from_settings(settings),
+            changes=changes,
         )
         recorder = Recorder(
             db,
@@ -333,7 +337,11 @@ class ProviderRouterApp:
                 name="shared-state-mirror",
             )
         key_watcher = loop.create_task(
-            auth.watch(db, settings.reload_interval_ms / 1000), name="client-key-watcher"
+            auth.watch(db, settings.reload_interval_ms / 1000, changes), name="client-key-watcher"
+        )
+        # PostgreSQL tells every replica of a config change at once; polling stays beneath it.
+        listener = (
+            loop.create_task(changes.follow(db), name="config-listener") if db.notifies else None
         )
         pruner = retention.HistoryPruner(
             db,
@@ -365,14 +373,14 @@ class ProviderRouterApp:
             def left() -> float:
                 return max(grace_s - (time.monotonic() - started), 0.1)
 
-            for task in (watcher, key_watcher, health, circuits, mirror, pruning):
+            for task in (listener, watcher, key_watcher, health, circuits, mirror, pruning):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             try:
                 await asyncio.wait_for(auth.flush_last_used(db), left())
-            except (sqlite3.Error, TimeoutError) as exc:
+            except _SHUTDOWN_WRITE_ERRORS as exc:
                 # Losing a last-used stamp must not stop the history rows from being written.
                 why = str(exc) or "out of time"
                 log.warning("Could not write the client keys' last_used_at: %s", why)
@@ -380,7 +388,7 @@ class ProviderRouterApp:
                 log.exception("Could not write the client keys' last_used_at")
             try:
                 await asyncio.wait_for(write_circuit_changes(db, proxy.resilience), left())
-            except (sqlite3.Error, TimeoutError) as exc:
+            except _SHUTDOWN_WRITE_ERRORS as exc:
                 why = str(exc) or "out of time"
                 log.warning("Could not record the last circuit states: %s", why)
             except Exception:

@@ -210,10 +210,10 @@ class DatabaseFull(DatabaseUnavailable):
 
 
 def database_write_error(exc: Exception) -> DatabaseUnavailable:
-    """The client's answer to a write SQLite refused for a reason outside the request: a
+    """The client's answer to a write the database refused for a reason outside the request: a
     sentence that names the cause and says nothing was changed."""
     text = str(exc).lower()
-    if "full" in text:
+    if "full" in text or "no space left" in text:
         return DatabaseFull(
             "The database could not be written because its disk is full; nothing was changed."
             " Free space on the database's disk (or lower history.retention_days) and retry."
@@ -223,7 +223,7 @@ def database_write_error(exc: Exception) -> DatabaseUnavailable:
     elif "locked" in text or "busy" in text:
         cause = "another process holds its lock"
     else:
-        cause = f"SQLite reported: {exc}"
+        cause = f"the database reported: {exc}"
     return DatabaseUnavailable(
         f"The database could not be written because {cause}; nothing was changed. Retry later."
     )

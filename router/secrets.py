@@ -124,7 +124,7 @@ class Cipher:
 
 
 def key_file_path(settings: Settings) -> Path:
-    return settings.database_path.parent / KEY_FILE
+    return settings.state_dir / KEY_FILE
 
 
 def write_key_file(path: Path, key: str) -> None:

@@ -140,7 +140,7 @@ def serve(settings: Settings) -> None:
         "https" if settings.tls_cert else "http",
         settings.host,
         settings.port,
-        settings.database_path,
+        settings.database_label,
     )
     GatewayServer(config, app).run()
 

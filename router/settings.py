@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/provider-router.db"
 ENV_CONFIG = "PROVIDER_ROUTER_CONFIG"
@@ -123,7 +124,29 @@ class Settings:
 
     @property
     def database_path(self) -> Path:
+        """The SQLite file; a :class:`SettingsError` for a PostgreSQL URL (check
+        :attr:`database_is_postgres` first)."""
         return database_path_from_url(self.database_url)
+
+    @property
+    def database_is_postgres(self) -> bool:
+        return is_postgres_url(self.database_url)
+
+    @property
+    def database_label(self) -> str:
+        """The database as logs and the CLI name it: the file, or the URL without its password."""
+        if self.database_is_postgres:
+            return display_url(self.database_url)
+        return str(self.database_path)
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the generated secret-key and admin-token files live: beside the SQLite file, or
+        ``./data`` with PostgreSQL (replicas should share PROVIDER_ROUTER_SECRET_KEY and
+        PROVIDER_ROUTER_ADMIN_TOKEN instead)."""
+        if self.database_is_postgres:
+            return Path("data")
+        return self.database_path.parent
 
 
 # (section, key) in the TOML file -> (Settings field, type, minimum)
@@ -210,6 +233,44 @@ _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMATS = ("text", "json")
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
+
+def check_postgres_url(url: str) -> str:
+    """``url`` if it names a PostgreSQL database (``postgresql://user:pw@host:port/dbname``)."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise SettingsError(
+            f"Database URL {display_url(url)!r} has a port that is not a number."
+        ) from None
+    if not parts.hostname and "host=" not in parts.query:
+        raise SettingsError(
+            f"Database URL {display_url(url)!r} names no host; give one such as "
+            "'postgresql://router:secret@127.0.0.1:5432/router'."
+        )
+    if not parts.path.strip("/"):
+        raise SettingsError(
+            f"Database URL {display_url(url)!r} names no database; end it with '/dbname'."
+        )
+    return url
+
+
+def display_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def database_path_from_url(url: str) -> Path:
     """Turn a SQLAlchemy-style SQLite URL into a path.
 
@@ -217,11 +278,16 @@ def database_path_from_url(url: str) -> Path:
     absolute.
     """
     prefix = "sqlite:///"
+    if is_postgres_url(url):
+        raise SettingsError(
+            f"Database URL {display_url(url)!r} names a PostgreSQL database, which has no file."
+        )
     if not url.startswith(prefix):
         scheme = url.split(":", 1)[0] if ":" in url else url
         raise SettingsError(
-            f"Database URL {url!r} is not supported: only SQLite URLs such as "
-            f"'sqlite:///./data/provider-router.db' work in this version (got scheme {scheme!r})."
+            f"Database URL {display_url(url)!r} is not supported: give a SQLite URL such as "
+            "'sqlite:///./data/provider-router.db' or a PostgreSQL one such as "
+            f"'postgresql://router:secret@127.0.0.1:5432/router' (got scheme {scheme!r})."
         )
     rest = url[len(prefix) :]
     if not rest or rest == ":memory:":
@@ -366,7 +432,10 @@ def load_settings(
         sources=MappingProxyType(origin),
     )
     try:
-        settings.database_path  # noqa: B018 - validates the URL now, not at first use
+        if settings.database_is_postgres:
+            check_postgres_url(settings.database_url)
+        else:
+            settings.database_path  # noqa: B018 - validates the URL now, not at first use
     except SettingsError as exc:
         where = source.get("database_url", "the defaults")
         raise SettingsError(f"Setting 'database.url' in {where}: {exc}") from None

@@ -15,8 +15,15 @@ import respx
 from router.secrets import Cipher
 from router.settings import Settings
 from router.store.db import Database
-from router.store.migrations import migrate
-from tests.helpers import TEST_SECRET_KEY, app_client, make_settings
+from router.store.migrations import migrate, migrate_postgres
+from router.store.postgres import PostgresDatabase
+from tests.helpers import (
+    TEST_SECRET_KEY,
+    app_client,
+    fresh_postgres_database,
+    make_settings,
+    require_postgres,
+)
 from tests.transport.servers import Certificates
 
 
@@ -26,11 +33,26 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated, empty database file of its own."""
-    path = tmp_path / "store.db"
-    migrate(path)
-    database = Database(path, cipher=Cipher(TEST_SECRET_KEY))
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of its own on the test server (scripts/test-services),
+    created here and dropped after the test. Skips when no server answers; fails under CI=true.
+    """
+    with fresh_postgres_database(require_postgres()) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated, empty database of its own: a SQLite file, and a PostgreSQL database."""
+    database: Database
+    if request.param == "sqlite":
+        path = tmp_path / "store.db"
+        migrate(path)
+        database = Database(path, cipher=Cipher(TEST_SECRET_KEY))
+    else:
+        url = request.getfixturevalue("postgres_url")
+        await migrate_postgres(url)
+        database = PostgresDatabase(url, cipher=Cipher(TEST_SECRET_KEY))
     await database.open()
     yield database
     await database.close()

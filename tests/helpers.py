@@ -6,18 +6,22 @@ Fixtures live in conftest.py; everything here is a plain function or constant to
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import os
+import secrets
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -30,6 +34,7 @@ from router.mock.upstream import MockOptions, MockUpstream
 from router.settings import Settings
 from router.store import providers
 from router.store.db import Database
+from router.store.postgres import PostgresDatabase, translate
 
 T = TypeVar("T")
 
@@ -51,6 +56,17 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def backend_settings(request: pytest.FixtureRequest, tmp_path: Path, **overrides: Any) -> Settings:
+    """Test settings on the backend ``request.param`` names: a SQLite file, or a fresh
+    PostgreSQL database (with the secret key set, as replicas share it)."""
+    if request.param == "sqlite":
+        return make_settings(tmp_path, **overrides)
+    url = request.getfixturevalue("postgres_url")
+    return make_settings(
+        tmp_path, **{"database_url": url, "secret_key": TEST_SECRET_KEY, **overrides}
+    )
 
 
 @contextlib.asynccontextmanager
@@ -311,14 +327,145 @@ def sse_chunks(body: bytes | str, *, done: bool) -> list[dict[str, Any]]:
     return [orjson.loads(event) for event in data]
 
 
-def query(where: Database | Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` read straight from the SQLite file (a :class:`Database`'s, or a path),
-    on a connection of its own, as tuples."""
+def query(
+    where: Database | Path | Settings | str, sql: str, params: tuple[Any, ...] = ()
+) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` run straight on the database (a :class:`Database`'s, the settings', a
+    SQLite path or a PostgreSQL URL),
+    on a connection of its own, committed, as tuples; ``sql`` may be a script of statements
+    when there are no ``params``."""
+    if isinstance(where, str):  # a PostgreSQL URL
+        url = where
+        return in_thread(lambda: _pg_query(url, sql, params))
+    if isinstance(where, Settings):
+        if where.database_is_postgres:
+            url = where.database_url
+            return in_thread(lambda: _pg_query(url, sql, params))
+        where = where.database_path
+    if isinstance(where, PostgresDatabase):
+        url = where.url
+        return in_thread(lambda: _pg_query(url, sql, params))
     conn = sqlite3.connect(where.path if isinstance(where, Database) else where)
     try:
-        return [tuple(row) for row in conn.execute(sql, params)]
+        if not params and ";" in sql.strip().rstrip(";"):
+            conn.executescript(sql)
+            return []
+        conn.execute("PRAGMA foreign_keys = ON")
+        found = [tuple(row) for row in conn.execute(sql, params)]
+        conn.commit()
+        return found
     finally:
         conn.close()
+
+
+def query_many(db: Database, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Run ``sql`` once per row of parameters straight on the database, in one transaction."""
+    rows = list(rows)
+    if isinstance(db, PostgresDatabase):
+
+        async def run() -> None:
+            conn = await asyncpg.connect(db.url)
+            try:
+                await conn.executemany(translate(sql)[0], rows)
+            finally:
+                await conn.close()
+
+        in_thread(run)
+        return
+    conn = sqlite3.connect(db.path)
+    try:
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.executemany(sql, rows)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def backfill(db: Database, since: int, until: int) -> None:
+    """Roll up requests inserted straight into the table (``rollup.backfill`` on either backend,
+    on a connection of its own)."""
+    from router.store import rollup
+
+    for sql in rollup.backfill_sql():
+        query(db, sql.replace(":since", str(int(since))).replace(":until", str(int(until))))
+
+
+def stored_bytes(db: Database) -> bytes:
+    """Everything the database holds as bytes: the SQLite file, or every PostgreSQL row as text."""
+    if not isinstance(db, PostgresDatabase):
+        return db.path.read_bytes()
+    tables = query(
+        db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+    )
+    rows = [query(db, f'SELECT t::text FROM "{name}" t') for (name,) in tables]
+    return "\n".join(str(row) for found in rows for row in found).encode()
+
+
+def in_thread(work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work()`` on an event loop of its own in another thread (from sync code, even while
+    a test's loop runs in this one)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(work())).result()  # type: ignore[arg-type]
+
+
+async def _pg_query(url: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    conn = await asyncpg.connect(url)
+    try:
+        text, _ = translate(sql)
+        if not params and ";" in text.strip().rstrip(";"):
+            await conn.execute(text)  # a script of several statements
+            return []
+        return [tuple(row) for row in await conn.fetch(text, *params)]
+    finally:
+        await conn.close()
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the server at ``admin_url``, dropped on the way out."""
+    name = f"pr_test_{secrets.token_hex(6)}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    async def create() -> None:
+        # CREATE DATABASE copies template1 and refuses while another session uses it (another
+        # test creating its database at the same moment): try again a few times.
+        for attempt in range(20):
+            try:
+                await run(f'CREATE DATABASE "{name}"')
+                return
+            except asyncpg.ObjectInUseError:
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.1)
+
+    async def drop() -> None:
+        # FORCE ends the test's own leftover sessions; it refuses while a session of another
+        # role is there (autovacuum, after a migration): wait for that one to finish.
+        for attempt in range(50):
+            try:
+                await run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
+
+    in_thread(create)
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        in_thread(drop)
 
 
 @contextlib.asynccontextmanager

@@ -19,8 +19,8 @@ from router.redact import REDACTED, ScrubbingFormatter, scrub, scrub_bytes
 from router.secrets import Cipher, generate_key, row_context
 from router.settings import Settings
 from router.store import client_keys
+from router.store.backend import database_for
 from router.store.credentials import decode_value, encode_value
-from router.store.db import database_for
 from router.store.migrations import migrate
 from tests.helpers import ADMIN, add_provider, app_client, make_settings
 

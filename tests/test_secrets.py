@@ -31,8 +31,9 @@ from router.secrets import (
 )
 from router.settings import Settings, load_settings
 from router.store import configs, migrations, providers
+from router.store.backend import database_for
 from router.store.credentials import StaleKeyError, rotate_key
-from router.store.db import Database, database_for
+from router.store.db import Database
 from router.store.migrations import migrate
 from tests.helpers import make_settings
 

@@ -338,11 +338,19 @@ def test_a_short_admin_token_message_names_the_file(tmp_path: Path) -> None:
     assert path in message
 
 
-def test_a_postgresql_url_is_refused(tmp_path: Path) -> None:
-    message, _ = refused('[database]\nurl = "postgresql://u@db/router"\n', tmp_path)
-    assert "'postgresql://u@db/router'" in message
-    assert "'postgresql'" in message
-    assert "only SQLite" in message
+def test_an_unknown_database_scheme_is_refused(tmp_path: Path) -> None:
+    message, _ = refused('[database]\nurl = "mysql://u@db/router"\n', tmp_path)
+    assert "'mysql://u@db/router'" in message
+    assert "'mysql'" in message
+    assert "give a SQLite URL" in message and "or a PostgreSQL one" in message
+
+
+def test_a_postgresql_url_without_a_database_is_refused_without_its_password(
+    tmp_path: Path,
+) -> None:
+    message, _ = refused('[database]\nurl = "postgresql://u:hunter22@db/"\n', tmp_path)
+    assert "'postgresql://u:***@db/'" in message and "names no database" in message
+    assert "hunter22" not in message
 
 
 def test_an_in_memory_database_is_refused(tmp_path: Path) -> None:
@@ -351,7 +359,7 @@ def test_an_in_memory_database_is_refused(tmp_path: Path) -> None:
     assert "names no file" in message
 
 
-@pytest.mark.parametrize("url", ["postgresql://u@db/router", "sqlite:///:memory:"])
+@pytest.mark.parametrize("url", ["postgresql://u@db/", "sqlite:///:memory:"])
 def test_a_bad_database_url_message_names_key_and_file(tmp_path: Path, url: str) -> None:
     message, path = refused(f'[database]\nurl = "{url}"\n', tmp_path)
     assert "database.url" in message
@@ -359,7 +367,7 @@ def test_a_bad_database_url_message_names_key_and_file(tmp_path: Path, url: str)
 
 
 def test_a_bad_database_url_from_the_environment_is_refused() -> None:
-    with pytest.raises(SettingsError, match="only SQLite"):
+    with pytest.raises(SettingsError, match="'mysql://db/x' is not supported"):
         load_settings(environ={ENV_DATABASE_URL: "mysql://db/x"})
 
 

@@ -130,7 +130,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             say("Nothing to create.")
         elif not args.dry_run:
             copy = backup_beside(settings, "env-migrate")
-            say(f"Backed up the database to {copy}.")
+            if copy is not None:
+                say(f"Backed up the database to {copy}.")
             for provider in new:
                 body = {k: v for k, v in provider.items() if k != "models"}
                 await create_provider(db, body)
@@ -150,8 +151,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return run_with_db(args, work)
 
 
-def backup_beside(settings: Settings, reason: str) -> Path:
-    """A copy of the database next to it, taken before a bulk change."""
+def backup_beside(settings: Settings, reason: str) -> Path | None:
+    """A copy of the SQLite database next to it, taken before a bulk change (None on
+    PostgreSQL, whose backups are the operator's: pg_dump or the server's own, see
+    docs/postgresql.md)."""
+    if settings.database_is_postgres:
+        return None
     conn = migrations.connect(settings.database_path)
     try:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -284,7 +289,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         if changes and not args.dry_run:
             copy = backup_beside(settings, "import")
             changes = await import_catalog(db, data, dry_run=False)
-            if not args.json:
+            if not args.json and copy is not None:
                 print(f"Backed up the database to {copy}.")
         if args.json:
             print_json({"changes": changes, "dry_run": args.dry_run})
@@ -304,6 +309,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise CommandFailed(f"{target} already exists; give a new file name.")
 
     async def work(db: Database, settings: Settings) -> int:
+        if settings.database_is_postgres:
+            raise CommandFailed(
+                "`backup` copies a SQLite file; back a PostgreSQL database up with pg_dump "
+                "(pg_dump --format=custom URL > file) or the server's own backups."
+            )
         conn = migrations.connect(settings.database_path)
         try:
             migrations.backup(conn, target)

@@ -76,6 +76,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_vacuum(args: argparse.Namespace) -> int:
     async def work(db: Database, settings: Settings) -> int:
+        if settings.database_is_postgres:
+            # autovacuum makes pruned rows' space reusable without blocking writers; a VACUUM
+            # FULL would lock the tables, so there is nothing for this command to do.
+            message = "PostgreSQL: autovacuum reuses the space pruning frees; nothing to do."
+            if args.json:
+                print_json({"database": "postgresql", "vacuumed": False, "reason": message})
+            else:
+                print(message)
+            return 0
         path = settings.database_path
         await db.close()  # VACUUM wants the file to itself in this process
         before = path.stat().st_size

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sqlite3
+import asyncio
 import sys
 import time
 from collections.abc import Sequence
@@ -15,7 +15,8 @@ from router.cli import security as cli_security
 from router.cli.output import Parser, Subcommands
 from router.redact import scrub
 from router.settings import Settings, SettingsError, load_settings
-from router.store import migrations
+from router.store import backend, migrations
+from router.store.db import DatabaseError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -38,25 +39,22 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
 
 def cmd_db_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if not settings.database_path.exists():
+    if not backend.exists(settings):
         print(
             f"provider-router: no database at {settings.database_path}; "
             "`provider-router serve` creates it on first start.",
             file=sys.stderr,
         )
         return 1
-    conn = migrations.connect(settings.database_path)
-    try:
-        state = migrations.status(conn)
-    finally:
-        conn.close()
+    state = asyncio.run(backend.status(settings))
+    label = settings.database_label
     if getattr(args, "json", False):
         applied = [{"version": v, "name": n, "applied_at": at} for v, n, at in state.applied]
         pending = [{"version": m.version, "name": m.name} for m in state.pending]
-        print(orjson.dumps({"database": str(settings.database_path), "applied": applied,
+        print(orjson.dumps({"database": label, "applied": applied,
                             "pending": pending}).decode())  # fmt: skip
         return 0
-    print(f"database: {settings.database_path}")
+    print(f"database: {label}")
     for version, name, applied_at in state.applied:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(applied_at / 1000))
         print(f"applied  {version:04d}_{name}  {stamp} UTC")
@@ -69,6 +67,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from router.cli import data as cli_data
+    from router.cli import database as cli_database
     from router.cli import history as cli_history
     from router.cli import models as cli_models
     from router.cli import providers as cli_providers
@@ -109,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(status)
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     status.set_defaults(func=cmd_db_status)
+    cli_database.register(db_commands, with_config)
     cli_history.register(db_commands, with_config)
     cli_security.register(commands, with_config)
     return parser
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"provider-router: {scrub(exc.strerror or str(exc))}{where}.", file=sys.stderr)
         return 1
-    except sqlite3.Error as exc:
+    except DatabaseError as exc:
         print(f"provider-router: database error: {scrub(str(exc))}.", file=sys.stderr)
         return 1
     return code

@@ -18,7 +18,8 @@ import orjson
 
 from router.errors import RouterError
 from router.settings import Settings, load_settings
-from router.store.db import Database, database_for
+from router.store.backend import database_for
+from router.store.db import Database
 
 # What ``ArgumentParser.add_subparsers()`` returns; argparse gives the class no public name, so the
 # command modules' ``register`` functions name it through this one alias.

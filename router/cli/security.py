@@ -30,13 +30,13 @@ from router.secrets import (
     SecretKeyError,
     generate_key,
     key_file_path,
-    resolve_cipher,
     write_key_file,
 )
 from router.settings import Settings, load_settings
-from router.store import client_keys, migrations
+from router.store import backend, client_keys
+from router.store.backend import database_for
 from router.store.credentials import rotate_key
-from router.store.db import Database, database_for
+from router.store.db import Database
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -57,7 +57,7 @@ def _read_new_key(given: str) -> str:
 async def rotate(settings: Settings, new_key: str) -> tuple[int, str]:
     """Re-encrypt every credential with ``new_key``; return (how many, what to do next)."""
     new = Cipher(new_key, source="--new-key")
-    db = Database(settings.database_path, cipher=resolve_cipher(settings, create=False))
+    db = database_for(settings, create_key=False)
     if db.cipher is not None and db.cipher.key_id == new.key_id:
         raise SecretKeyError("The new key is the key in use; generate another one.")
     from_file = not settings.secret_key
@@ -93,8 +93,8 @@ async def rotate(settings: Settings, new_key: str) -> tuple[int, str]:
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if not settings.database_path.exists():
-        print(f"provider-router: no database at {settings.database_path}.", file=sys.stderr)
+    if not backend.exists(settings):
+        print(f"provider-router: no database at {settings.database_label}.", file=sys.stderr)
         return 1
     count, advice = asyncio.run(rotate(settings, _read_new_key(args.new_key)))
     print(f"Re-encrypted {count} credential(s) with the new key.")
@@ -103,9 +103,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def _with_db(settings: Settings, work: Callable[[Database], Any]) -> Any:
-    migrations.migrate(settings.database_path)
-
     async def run() -> Any:
+        await backend.migrate(settings)
         db = database_for(settings)
         await db.open()
         try:

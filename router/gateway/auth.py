@@ -14,7 +14,6 @@ mode 0600, and the log says where it is (never what it is).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -25,11 +24,13 @@ from collections.abc import Iterable
 import orjson
 
 from router.errors import AuthenticationError
+from router.gateway.snapshots import ConfigChanges
 from router.secrets import create_file_once
 from router.settings import Settings, SettingsError
 from router.store import client_keys
+from router.store.backend import database_for
 from router.store.client_keys import ClientKey as ClientKey
-from router.store.db import Database, database_for
+from router.store.db import Database
 from router.store.version import config_version, now_ms
 
 log = logging.getLogger("provider_router.auth")
@@ -40,7 +41,7 @@ def resolve_admin_token(settings: Settings) -> str:
     """The admin token from the settings, or the one kept in the token file (made if missing)."""
     if settings.admin_token:
         return settings.admin_token
-    path = settings.database_path.parent / TOKEN_FILE
+    path = settings.state_dir / TOKEN_FILE
     if path.exists():
         token = path.read_text(encoding="utf-8").strip()
         if token:
@@ -164,10 +165,15 @@ class Authenticator:
                 self._used[key_id] = max(stamp, self._used.get(key_id, 0))
             raise
 
-    async def watch(self, db: Database, interval_s: float) -> None:
-        """Reload keys when another process changed them; write ``last_used_at`` in batches."""
+    async def watch(
+        self, db: Database, interval_s: float, changes: ConfigChanges | None = None
+    ) -> None:
+        """Reload keys when another process changed them (checked every ``interval_s`` and on
+        every config notification); write ``last_used_at`` in batches."""
+        changes = changes or ConfigChanges()
+        woken = changes.subscribe()
         while True:
-            await asyncio.sleep(interval_s)
+            await changes.wait(woken, interval_s)
             try:
                 if await config_version(db) != self._version:
                     await self.reload(db)

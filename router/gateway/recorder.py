@@ -15,16 +15,21 @@ import asyncio
 import contextlib
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 import orjson
 
-from router.store.db import Database
+from router.store.db import (
+    Connection,
+    Database,
+    DatabaseError,
+    IntegrityError,
+    Unwritable,
+    is_foreign_key_error,
+)
 from router.store.rollup import (
     BUCKETS,
     HOUR_MS,
@@ -108,27 +113,17 @@ def trace_document(r: RequestRecord) -> str | None:
     return orjson.dumps(doc).decode()
 
 
-_INSERT_REQUEST = (
-    "INSERT INTO requests (id, created_at, endpoint, client_key_id, model, provider_id,"
-    " upstream_model, stream, status, status_code, latency_ms, ttft_ms, prompt_tokens,"
-    " completion_tokens, total_tokens, cost, currency, attempts, error, trace)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _INSERT_STAND_IN = (
     "INSERT INTO providers (id, name, type, enabled, description, archived_at, created_at,"
     " updated_at) SELECT :id, :id || ' (deleted)', 'unknown', 0, :why, :now, :now, :now"
     " WHERE NOT EXISTS (SELECT 1 FROM providers WHERE id = :id)"
 )
 _STAND_IN_WHY = "Deleted while a request it served was being recorded; kept for that history."
-_INSERT_ATTEMPT = (
-    "INSERT INTO attempts (request_id, n, provider_id, started_at, status, status_code,"
-    " latency_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _UPSERT_AUTH_FAILURE = (
     "INSERT INTO auth_failures (minute, source, key_prefix, endpoint, failures, first_at,"
     " last_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (minute, source, key_prefix, endpoint)"
-    " DO UPDATE SET failures = failures + excluded.failures,"
-    " first_at = min(first_at, excluded.first_at), last_at = max(last_at, excluded.last_at)"
+    " DO UPDATE SET failures = auth_failures.failures + excluded.failures,"
+    " first_at = {least}, last_at = {greatest}"
 )
 # Distinct (minute, source, key prefix, endpoint) groups held between two flushes; past it, new
 # sources are summed under one group so a scan from many addresses stays bounded too.
@@ -138,12 +133,39 @@ RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 2.0
 _UPDATE_PROVIDER = (
     "UPDATE providers SET success_count = success_count + ?, error_count = error_count + ?,"
-    " last_used_at = max(coalesce(last_used_at, 0), ?),"
-    " last_error_at = CASE WHEN ? IS NULL THEN last_error_at"
-    "   ELSE max(coalesce(last_error_at, 0), ?) END,"
+    " last_used_at = {last_used},"
+    " last_error_at = CASE WHEN CAST(? AS BIGINT) IS NULL THEN last_error_at"
+    "   ELSE {last_error} END,"
     " last_error = CASE WHEN ? >= coalesce(last_error_at, 0) THEN ? ELSE last_error END"
     " WHERE id = ?"
 )
+_REQUEST_COLUMNS = (
+    "id", "created_at", "endpoint", "client_key_id", "model", "provider_id", "upstream_model",
+    "stream", "status", "status_code", "latency_ms", "ttft_ms", "prompt_tokens",
+    "completion_tokens", "total_tokens", "cost", "currency", "attempts", "error", "trace",
+)  # fmt: skip
+_ATTEMPT_COLUMNS = (
+    "request_id", "n", "provider_id", "started_at", "status", "status_code", "latency_ms", "error",
+)  # fmt: skip
+
+
+# What one bad row can raise: a constraint, a value the database cannot hold, a wrong type.
+_ROW_ERRORS: tuple[type[Exception], ...] = (*DatabaseError, OverflowError, ValueError, TypeError)
+
+
+def update_provider_sql(db: Database) -> str:
+    return _UPDATE_PROVIDER.format(
+        last_used=db.greatest("coalesce(last_used_at, 0)", "?"),
+        last_error=db.greatest("coalesce(last_error_at, 0)", "?"),
+    )
+
+
+def upsert_auth_failure_sql(db: Database) -> str:
+    least = "LEAST" if db.dialect == "postgresql" else "min"
+    return _UPSERT_AUTH_FAILURE.format(
+        least=f"{least}(auth_failures.first_at, excluded.first_at)",
+        greatest=db.greatest("auth_failures.last_at", "excluded.last_at"),
+    )
 
 
 def _request_row(r: RequestRecord) -> tuple[Any, ...]:
@@ -280,6 +302,8 @@ class Recorder:
         self._auth_queued = False
         self._dropped_unreported = 0
         self._last_warning = -math.inf
+        self._update_provider = update_provider_sql(db)
+        self._upsert_auth_failure = upsert_auth_failure_sql(db)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="recorder")
@@ -398,7 +422,7 @@ class Recorder:
                 # Not shielded: stop() cancels a write only when its time is up, and then the
                 # transaction rolls back and its rows are counted as not written.
                 await self._write(batch, auth)
-            except sqlite3.Error as exc:
+            except Unwritable as exc:
                 self.last_error = _cause(exc)
                 if self.healthy:
                     self.healthy = False
@@ -446,20 +470,20 @@ class Recorder:
         auth: dict[tuple[int, str, str, str], list[int]] | None = None,
     ) -> None:
         """Write ``batch`` (and the failed-auth counts). A database that cannot be written
-        raises :class:`sqlite3.OperationalError` for the caller to retry; a row the database
-        refuses is dropped alone, the rest of its batch written."""
+        raises one of :data:`~router.store.db.Unwritable` for the caller to retry; a row the
+        database refuses is dropped alone, the rest of its batch written."""
         try:
             try:
                 await self._write_rows(batch, auth)
-            except sqlite3.IntegrityError as exc:
-                if "FOREIGN KEY" not in str(exc):
+            except IntegrityError as exc:
+                if not is_foreign_key_error(exc):
                     raise
                 # A provider was deleted while a request it served was still queued (its first
                 # one, or one from another process): keep the history under a stand-in.
                 await self._write_rows(batch, auth, stand_ins=True)
-        except sqlite3.OperationalError:
+        except Unwritable:
             raise
-        except (sqlite3.Error, OverflowError, ValueError, TypeError):
+        except _ROW_ERRORS:
             if len(batch) <= 1:
                 self.failed += len(batch)
                 self.rows_dropped += len(batch)
@@ -487,20 +511,21 @@ class Recorder:
             if stand_ins:
                 await _add_stand_ins(conn, batch)
             if batch:
-                await conn.executemany(_INSERT_REQUEST, [_request_row(r) for r in batch])
+                rows = [_request_row(r) for r in batch]
+                await self.db.insert_rows(conn, "requests", _REQUEST_COLUMNS, rows)
                 usage = hourly_sums(batch)
                 await conn.executemany(UPSERT_SQL, usage)
                 for column, rows in latency_sums(usage).items():
                     await conn.executemany(LATENCY_UPSERT_SQL[column], rows)
             attempts = [row for r in batch for row in _attempt_rows(r)]
             if attempts:
-                await conn.executemany(_INSERT_ATTEMPT, attempts)
+                await self.db.insert_rows(conn, "attempts", _ATTEMPT_COLUMNS, attempts)
             updates = _provider_updates(batch)
             if updates:
-                await conn.executemany(_UPDATE_PROVIDER, updates)
+                await conn.executemany(self._update_provider, updates)
             if auth:
                 await conn.executemany(
-                    _UPSERT_AUTH_FAILURE, [(*key, *counts) for key, counts in auth.items()]
+                    self._upsert_auth_failure, [(*key, *counts) for key, counts in auth.items()]
                 )
 
 
@@ -514,13 +539,13 @@ def _drain(queue: asyncio.Queue[RequestRecord | None]) -> Iterable[RequestRecord
         yield item
 
 
-def _cause(exc: sqlite3.Error) -> str:
+def _cause(exc: BaseException) -> str:
     """The database's reason in a few words (no traceback, no SQL)."""
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-async def _add_stand_ins(conn: aiosqlite.Connection, batch: list[RequestRecord]) -> None:
+async def _add_stand_ins(conn: Connection, batch: list[RequestRecord]) -> None:
     """An archived, disabled stand-in row for each provider the batch names that is gone."""
     ids = {r.provider_id for r in batch if r.provider_id} | {
         a.provider_id for r in batch for a in r.attempts

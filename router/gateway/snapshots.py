@@ -2,14 +2,19 @@
 
 A management write in this process calls :meth:`SnapshotManager.rebuild` at once; writes by other
 processes (a second server, the CLI) bump ``config_version``, which :meth:`SnapshotManager.watch`
-polls. Adapters (and their connection pools) are reused across rebuilds while a provider's type
-and config stay the same; replaced ones are closed after a grace period so that requests still
-using them can finish.
+checks every reload interval, and at once when :class:`ConfigChanges` says it changed (on
+PostgreSQL, a trigger sends ``NOTIFY provider_router_config`` on every bump, and
+:meth:`ConfigChanges.follow` listens).
+
+Adapters (and their connection pools) are reused across rebuilds while a provider's type and
+config stay the same; replaced ones are closed after a grace period so that requests still using
+them can finish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 
@@ -26,6 +31,53 @@ from router.store.db import Database
 from router.store.version import config_version
 
 log = logging.getLogger("provider_router.snapshots")
+CONFIG_CHANNEL = "provider_router_config"
+
+
+class ConfigChanges:
+    """Wakes the config watchers early. Each watcher takes a :meth:`subscribe` flag and calls
+    ``await changes.wait(flag, timeout_s)``, which returns when :meth:`notify` was called since
+    its last return, or when the timeout passes. A notification that comes while the watcher is
+    busy (rebuilding for the previous one) is kept in its flag, never lost."""
+
+    def __init__(self) -> None:
+        self._flags: list[asyncio.Event] = []
+        self.notified = 0
+        self.listening = False
+
+    def subscribe(self) -> asyncio.Event:
+        flag = asyncio.Event()
+        self._flags.append(flag)
+        return flag
+
+    def notify(self) -> None:
+        self.notified += 1
+        for flag in self._flags:
+            flag.set()
+
+    @staticmethod
+    async def wait(flag: asyncio.Event, timeout_s: float) -> None:
+        if not flag.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flag.wait(), timeout_s)
+        flag.clear()  # before the caller checks, so a notification from now on wakes it again
+
+    async def follow(self, db: Database, retry_s: float = 1.0) -> None:
+        """Listen for config notifications for good, reconnecting after a lost connection
+        (the watchers' polling covers the gap, and a reconnect wakes them once to catch up)."""
+        while True:
+            lost = asyncio.Event()
+            try:
+                async with db.listen(CONFIG_CHANNEL, lambda _: self.notify(), lost.set):
+                    self.listening = True
+                    self.notify()
+                    await lost.wait()
+                log.warning("Lost the config notification connection; reconnecting")
+            except Exception:
+                log.warning("Could not listen for config changes; polling until it can")
+            finally:
+                self.listening = False
+            await asyncio.sleep(retry_s)
 
 
 class SnapshotManager:
@@ -36,8 +88,10 @@ class SnapshotManager:
         *,
         retire_after_s: float = 60.0,
         timeouts: Timeouts | None = None,
+        changes: ConfigChanges | None = None,
     ):
         self.db = db
+        self.changes = changes or ConfigChanges()
         self.options = options
         self.timeouts = timeouts or Timeouts()
         self.current = Snapshot()
@@ -143,9 +197,11 @@ class SnapshotManager:
         task.add_done_callback(lambda done: self._retiring.pop(done, None))
 
     async def watch(self, interval_s: float) -> None:
-        """Poll ``config_version`` forever; rebuild when another process changed the catalog."""
+        """Check ``config_version`` every ``interval_s`` and on every notification, for good;
+        rebuild when another process changed the catalog."""
+        woken = self.changes.subscribe()
         while True:
-            await asyncio.sleep(interval_s)
+            await self.changes.wait(woken, interval_s)
             try:
                 version = await config_version(self.db)
                 if version != self.current.version:

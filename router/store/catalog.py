@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from router.store.credentials import decode_value
-from router.store.db import Database
+from router.store.db import Database, Row
 from router.store.version import config_version
 
 
@@ -17,10 +16,10 @@ class CatalogData:
     """Everything routing needs, read in one go."""
 
     version: int
-    providers: list[sqlite3.Row]
+    providers: list[Row]
     configs: dict[str, dict[str, Any]]
-    links: list[sqlite3.Row]
-    models: list[sqlite3.Row]
+    links: list[Row]
+    models: list[Row]
 
     @cached_property
     def model_ids(self) -> frozenset[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ import orjson
 
 from router.errors import InvalidRequest, NotFound, PermissionDenied
 from router.store import validation as check
-from router.store.db import Database
+from router.store.db import Database, Row
 from router.store.version import bump_config_version, now_ms
 
 KEY_PREFIX = "pr-"
@@ -48,7 +47,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def key_dict(row: sqlite3.Row) -> dict[str, Any]:
+def key_dict(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
         "name": row["name"],
@@ -154,7 +153,7 @@ async def revoke_key(db: Database, key_id: str) -> dict[str, Any]:
     return await get_key(db, key_id)
 
 
-async def key_table(db: Database) -> tuple[bool, list[sqlite3.Row]]:
+async def key_table(db: Database) -> tuple[bool, list[Row]]:
     """(whether any key was ever created, the usable keys) for the in-memory key table."""
     rows = await db.execute(
         "SELECT id, name, hash, rpm_limit, tpm_limit, models, expires_at, enabled, revoked_at"
@@ -167,7 +166,8 @@ async def key_table(db: Database) -> tuple[bool, list[sqlite3.Row]]:
 async def record_last_used(db: Database, used: dict[str, int]) -> None:
     """Write a batch of ``last_used_at`` stamps (one transaction, never one per request)."""
     if used:
+        latest = db.greatest("coalesce(last_used_at, 0)", "?")
         await db.execute_write_many(
-            "UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
+            f"UPDATE api_keys SET last_used_at = {latest} WHERE id = ?",
             [(stamp, key_id) for key_id, stamp in used.items()],
         )

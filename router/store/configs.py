@@ -12,13 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import aiosqlite
-
 from providers.registry import get_adapter_class
 from router.errors import InvalidRequest, NotFound
 from router.store import validation as check
 from router.store.credentials import check_key_current, decode_value, encode_value
-from router.store.db import Database
+from router.store.db import Connection, Database
 from router.store.lookups import require_provider
 from router.store.version import bump_config_version, now_ms
 
@@ -55,7 +53,7 @@ def validate_config(type_name: str, config: Any, *, partial: bool) -> dict[str, 
 
 
 async def write_config(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     provider_id: str,
     type_name: str,
     config: Mapping[str, Any],

@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import aiosqlite
 import orjson
 
 from router.errors import RouterError
 from router.redact import remember
 from router.secrets import Cipher, SecretKeyError, is_encrypted, key_id_of, row_context
-from router.store.db import Database
+from router.store.db import Connection, Database
 
 log = logging.getLogger("provider_router.credentials")
 
@@ -89,7 +88,7 @@ async def prepare_credentials(db: Database) -> int:
     return encrypted
 
 
-async def check_key_current(conn: aiosqlite.Connection, cipher: Cipher | None) -> None:
+async def check_key_current(conn: Connection, cipher: Cipher | None) -> None:
     """Refuse to encrypt with a key the stored credentials no longer use.
 
     After ``secrets rotate`` in another process, a server still holding the old key would

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +15,7 @@ import orjson
 
 from router.errors import InvalidRequest, NotFound
 from router.store import validation as check
-from router.store.db import Database
+from router.store.db import Database, Row
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
@@ -79,7 +78,7 @@ def parse_limit(value: str | None) -> int:
     return int(value)
 
 
-def _request_dict(row: sqlite3.Row) -> dict[str, Any]:
+def _request_dict(row: Row) -> dict[str, Any]:
     data = dict(row)
     data["stream"] = bool(data["stream"])
     return data

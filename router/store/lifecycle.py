@@ -55,13 +55,19 @@ async def _delete_or_archive(
     *,
     queued: bool,
     history: str,
+    lock: str | None = None,
     archive: str,
     delete: tuple[str, ...],
 ) -> dict[str, Any]:
     """Archive ``item_id`` when ``history`` (an ``EXISTS`` query on ``:id``) finds any or rows
     naming it are still ``queued``, else run the ``delete`` statements; all in one transaction,
-    so no history row can slip in between the check and the delete."""
+    so no history row can slip in between the check and the delete. ``lock`` (a ``SELECT``
+    of the row) runs first with the backend's row lock: SQLite's one writer already keeps
+    others out, PostgreSQL's ``FOR UPDATE`` waits for (and then sees) any transaction still
+    inserting history that references the row."""
     async with db.transaction() as conn:
+        if lock is not None:
+            await conn.execute(lock + db.row_lock, {"id": item_id})
         async with conn.execute(history, {"id": item_id}) as cursor:
             found = await cursor.fetchone()
         keep = queued or bool(found and found[0])
@@ -88,6 +94,7 @@ async def delete_provider(
         provider_id,
         queued=provider_id in pending,
         history=_PROVIDER_HISTORY,
+        lock="SELECT 1 FROM providers WHERE id = :id",
         archive="UPDATE providers SET archived_at = coalesce(archived_at, :now), enabled = 0,"
         " updated_at = :now WHERE id = :id",
         # Config rows and links go with it (ON DELETE CASCADE).

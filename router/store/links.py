@@ -5,12 +5,11 @@ Each write is validated first and runs in one transaction that bumps ``config_ve
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from router.errors import Conflict
 from router.store import validation as check
-from router.store.db import Database
+from router.store.db import Database, IntegrityError, Row
 from router.store.lookups import require_link, require_provider
 from router.store.models import insert_model
 from router.store.version import bump_config_version, now_ms, write_one
@@ -25,7 +24,7 @@ LINK_FIELDS = (
 )
 
 
-def link_dict(row: sqlite3.Row) -> dict[str, Any]:
+def link_dict(row: Row) -> dict[str, Any]:
     """A ``provider_models`` row as the API shows it."""
     return {
         "provider_id": row["provider_id"],
@@ -84,7 +83,7 @@ async def link_model(db: Database, provider_id: str, data: Any) -> dict[str, Any
                 ),
             )
             await bump_config_version(conn)
-    except sqlite3.IntegrityError:
+    except IntegrityError:
         raise Conflict(
             f"Model {model!r} is already linked to provider {provider_id!r}.", param="model_id"
         ) from None
@@ -106,7 +105,8 @@ async def set_default(db: Database, provider_id: str, model_id: str) -> list[dic
     await require_link(db, provider_id, model_id)
     await write_one(
         db,
-        "UPDATE provider_models SET is_default = (model_id = ?) WHERE provider_id = ?",
+        "UPDATE provider_models SET is_default = CASE WHEN model_id = ? THEN 1 ELSE 0 END"
+        " WHERE provider_id = ?",
         (model_id, provider_id),
     )
     return await list_links(db, provider_id)

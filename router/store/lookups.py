@@ -7,13 +7,11 @@ provider or link exists before they write, without importing each other.
 
 from __future__ import annotations
 
-import sqlite3
-
 from router.errors import NotFound
-from router.store.db import Database
+from router.store.db import Database, Row
 
 
-async def require_provider(db: Database, provider_id: str) -> sqlite3.Row:
+async def require_provider(db: Database, provider_id: str) -> Row:
     """The provider's ``providers`` row; :class:`NotFound` when there is none."""
     row = await db.execute_one("SELECT * FROM providers WHERE id = ?", (provider_id,))
     if row is None:
@@ -21,7 +19,7 @@ async def require_provider(db: Database, provider_id: str) -> sqlite3.Row:
     return row
 
 
-async def require_model(db: Database, model_id: str) -> sqlite3.Row:
+async def require_model(db: Database, model_id: str) -> Row:
     """The model's ``models`` row; :class:`NotFound` when there is none."""
     row = await db.execute_one("SELECT * FROM models WHERE id = ?", (model_id,))
     if row is None:
@@ -29,7 +27,7 @@ async def require_model(db: Database, model_id: str) -> sqlite3.Row:
     return row
 
 
-async def require_link(db: Database, provider_id: str, model_id: str) -> sqlite3.Row:
+async def require_link(db: Database, provider_id: str, model_id: str) -> Row:
     """The ``provider_models`` row linking the two; :class:`NotFound` for a missing provider or
     link."""
     await require_provider(db, provider_id)

@@ -3,21 +3,19 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-import aiosqlite
 import orjson
 
 from router.errors import Conflict, InvalidRequest
 from router.store import validation as check
-from router.store.db import Database
+from router.store.db import Connection, Database, IntegrityError, Row
 from router.store.lookups import require_model
 from router.store.version import bump_config_version, now_ms, set_fields
 
 
-def model_dict(row: sqlite3.Row) -> dict[str, Any]:
+def model_dict(row: Row) -> dict[str, Any]:
     """A ``models`` row as the API shows it."""
     return {
         "id": row["id"],
@@ -30,7 +28,7 @@ def model_dict(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
-async def insert_model(conn: aiosqlite.Connection, data: Mapping[str, Any]) -> None:
+async def insert_model(conn: Connection, data: Mapping[str, Any]) -> None:
     """Insert a validated model in the caller's transaction."""
     stamp = now_ms()
     capabilities = data.get("capabilities")
@@ -73,7 +71,7 @@ async def create_model(db: Database, data: Any) -> dict[str, Any]:
         async with db.transaction() as conn:
             await insert_model(conn, data)
             await bump_config_version(conn)
-    except sqlite3.IntegrityError:
+    except IntegrityError:
         raise Conflict(f"A model with id {data['id']!r} already exists.", param="id") from None
     return await get_model(db, data["id"])
 

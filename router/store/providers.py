@@ -8,7 +8,6 @@ routing snapshot. Enabling, deleting (or archiving) and restoring is in
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import orjson
@@ -24,7 +23,7 @@ from router.store.configs import (
     without_masked,
     write_config,
 )
-from router.store.db import Database
+from router.store.db import Database, IntegrityError, Row, is_unique_error
 from router.store.links import list_links
 from router.store.lookups import require_provider
 from router.store.version import bump_config_version, now_ms, set_fields
@@ -68,13 +67,13 @@ async def create_provider(db: Database, data: Any) -> dict[str, Any]:
             )
             await write_config(conn, provider_id, type_name, config, db)
             await bump_config_version(conn)
-    except sqlite3.IntegrityError as exc:
+    except IntegrityError as exc:
         raise _name_conflict(exc, provider_id, name) from None
     return await get_provider(db, provider_id)
 
 
-def _name_conflict(exc: sqlite3.IntegrityError, provider_id: str, name: str) -> Conflict:
-    if "providers.name" in str(exc):
+def _name_conflict(exc: Exception, provider_id: str, name: str) -> Conflict:
+    if is_unique_error(exc, "providers", "name"):
         return Conflict(f"A provider named {name!r} already exists.", param="name")
     return Conflict(f"A provider with id {provider_id!r} already exists.", param="id")
 
@@ -126,12 +125,12 @@ async def update_provider(db: Database, provider_id: str, data: Any) -> dict[str
             if config:
                 await write_config(conn, provider_id, current["type"], config, db)
             await bump_config_version(conn)
-    except sqlite3.IntegrityError as exc:
+    except IntegrityError as exc:
         raise _name_conflict(exc, provider_id, str(changes.get("name"))) from None
     return await get_provider(db, provider_id)
 
 
-def provider_dict(row: sqlite3.Row) -> dict[str, Any]:
+def provider_dict(row: Row) -> dict[str, Any]:
     """A ``providers`` row as the API shows it (without config and links)."""
     return {
         "id": row["id"],

@@ -12,7 +12,6 @@ long prune never holds the writer for long; it runs with the history's pruning
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -21,7 +20,7 @@ import orjson
 
 from router.errors import InvalidRequest
 from router.store import validation as check
-from router.store.db import Database
+from router.store.db import Database, Row
 
 
 class _Every:
@@ -58,9 +57,13 @@ _COLUMNS = (
     "id, created_at, client_key_id, request_id, model, status, previous_response_id,"
     " input_items, response"
 )
+# A retried write of the same id replaces the row (SQLite and PostgreSQL both take this form).
+_REPLACE = ", ".join(
+    f"{column} = excluded.{column}" for column in _COLUMNS.replace(" ", "").split(",")[1:]
+)
 
 
-def _from_row(row: sqlite3.Row) -> StoredResponse:
+def _from_row(row: Row) -> StoredResponse:
     return StoredResponse(
         row["id"], row["created_at"], row["client_key_id"], row["request_id"], row["model"],
         row["status"], row["previous_response_id"], orjson.loads(row["input_items"]),
@@ -71,11 +74,12 @@ def _from_row(row: sqlite3.Row) -> StoredResponse:
 async def save_response(db: Database, stored: StoredResponse) -> None:
     """Insert one response (a retried write of the same id replaces it)."""
     await db.execute_write(
-        f"INSERT OR REPLACE INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO responses ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        f" ON CONFLICT (id) DO UPDATE SET {_REPLACE}",
         (
             stored.id, stored.created_at, stored.client_key_id, stored.request_id, stored.model,
-            stored.status, stored.previous_response_id, orjson.dumps(stored.input_items),
-            orjson.dumps(stored.response),
+            stored.status, stored.previous_response_id,
+            orjson.dumps(stored.input_items).decode(), orjson.dumps(stored.response).decode(),
         ),
     )  # fmt: skip
 
@@ -94,7 +98,7 @@ async def conversation(db: Database, response_id: str, owner: Owner) -> list[Sto
     see it. The chain stops at a response that was deleted or belongs to someone else."""
     rows = await db.execute(
         f"""WITH RECURSIVE chain(n, id) AS (
-                SELECT 0, ?
+                SELECT 0, CAST(? AS TEXT)
                 UNION ALL
                 SELECT chain.n + 1, r.previous_response_id FROM responses r JOIN chain
                 ON r.id = chain.id WHERE r.previous_response_id IS NOT NULL AND chain.n < ?
@@ -119,7 +123,8 @@ async def delete_response(db: Database, response_id: str, owner: Owner) -> bool:
         changed = await db.execute_write("DELETE FROM responses WHERE id = ?", (response_id,))
     else:
         changed = await db.execute_write(
-            "DELETE FROM responses WHERE id = ? AND client_key_id IS ?", (response_id, owner)
+            "DELETE FROM responses WHERE id = ? AND client_key_id IS NOT DISTINCT FROM ?",
+            (response_id, owner),
         )
     return changed > 0
 

@@ -19,6 +19,11 @@ The file shrinks afterwards through SQLite's incremental vacuum: new databases a
 (:func:`release_space`), then the WAL is truncated. An existing database created before this
 needs one full ``VACUUM`` to switch modes (:func:`ensure_incremental` decides when; see
 docs/operations.md).
+
+On PostgreSQL the same batches delete the same rows; the space is left to autovacuum, which
+marks the freed tuples reusable without blocking writers (a plain ``VACUUM`` would only do the
+same sooner, and ``VACUUM FULL`` would lock the tables), so :func:`release_space` reports 0 and
+neither the PRAGMAs nor :func:`vacuum` apply there (docs/postgresql.md).
 """
 
 from __future__ import annotations
@@ -27,14 +32,14 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import sqlite3
+import sqlite3  # the one-off VACUUM on a SQLite file (CLI, start-up)
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from router.store import responses, rollup
-from router.store.db import Database
+from router.store.db import Database, DatabaseError
 
 log = logging.getLogger("provider_router.retention")
 
@@ -64,6 +69,8 @@ PRUNERS: list[tuple[str, Pruner]] = [
     ("auth_failures", _prune_auth_failures),
     ("responses", responses.prune_before),
 ]
+# What a pruning pass may meet and survive until the next one (full disk, locked file, outage).
+_PRUNE_ERRORS: tuple[type[Exception], ...] = (*DatabaseError, OSError)
 _TIME_COLUMNS = {"auth_failures": "minute"}  # the rest use created_at
 
 
@@ -114,7 +121,7 @@ async def cutoff(
 async def _delete_batch(db: Database, before: int, limit: int) -> tuple[int, int]:
     """One transaction: the oldest ``limit`` requests before ``before`` and their attempts."""
     oldest = (
-        "SELECT id FROM requests INDEXED BY requests_created WHERE created_at < :before"
+        f"SELECT id FROM requests {db.index_hint('requests_created')} WHERE created_at < :before"
         " ORDER BY created_at, id LIMIT :limit"
     )
     args = {"before": before, "limit": limit}
@@ -140,7 +147,7 @@ async def prune(
     result = PruneResult(before=before, dry_run=dry_run)
     if dry_run:
         row = await db.execute_one(
-            "SELECT COUNT(*) AS n, coalesce(SUM(attempts), 0) AS a FROM requests"
+            "SELECT COUNT(*) AS n, CAST(coalesce(SUM(attempts), 0) AS BIGINT) AS a FROM requests"
             " WHERE created_at < ?",
             (before,),
         )
@@ -178,9 +185,10 @@ async def prune(
                 break
             await asyncio.sleep(pause_s)
         result.others[name] = total
+    newest = db.greatest("CAST(settings.value AS BIGINT)", "CAST(excluded.value AS BIGINT)")
     await db.execute_write(
         "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET"
-        " value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+        f" value = CAST({newest} AS TEXT)",
         (rollup.PRUNED_BEFORE_KEY, str(before)),
     )
     result.freed_bytes = await release_space(db, pause_s=pause_s)
@@ -189,7 +197,10 @@ async def prune(
 
 async def release_space(db: Database, *, pause_s: float = 0.0) -> int:
     """Give free pages back to the file system, a slice per transaction, then truncate the WAL.
-    Returns the bytes the database file shrank by (0 when it is not in incremental mode)."""
+    Returns the bytes the database file shrank by (0 when it is not in incremental mode, and
+    always on PostgreSQL, where autovacuum makes the space reusable)."""
+    if db.dialect != "sqlite":
+        return 0
     size_before = _file_size(db.path)
     mode = await db.execute_one("PRAGMA auto_vacuum")
     if mode is None or mode[0] != INCREMENTAL:
@@ -310,7 +321,7 @@ class HistoryPruner:
         while True:
             try:
                 await self.run_once()
-            except sqlite3.Error as exc:
+            except _PRUNE_ERRORS as exc:
                 # The disk may be full or the file locked: try again next time, quietly.
                 log.warning("Could not prune the history: %s; will retry", exc)
             await asyncio.sleep(self.interval_s)

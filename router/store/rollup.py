@@ -22,12 +22,11 @@ bucket that holds the rank, as Prometheus's ``histogram_quantile`` does).
 from __future__ import annotations
 
 import math
-import sqlite3
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from router.store.db import Database
+from router.store.db import Connection, Database
 
 HOUR_MS = 3_600_000
 # Upper edges, exclusive: bucket i holds latencies in [edge[i-1], edge[i]); the last bucket holds
@@ -46,7 +45,8 @@ PRUNED_BEFORE_KEY = "history_pruned_before"
 LATENCY_TABLES = {"provider_id": "latency_by_provider", "model": "latency_by_model"}
 _KEYS = "hour, endpoint, provider_id, model, client_key_id"
 _SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost")
-_ADD = ", ".join(f"{c} = {c} + excluded.{c}" for c in (*_SUMS, *LATENCY_COLUMNS))
+# Qualified: PostgreSQL finds a bare column name ambiguous beside ``excluded``.
+_ADD = ", ".join(f"{c} = usage_hourly.{c} + excluded.{c}" for c in (*_SUMS, *LATENCY_COLUMNS))
 UPSERT_SQL = (
     f"INSERT INTO usage_hourly ({_KEYS}, {', '.join(_SUMS)}, {', '.join(LATENCY_COLUMNS)})"
     f" VALUES ({', '.join('?' * (5 + len(_SUMS) + BUCKETS))})"
@@ -58,7 +58,7 @@ LATENCY_UPSERT_SQL = {
     column: (
         f"INSERT INTO {table} (hour, {column}, {', '.join(LATENCY_COLUMNS)})"
         f" VALUES ({', '.join('?' * (2 + BUCKETS))}) ON CONFLICT (hour, {column}) DO UPDATE SET"
-        f" {', '.join(f'{c} = {c} + excluded.{c}' for c in LATENCY_COLUMNS)}"
+        f" {', '.join(f'{c} = {table}.{c} + excluded.{c}' for c in LATENCY_COLUMNS)}"
     )
     for column, table in LATENCY_TABLES.items()
 }
@@ -69,36 +69,49 @@ def latency_bucket(latency_ms: float) -> int:
     return bisect_right(LATENCY_EDGES_MS, latency_ms)
 
 
-def backfill(conn: sqlite3.Connection, since: int, until: int) -> None:
-    """Roll up the ``requests`` rows in ``[since, until)`` (adding to what is there): for rows
-    written straight into the table, not through the recorder."""
-    window = {"since": since, "until": until}
-    conn.execute(_backfill_usage_sql(), window)
-    buckets = ", ".join(f"SUM(b = {i})" for i in range(BUCKETS))
-    for column, table in LATENCY_TABLES.items():
-        conn.execute(
-            f"INSERT INTO {table} (hour, {column}, {', '.join(LATENCY_COLUMNS)})"
-            f" SELECT created_at - created_at % 3600000, coalesce({column}, ''), {buckets}"
-            f" FROM (SELECT *, {latency_bucket_sql('latency_ms')} AS b FROM requests"
-            " WHERE created_at >= :since AND created_at < :until)"
-            f" WHERE true GROUP BY 1, 2 ON CONFLICT (hour, {column}) DO UPDATE SET"
-            f" {', '.join(f'{c} = {c} + excluded.{c}' for c in LATENCY_COLUMNS)}",
-            window,
-        )
+# Boolean sums spelled so both SQLite and PostgreSQL take them.
+_ERRORS = "SUM(CASE WHEN status = 'success' THEN 0 ELSE 1 END)"
 
 
-def _backfill_usage_sql() -> str:
-    buckets = ", ".join(f"SUM(b = {i})" for i in range(BUCKETS))
-    return (
+def backfill_sql() -> list[str]:
+    """The statements that roll up the ``requests`` rows in ``[:since, :until)`` (adding to what
+    is there), valid on SQLite and PostgreSQL."""
+    buckets = ", ".join(f"SUM(CASE WHEN b = {i} THEN 1 ELSE 0 END)" for i in range(BUCKETS))
+    rows = (
+        f"(SELECT *, {latency_bucket_sql('latency_ms')} AS b FROM requests"
+        " WHERE created_at >= :since AND created_at < :until) AS r"
+    )
+    statements = [
         f"INSERT INTO usage_hourly ({_KEYS}, {', '.join(_SUMS)}, {', '.join(LATENCY_COLUMNS)})"
         " SELECT created_at - created_at % 3600000, endpoint, coalesce(provider_id, ''),"
-        " coalesce(model, ''), coalesce(client_key_id, ''), COUNT(*), SUM(status != 'success'),"
+        " coalesce(model, ''), coalesce(client_key_id, ''), COUNT(*),"
+        f" {_ERRORS},"
         " coalesce(SUM(prompt_tokens), 0), coalesce(SUM(completion_tokens), 0),"
         f" coalesce(SUM(total_tokens), 0), coalesce(SUM(cost), 0.0), {buckets}"
-        f" FROM (SELECT *, {latency_bucket_sql('latency_ms')} AS b FROM requests"
-        " WHERE created_at >= :since AND created_at < :until)"
-        f" WHERE true GROUP BY 1, 2, 3, 4, 5 ON CONFLICT ({_KEYS}) DO UPDATE SET {_ADD}"
-    )
+        f" FROM {rows} WHERE true GROUP BY 1, 2, 3, 4, 5"
+        f" ON CONFLICT ({_KEYS}) DO UPDATE SET {_ADD}"
+    ]
+    for column, table in LATENCY_TABLES.items():
+        statements.append(
+            f"INSERT INTO {table} (hour, {column}, {', '.join(LATENCY_COLUMNS)})"
+            f" SELECT created_at - created_at % 3600000, coalesce({column}, ''), {buckets}"
+            f" FROM {rows} WHERE true GROUP BY 1, 2 ON CONFLICT (hour, {column}) DO UPDATE SET"
+            f" {', '.join(f'{c} = {table}.{c} + excluded.{c}' for c in LATENCY_COLUMNS)}"
+        )
+    return statements
+
+
+def backfill(conn: Any, since: int, until: int) -> None:
+    """Roll up the ``requests`` rows in ``[since, until)`` on a plain (synchronous) sqlite3
+    connection: for rows written straight into the table, not through the recorder."""
+    for sql in backfill_sql():
+        conn.execute(sql, {"since": since, "until": until})
+
+
+async def backfill_in(conn: Connection, since: int, until: int) -> None:
+    """:func:`backfill` inside a write transaction of either backend."""
+    for sql in backfill_sql():
+        await conn.execute(sql, {"since": since, "until": until})
 
 
 def latency_bucket_sql(column: str) -> str:
@@ -142,6 +155,11 @@ async def pruned_before(db: Database) -> int:
     return int(row["value"]) if row is not None else 0
 
 
+def _int(expression: str) -> str:
+    # PostgreSQL sums BIGINTs into NUMERIC (read back as Decimal); SQLite's sums stay integers.
+    return f"CAST({expression} AS BIGINT)"
+
+
 def sums_sql(group_column: str, *, bucket: bool) -> str:
     """Sum ``usage_hourly``'s counts over ``[:h1, :h2)`` per group (and per time bucket of
     ``:bucket`` ms from ``:since`` when ``bucket``)."""
@@ -151,9 +169,10 @@ def sums_sql(group_column: str, *, bucket: bool) -> str:
         keys = f"(hour - :since) / :bucket AS b, {keys}"
         groups = "b, grp"
     return (
-        f"SELECT {keys}, SUM(requests) AS requests, SUM(errors) AS errors,"
-        " SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens,"
-        " SUM(total_tokens) AS tokens, SUM(cost) AS cost"
+        f"SELECT {keys}, {_int('SUM(requests)')} AS requests, {_int('SUM(errors)')} AS errors,"
+        f" {_int('SUM(prompt_tokens)')} AS prompt_tokens,"
+        f" {_int('SUM(completion_tokens)')} AS completion_tokens,"
+        f" {_int('SUM(total_tokens)')} AS tokens, SUM(cost) AS cost"
         f" FROM usage_hourly WHERE hour >= :h1 AND hour < :h2 GROUP BY {groups}"
     )
 
@@ -166,7 +185,7 @@ def latency_sql(group_column: str, *, bucket: bool) -> str:
     if bucket:
         keys = f"(hour - :since) / :bucket AS b, {keys}"
         groups = "b, grp"
-    histogram = ", ".join(f"SUM({c}) AS {c}" for c in LATENCY_COLUMNS)
+    histogram = ", ".join(f"{_int(f'SUM({c})')} AS {c}" for c in LATENCY_COLUMNS)
     return (
         f"SELECT {keys}, {histogram} FROM {LATENCY_TABLES[group_column]}"
         f" WHERE hour >= :h1 AND hour < :h2 GROUP BY {groups}"
@@ -183,9 +202,10 @@ def edges_sql(group_column: str, *, bucket: bool) -> str:
         groups = "b, grp, bin"
     return (
         f"SELECT {keys}, {latency_bucket_sql('latency_ms')} AS bin, COUNT(*) AS requests,"
-        " SUM(status != 'success') AS errors, coalesce(SUM(prompt_tokens), 0) AS prompt_tokens,"
-        " coalesce(SUM(completion_tokens), 0) AS completion_tokens,"
-        " coalesce(SUM(total_tokens), 0) AS tokens, coalesce(SUM(cost), 0.0) AS cost"
+        f" {_int(_ERRORS)} AS errors,"
+        f" {_int('coalesce(SUM(prompt_tokens), 0)')} AS prompt_tokens,"
+        f" {_int('coalesce(SUM(completion_tokens), 0)')} AS completion_tokens,"
+        f" {_int('coalesce(SUM(total_tokens), 0)')} AS tokens, coalesce(SUM(cost), 0.0) AS cost"
         " FROM requests WHERE (created_at >= :since AND created_at < :h1)"
         f" OR (created_at >= :h2 AND created_at < :until) GROUP BY {groups}"
     )

@@ -28,18 +28,18 @@ INDEXES = {"provider": "requests_stats_provider", "model": "requests_stats_model
 SUMS_SQL = """
 SELECT {column} AS grp,
        COUNT(*) AS requests,
-       SUM(status != 'success') AS errors,
-       coalesce(SUM(prompt_tokens), 0) AS prompt_tokens,
-       coalesce(SUM(completion_tokens), 0) AS completion_tokens,
-       coalesce(SUM(total_tokens), 0) AS total_tokens,
+       CAST(SUM(CASE WHEN status = 'success' THEN 0 ELSE 1 END) AS BIGINT) AS errors,
+       CAST(coalesce(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens,
+       CAST(coalesce(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens,
+       CAST(coalesce(SUM(total_tokens), 0) AS BIGINT) AS total_tokens,
        coalesce(SUM(cost), 0.0) AS cost
-FROM requests INDEXED BY {index}
+FROM requests {hint}
 WHERE created_at >= :since AND created_at < :until
 GROUP BY {column}
 """
 NTH_LATENCY_SQL = """
-SELECT latency_ms FROM requests INDEXED BY {index}
-WHERE {column} IS :grp AND created_at >= :since AND created_at < :until
+SELECT latency_ms FROM requests {hint}
+WHERE {column} IS NOT DISTINCT FROM :grp AND created_at >= :since AND created_at < :until
 ORDER BY latency_ms LIMIT 1 OFFSET :offset
 """
 
@@ -70,14 +70,14 @@ async def usage_stats(db: Database, params: Mapping[str, str]) -> dict[str, Any]
     until = parse_time(params, "until", MAX_TIME_MS)
     if until < since:
         raise InvalidRequest("Parameter 'until' must not be before 'since'.", param="until")
-    column, index = GROUPS[group_by], INDEXES[group_by]
+    column, hint = GROUPS[group_by], db.index_hint(INDEXES[group_by])
     if since < await rollup.pruned_before(db):
         data = await _rolled_up(db, group_by, since, until)
         return {"group_by": group_by, "since": since, "until": until, "rolled_up": True,
                 "data": data}  # fmt: skip
     window = {"since": since, "until": until}
-    rows = await db.execute(SUMS_SQL.format(column=column, index=index), window)
-    nth = NTH_LATENCY_SQL.format(column=column, index=index)
+    rows = await db.execute(SUMS_SQL.format(column=column, hint=hint), window)
+    nth = NTH_LATENCY_SQL.format(column=column, hint=hint)
     data = []
     for row in rows:
         entry = {

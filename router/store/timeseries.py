@@ -19,14 +19,13 @@ Measured with ``python -m bench.stats --overview`` (bench/README.md).
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from router.errors import InvalidRequest
 from router.store import rollup
-from router.store.db import Database
+from router.store.db import Database, Row
 from router.store.history import parse_time
 from router.store.stats import GROUPS, group_by_param
 
@@ -40,15 +39,18 @@ ROLLUP_SPAN_MS = 2 * 24 * 3600 * 1000
 _SELECT = """
 SELECT {keys},
        COUNT(*) AS requests,
-       SUM(status != 'success') AS errors,
-       coalesce(SUM(total_tokens), 0) AS tokens,
+       CAST(SUM(CASE WHEN status = 'success' THEN 0 ELSE 1 END) AS BIGINT) AS errors,
+       CAST(coalesce(SUM(total_tokens), 0) AS BIGINT) AS tokens,
        coalesce(SUM(cost), 0.0) AS cost
-FROM requests INDEXED BY requests_timeseries
+FROM requests {hint}
 WHERE created_at >= :since AND created_at < :until
 GROUP BY {groups}
 """
 _BUCKET = "(created_at - :since) / :bucket AS b"
-_BIN = f"CAST(log2(latency_ms + 1) * {BINS_PER_DOUBLING} AS INTEGER) AS bin"
+
+
+def _bin(db: Database) -> str:
+    return f"{db.log2_bin('latency_ms + 1', BINS_PER_DOUBLING)} AS bin"
 
 
 def bin_latency(index: int) -> float:
@@ -81,7 +83,7 @@ class _Totals:
         self.histogram: dict[int, int] = {}
         self.fixed = fixed  # the histogram holds the roll-up's fixed buckets, not log bins
 
-    def add(self, row: sqlite3.Row) -> None:
+    def add(self, row: Row) -> None:
         self.requests += row["requests"]
         self.errors += row["errors"]
         self.tokens += row["tokens"]
@@ -89,7 +91,7 @@ class _Totals:
         if "bin" in row.keys() and row["bin"] is not None:  # noqa: SIM118 - Row: `in` is values
             self.histogram[row["bin"]] = self.histogram.get(row["bin"], 0) + row["requests"]
 
-    def add_counts(self, row: sqlite3.Row) -> None:
+    def add_counts(self, row: Row) -> None:
         """A :func:`rollup.sums_sql` row."""
         self.requests += row["requests"]
         self.errors += row["errors"]
@@ -144,8 +146,12 @@ def parse_window(params: Mapping[str, str], now_ms: int | None = None) -> tuple[
     return since, until, bucket
 
 
-def _query(*keys: str) -> str:
-    return _SELECT.format(keys=", ".join(keys), groups=", ".join(k.split()[-1] for k in keys))
+def _query(db: Database, *keys: str) -> str:
+    return _SELECT.format(
+        keys=", ".join(keys),
+        groups=", ".join(k.split()[-1] for k in keys),
+        hint=db.index_hint("requests_timeseries"),
+    )
 
 
 async def group_totals(
@@ -153,7 +159,7 @@ async def group_totals(
 ) -> tuple[_Totals, dict[Any, _Totals]]:
     """Overall totals and totals per group (with latency percentiles): one scan."""
     rows = await db.execute(
-        _query(f"{GROUPS[group_by]} AS grp", _BIN), {"since": since, "until": until}
+        _query(db, f"{GROUPS[group_by]} AS grp", _bin(db)), {"since": since, "until": until}
     )
     overall = _Totals()
     groups: dict[Any, _Totals] = {}
@@ -185,7 +191,7 @@ async def rolled_up(
     overall_series = [_Totals(fixed=True) for _ in range(count)]
     series: dict[Any, list[_Totals]] = {}
 
-    def places(row: sqlite3.Row) -> tuple[_Totals, ...]:
+    def places(row: Row) -> tuple[_Totals, ...]:
         key = row["grp"]
         found = groups.get(key)
         if found is None:
@@ -249,9 +255,9 @@ async def timeseries(
         overall, groups = await group_totals(db, group_by, since, until)
         series = {key: [_Totals() for _ in range(count)] for key in groups}
         overall_series = [_Totals() for _ in range(count)]
-        for row in await db.execute(_query(_BUCKET, f"{GROUPS[group_by]} AS grp"), window):
+        for row in await db.execute(_query(db, _BUCKET, f"{GROUPS[group_by]} AS grp"), window):
             series[row["grp"]][row["b"]].add(row)
-        for row in await db.execute(_query(_BUCKET, _BIN), window):
+        for row in await db.execute(_query(db, _BUCKET, _bin(db)), window):
             overall_series[row["b"]].add(row)
     data = [
         {

@@ -5,7 +5,6 @@ The UI only shows these; routing never reads them, so a change does not bump ``c
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,14 +12,14 @@ import orjson
 
 from router.errors import InvalidRequest
 from router.store import validation as check
-from router.store.db import Database
+from router.store.db import Database, Row
 from router.store.providers import get_provider
 from router.store.version import now_ms
 
 EMPTY: Mapping[str, Any] = {"display_name": None, "preferences": {}}
 
 
-def _metadata(row: sqlite3.Row) -> dict[str, Any]:
+def _metadata(row: Row) -> dict[str, Any]:
     return {
         "display_name": row["display_name"],
         "preferences": orjson.loads(row["ui_preferences"]) if row["ui_preferences"] else {},

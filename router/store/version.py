@@ -11,9 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiosqlite
-
-from router.store.db import Database, Params
+from router.store.db import Connection, Database, Params
 
 
 def now_ms() -> int:
@@ -21,7 +19,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def bump_config_version(conn: aiosqlite.Connection) -> None:
+async def bump_config_version(conn: Connection) -> None:
     """Bump ``config_version`` inside the caller's write transaction."""
     await conn.execute(
         "UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'config_version'"
@@ -41,9 +39,7 @@ async def write_one(db: Database, sql: str, params: Params) -> None:
         await bump_config_version(conn)
 
 
-async def set_fields(
-    conn: aiosqlite.Connection, table: str, row_id: str, changes: Mapping[str, Any]
-) -> None:
+async def set_fields(conn: Connection, table: str, row_id: str, changes: Mapping[str, Any]) -> None:
     """Set ``changes`` (column -> value) and ``updated_at`` on row ``row_id`` of ``table``, in
     the caller's transaction; nothing when there are no changes. Column names come from code."""
     if changes:

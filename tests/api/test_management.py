@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,8 @@ def completion(text: str = "ok") -> dict[str, Any]:
 
 def catalog_state(settings: Settings) -> dict[str, Any]:
     tables = ("providers", "provider_configs", "models", "provider_models")
-    state: dict[str, Any] = {
-        t: query(settings.database_path, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables
-    }
-    state["version"] = query(
-        settings.database_path, "SELECT value FROM settings WHERE key = 'config_version'"
-    )
+    state: dict[str, Any] = {t: query(settings, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}
+    state["version"] = query(settings, "SELECT value FROM settings WHERE key = 'config_version'")
     return state
 
 
@@ -134,17 +129,14 @@ async def test_test_works_for_an_archived_provider_too(
     upstreams.get("http://up.test/v1/models").respond(json={"object": "list", "data": []})
     async with app_client(settings) as (app, client):
         await make(client)
-        rows_before = query(settings.database_path, "SELECT count(*) FROM providers")
+        rows_before = query(settings, "SELECT count(*) FROM providers")
         # Archive by hand (history would do it): the snapshot holds no adapter for it then.
-        conn = sqlite3.connect(settings.database_path)
-        conn.execute("UPDATE providers SET archived_at = 1, enabled = 0")
-        conn.commit()
-        conn.close()
+        query(settings, "UPDATE providers SET archived_at = 1, enabled = 0")
         await app.services.snapshots.rebuild()  # type: ignore[union-attr]
         assert app.services.snapshots.adapter("up") is None  # type: ignore[union-attr]
         ok = (await client.post("/v1/providers/up/test", headers=ADMIN)).json()
     assert ok["ok"] is True
-    assert query(settings.database_path, "SELECT count(*) FROM providers") == rows_before
+    assert query(settings, "SELECT count(*) FROM providers") == rows_before
 
 
 async def test_reload_gives_the_provider_a_fresh_adapter(settings: Settings) -> None:
@@ -170,9 +162,9 @@ async def test_delete_without_history_removes_rows(
     await make(client)
     deleted = await client.delete("/v1/providers/up", headers=ADMIN)
     assert deleted.json() == {"id": "up", "deleted": True, "archived": False}
-    assert query(settings.database_path, "SELECT count(*) FROM providers") == [(0,)]
-    assert query(settings.database_path, "SELECT count(*) FROM provider_configs") == [(0,)]
-    assert query(settings.database_path, "SELECT count(*) FROM provider_models") == [(0,)]
+    assert query(settings, "SELECT count(*) FROM providers") == [(0,)]
+    assert query(settings, "SELECT count(*) FROM provider_configs") == [(0,)]
+    assert query(settings, "SELECT count(*) FROM provider_models") == [(0,)]
     assert_error(await client.get("/v1/providers/up", headers=ADMIN), 404)
     assert_error(await client.delete("/v1/providers/up", headers=ADMIN), 404)
 
@@ -193,9 +185,7 @@ async def test_delete_with_history_archives_and_restore_brings_it_back(
     history = (await client.get("/v1/requests?provider_id=up", headers=ADMIN)).json()["data"]
     assert len(history) == 1
     assert_error(await client.post("/v1/providers/up/enable", headers=ADMIN), 409)
-    assert query(
-        settings.database_path, "SELECT count(*) FROM requests WHERE provider_id = 'up'"
-    ) == [(1,)]
+    assert query(settings, "SELECT count(*) FROM requests WHERE provider_id = 'up'") == [(1,)]
 
     restored = await client.post("/v1/providers/up/restore", headers=ADMIN)
     assert restored.status_code == 200
@@ -216,15 +206,13 @@ async def test_delete_while_records_are_still_queued_archives_and_keeps_them(
         await make(client)
         assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
         assert app.services is not None and app.services.recorder.queue.qsize() == 1
-        assert query(settings.database_path, "SELECT count(*) FROM requests") == [(0,)]
+        assert query(settings, "SELECT count(*) FROM requests") == [(0,)]
         deleted = await client.delete("/v1/providers/up", headers=ADMIN)
         assert deleted.json() == {"id": "up", "deleted": False, "archived": True}
     # Shutdown wrote the queued row; its provider is still there, archived.
-    assert query(settings.database_path, "SELECT provider_id, status FROM requests") == [
-        ("up", "success")
-    ]
-    assert query(settings.database_path, "SELECT provider_id FROM attempts") == [("up",)]
-    assert query(settings.database_path, "SELECT archived_at IS NOT NULL FROM providers") == [(1,)]
+    assert query(settings, "SELECT provider_id, status FROM requests") == [("up", "success")]
+    assert query(settings, "SELECT provider_id FROM attempts") == [("up",)]
+    assert query(settings, "SELECT archived_at IS NOT NULL FROM providers") == [(1,)]
 
 
 async def test_models_archive_with_history_and_delete_without(
@@ -237,11 +225,11 @@ async def test_models_archive_with_history_and_delete_without(
 
     gone = await client.delete("/v1/models/unused", headers=ADMIN)
     assert gone.json() == {"id": "unused", "deleted": True, "archived": False}
-    assert query(settings.database_path, "SELECT model_id FROM provider_models") == [("gpt-test",)]
+    assert query(settings, "SELECT model_id FROM provider_models") == [("gpt-test",)]
 
     kept = await client.delete("/v1/models/gpt-test", headers=ADMIN)
     assert kept.json() == {"id": "gpt-test", "deleted": False, "archived": True}
-    assert query(settings.database_path, "SELECT model_id FROM provider_models") == [("gpt-test",)]
+    assert query(settings, "SELECT model_id FROM provider_models") == [("gpt-test",)]
     listed = (await client.get("/v1/models")).json()["data"]
     assert [m["id"] for m in listed] == []
     assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 404
@@ -364,8 +352,8 @@ async def test_unlink_and_default(client: httpx.AsyncClient, settings: Settings)
     ]  # fmt: skip
     unlinked = await client.delete("/v1/providers/up/models/org/m2", headers=ADMIN)
     assert unlinked.json() == {"provider_id": "up", "model_id": "org/m2", "deleted": True}
-    assert query(settings.database_path, "SELECT model_id FROM provider_models") == [("gpt-test",)]
-    assert query(settings.database_path, "SELECT id FROM models ORDER BY id") == [
+    assert query(settings, "SELECT model_id FROM provider_models") == [("gpt-test",)]
+    assert query(settings, "SELECT id FROM models ORDER BY id") == [
         ("gpt-test",),
         ("org/m2",),
     ]
@@ -408,10 +396,7 @@ async def test_a_provider_whose_type_is_gone_is_shown_unavailable_and_skipped(
         await make(client)
         await make(client, "gone", priority=9)
         # As if the package that provided its type was uninstalled.
-        conn = sqlite3.connect(settings.database_path)
-        conn.execute("UPDATE providers SET type = 'uninstalled-type' WHERE id = 'gone'")
-        conn.commit()
-        conn.close()
+        query(settings, "UPDATE providers SET type = 'uninstalled-type' WHERE id = 'gone'")
         assert app.services is not None
         await app.services.snapshots.rebuild()
         shown = (await client.get("/v1/providers/gone", headers=ADMIN)).json()
@@ -420,7 +405,7 @@ async def test_a_provider_whose_type_is_gone_is_shown_unavailable_and_skipped(
         answer = await client.post("/v1/chat/completions", json=CHAT)
         assert answer.headers["x-provider-router-provider"] == "up"
         assert_error(await client.post("/v1/providers/gone/test", headers=ADMIN), 400, "type")
-    assert query(settings.database_path, "SELECT id FROM providers ORDER BY id") == [
+    assert query(settings, "SELECT id FROM providers ORDER BY id") == [
         ("gone",),
         ("up",),
     ]

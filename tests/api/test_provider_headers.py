@@ -62,8 +62,8 @@ async def test_the_api_refuses_a_bad_header_naming_it_and_stores_nothing(
         assert_names(put, name)
         whole = {"config": {"baseURL": "http://127.0.0.1:9/v1", "headers": headers}}
         assert_names(await client.put("/v1/providers/q/config", json=whole, headers=ADMIN), name)
-    assert query(settings.database_path, "SELECT id FROM providers") == [("q",)]
-    assert query(settings.database_path, "SELECT key FROM provider_configs WHERE key = 'headers'")\
+    assert query(settings, "SELECT id FROM providers") == [("q",)]
+    assert query(settings, "SELECT key FROM provider_configs WHERE key = 'headers'")\
         == []  # fmt: skip
 
 

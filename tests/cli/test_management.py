@@ -10,7 +10,6 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -18,29 +17,43 @@ import pytest
 from router.cli.main import main
 from router.cli.tomlwriter import dumps
 from router.mock.upstream import MockOptions, MockUpstream
-from tests.helpers import query, serve_asgi
+from router.settings import Settings
+from tests.helpers import TEST_SECRET_KEY, backend_settings, make_settings, query, serve_asgi
 
 SECRET = "sk-cli-secret-abcdef123456"
 
 
-@pytest.fixture
-def cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Any]:
-    """``cli("provider", "list")`` -> (exit code, stdout, stderr), on this test's database."""
-    for name in ("PROVIDER_ROUTER_CONFIG", "PROVIDER_ROUTER_DATABASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    database = f"sqlite:///{tmp_path / 'cli.db'}"
+class Cli:
+    """``cli("provider", "list")`` -> (exit code, stdout, stderr), on this test's database;
+    ``cli.db`` is that database's settings (for ``query``)."""
 
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main([*args, "--database", database])
-        out, err = capsys.readouterr()
+    def __init__(self, db: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+        self.db = db
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        code = main([*args, "--database", self.db.database_url])
+        out, err = self.capsys.readouterr()
         return code, out, err
 
-    yield run
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cli(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Iterator[Cli]:
+    for name in ("PROVIDER_ROUTER_CONFIG", "PROVIDER_ROUTER_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    if request.param == "sqlite":
+        yield Cli(make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'cli.db'}"), capsys)
+        return
+    monkeypatch.setenv("PROVIDER_ROUTER_SECRET_KEY", TEST_SECRET_KEY)
+    yield Cli(backend_settings(request, tmp_path), capsys)
 
 
-def add_openai(cli: Any, provider_id: str = "main", base: str = "http://127.0.0.1:9/v1") -> None:
+def add_openai(cli: Cli, provider_id: str = "main", base: str = "http://127.0.0.1:9/v1") -> None:
     code, _, err = cli("provider", "add", "--id", provider_id, "--name", provider_id, "--type",
                        "openai", "--set", f"baseURL={base}", "--set", f"apiKey={SECRET}",
                        "--set", "timeout=1500", "--model", "gpt-test")  # fmt: skip
@@ -55,9 +68,9 @@ def without_provider_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_provider_add_list_show_edit(cli: Any, tmp_path: Path) -> None:
+def test_provider_add_list_show_edit(cli: Cli, tmp_path: Path) -> None:
     add_openai(cli)
-    assert query(tmp_path / "cli.db", "SELECT key FROM provider_configs ORDER BY key") == [
+    assert query(cli.db, "SELECT key FROM provider_configs ORDER BY key") == [
         ("apiKey",), ("baseURL",), ("timeout",),
     ]  # fmt: skip
     code, out, _ = cli("provider", "list")
@@ -73,8 +86,8 @@ def test_provider_add_list_show_edit(cli: Any, tmp_path: Path) -> None:
 
     code, out, _ = cli("provider", "edit", "main", "--priority", "7", "--unset", "timeout")
     assert code == 0
-    assert query(tmp_path / "cli.db", "SELECT priority FROM providers") == [(7,)]
-    assert ("timeout",) not in query(tmp_path / "cli.db", "SELECT key FROM provider_configs")
+    assert query(cli.db, "SELECT priority FROM providers") == [(7,)]
+    assert ("timeout",) not in query(cli.db, "SELECT key FROM provider_configs")
     code, out, _ = cli("provider", "list", "--json")
     assert [p["priority"] for p in orjson.loads(out)["data"]] == [7]
 
@@ -93,7 +106,7 @@ def test_provider_add_list_show_edit(cli: Any, tmp_path: Path) -> None:
         (("stats", "--since", "yesterday"), "--since"),
     ],
 )
-def test_failures_are_one_sentence_and_exit_1(cli: Any, args: tuple[str, ...], words: str) -> None:
+def test_failures_are_one_sentence_and_exit_1(cli: Cli, args: tuple[str, ...], words: str) -> None:
     code, out, err = cli(*args)
     assert code == 1
     assert out == ""
@@ -102,14 +115,14 @@ def test_failures_are_one_sentence_and_exit_1(cli: Any, args: tuple[str, ...], w
 
 
 def test_add_without_flags_outside_a_terminal_says_what_to_give(
-    cli: Any, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
     code, _, err = cli("provider", "add")
     assert code == 1 and "--name and --type" in err
 
 
-def test_add_asks_in_a_terminal(cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_add_asks_in_a_terminal(cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     answers = iter(["openai", "Asked", "http://127.0.0.1:9/v1", "5", "m1, m2"])
     secrets = iter([SECRET])
@@ -118,39 +131,35 @@ def test_add_asks_in_a_terminal(cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_p
     code, out, err = cli("provider", "add")
     assert code == 0, err
     assert SECRET not in out
-    assert query(tmp_path / "cli.db", "SELECT id, priority FROM providers") == [("asked", 5)]
-    assert query(tmp_path / "cli.db", "SELECT model_id FROM provider_models ORDER BY 1") == [
+    assert query(cli.db, "SELECT id, priority FROM providers") == [("asked", 5)]
+    assert query(cli.db, "SELECT model_id FROM provider_models ORDER BY 1") == [
         ("m1",),
         ("m2",),
     ]
 
 
-def test_enable_disable_remove_restore(cli: Any, tmp_path: Path) -> None:
+def test_enable_disable_remove_restore(cli: Cli, tmp_path: Path) -> None:
     add_openai(cli)
     assert cli("provider", "disable", "main")[0] == 0
-    assert query(tmp_path / "cli.db", "SELECT enabled FROM providers") == [(0,)]
+    assert query(cli.db, "SELECT enabled FROM providers") == [(0,)]
     assert cli("provider", "enable", "main")[0] == 0
-    assert query(tmp_path / "cli.db", "SELECT enabled FROM providers") == [(1,)]
+    assert query(cli.db, "SELECT enabled FROM providers") == [(1,)]
 
-    conn = sqlite3.connect(tmp_path / "cli.db")
-    conn.execute(
+    query(
+        cli.db,
         "INSERT INTO requests (id, created_at, endpoint, model, provider_id, status, status_code,"
         " latency_ms) VALUES ('r1', 1, '/v1/chat/completions', 'gpt-test', 'main', 'success',"
-        " 200, 12.5)"
+        " 200, 12.5)",
     )
-    conn.commit()
-    conn.close()
     code, out, _ = cli("provider", "remove", "main")
     assert code == 0 and "Archived" in out
-    assert query(tmp_path / "cli.db", "SELECT archived_at IS NOT NULL, enabled FROM providers") == [
-        (1, 0)
-    ]
+    assert query(cli.db, "SELECT archived_at IS NOT NULL, enabled FROM providers") == [(1, 0)]
     code, out, _ = cli("provider", "list")
     assert "main" not in out
     code, out, _ = cli("provider", "list", "--archived")
     assert "archived" in out
     assert cli("provider", "restore", "main")[0] == 0
-    assert query(tmp_path / "cli.db", "SELECT archived_at, enabled FROM providers") == [(None, 1)]
+    assert query(cli.db, "SELECT archived_at, enabled FROM providers") == [(None, 1)]
 
     add_openai(cli, "spare")
     code, out, _ = cli("provider", "remove", "spare", "--json")
@@ -165,7 +174,7 @@ def test_enable_disable_remove_restore(cli: Any, tmp_path: Path) -> None:
     assert code == 0 and out.splitlines()[0].startswith("PROVIDER")
 
 
-def test_model_commands(cli: Any, tmp_path: Path) -> None:
+def test_model_commands(cli: Cli, tmp_path: Path) -> None:
     add_openai(cli)
     assert cli("model", "add", "m2", "--name", "Two", "--capability", "chat")[0] == 0
     assert cli("model", "link", "main", "m2", "--upstream-model", "up-m2",
@@ -173,18 +182,18 @@ def test_model_commands(cli: Any, tmp_path: Path) -> None:
     code, out, _ = cli("model", "default", "main", "m2")
     assert code == 0
     links = "SELECT model_id, is_default, upstream_model FROM provider_models ORDER BY 1"
-    assert query(tmp_path / "cli.db", links) == [("gpt-test", 0, None), ("m2", 1, "up-m2")]
+    assert query(cli.db, links) == [("gpt-test", 0, None), ("m2", 1, "up-m2")]
     code, out, _ = cli("model", "list")
     assert "m2" in out and "Two" in out
     assert cli("model", "unlink", "main", "m2")[0] == 0
     code, out, _ = cli("model", "remove", "m2")
     assert code == 0 and "Deleted" in out
-    assert query(tmp_path / "cli.db", "SELECT id FROM models") == [("gpt-test",)]
+    assert query(cli.db, "SELECT id FROM models") == [("gpt-test",)]
     code, out, _ = cli("provider", "models", "main", "--json")
     assert [m["model_id"] for m in orjson.loads(out)["data"]] == ["gpt-test"]
 
 
-async def test_provider_test_and_remote_models_against_a_fake_upstream(cli: Any) -> None:
+async def test_provider_test_and_remote_models_against_a_fake_upstream(cli: Cli) -> None:
     # The CLI runs its own event loop, as it does from a shell: run it in a thread.
     upstream = MockUpstream(MockOptions())
     async with serve_asgi(upstream.app()) as url:
@@ -200,7 +209,7 @@ async def test_provider_test_and_remote_models_against_a_fake_upstream(cli: Any)
     assert (await asyncio.to_thread(cli, "provider", "test"))[0] == 1
 
 
-def test_provider_types_lists_the_builtins(cli: Any) -> None:
+def test_provider_types_lists_the_builtins(cli: Cli) -> None:
     code, out, _ = cli("provider", "types", "--json")
     assert code == 0
     types = {t["type"]: [k["name"] for k in t["config_keys"]] for t in orjson.loads(out)["data"]}
@@ -210,7 +219,7 @@ def test_provider_types_lists_the_builtins(cli: Any) -> None:
 
 
 def test_migrate_from_an_env_file_is_idempotent_and_never_prints_keys(
-    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     without_provider_environment(monkeypatch)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-environment-0001")
@@ -226,30 +235,31 @@ def test_migrate_from_an_env_file_is_idempotent_and_never_prints_keys(
     code, out, _ = cli("migrate", "--env-file", str(env), "--dry-run")
     assert code == 0 and out.count("would create") == 5
     assert SECRET not in out and "sk-ant-from" not in out and "AIza-google" not in out
-    assert query(tmp_path / "cli.db", "SELECT count(*) FROM providers") == [(0,)]
+    assert query(cli.db, "SELECT count(*) FROM providers") == [(0,)]
     assert not list(tmp_path.glob("*.bak"))
 
     code, out, _ = cli("migrate", "--env-file", str(env))
     assert code == 0 and "Created 5 provider(s)." in out and SECRET not in out
-    assert len(list(tmp_path.glob("cli.db.*.before-env-migrate.bak"))) == 1
-    assert query(tmp_path / "cli.db", "SELECT id, type, priority FROM providers ORDER BY id") == [
+    if not cli.db.database_is_postgres:
+        assert len(list(tmp_path.glob("cli.db.*.before-env-migrate.bak"))) == 1
+    assert query(cli.db, "SELECT id, type, priority FROM providers ORDER BY id") == [
         ("anthropic", "anthropic", 0), ("gemini", "gemini", 0), ("lm-studio", "lm-studio", 0),
         ("ollama", "ollama", 10), ("openai", "openai", 0),
     ]  # fmt: skip
-    assert query(tmp_path / "cli.db", "SELECT provider_id, model_id FROM provider_models") == [
+    assert query(cli.db, "SELECT provider_id, model_id FROM provider_models") == [
         ("lm-studio", "qwen-7b")
     ]
-    config = dict(query(tmp_path / "cli.db", "SELECT key, value FROM provider_configs"
+    config = dict(query(cli.db, "SELECT key, value FROM provider_configs"
                                   " WHERE provider_id = 'ollama'"))  # fmt: skip
     assert orjson.loads(config["baseURL"]) == "http://localhost:11434"
 
     code, out, _ = cli("migrate", "--env-file", str(env))
     assert code == 0 and "Nothing to create." in out
-    assert query(tmp_path / "cli.db", "SELECT count(*) FROM providers") == [(5,)]
+    assert query(cli.db, "SELECT count(*) FROM providers") == [(5,)]
 
 
 def test_export_import_round_trip(
-    cli: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     add_openai(cli)
     assert cli("model", "add", "m2", "--capability", "chat")[0] == 0
@@ -281,7 +291,7 @@ def test_export_import_round_trip(
 
 
 def test_import_reports_and_applies_changes(
-    cli: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     add_openai(cli)
     path = tmp_path / "in.toml"
@@ -294,11 +304,11 @@ def test_import_reports_and_applies_changes(
     assert out.splitlines() == [
         "would update provider main: priority", "would link new-one to main",
     ]  # fmt: skip
-    assert query(tmp_path / "cli.db", "SELECT priority FROM providers") == [(0,)]
+    assert query(cli.db, "SELECT priority FROM providers") == [(0,)]
     code, out, _ = cli("import", str(path))
-    assert query(tmp_path / "cli.db", "SELECT priority FROM providers") == [(3,)]
+    assert query(cli.db, "SELECT priority FROM providers") == [(3,)]
     # The secret, left out of the file, is kept.
-    assert ("apiKey",) in query(tmp_path / "cli.db", "SELECT key FROM provider_configs")
+    assert ("apiKey",) in query(cli.db, "SELECT key FROM provider_configs")
     code, out, _ = cli("import", str(path))
     assert out.strip() == "Nothing to change."
     path.write_text("not = [valid")
@@ -306,10 +316,13 @@ def test_import_reports_and_applies_changes(
     assert code == 1 and "not valid TOML" in err
 
 
-def test_backup_copies_the_database(cli: Any, tmp_path: Path) -> None:
+def test_backup_copies_the_database(cli: Cli, tmp_path: Path) -> None:
     add_openai(cli)
     target = tmp_path / "copy.db"
-    code, out, _ = cli("backup", str(target))
+    code, out, err = cli("backup", str(target))
+    if cli.db.database_is_postgres:
+        assert code == 1 and "pg_dump" in err and not target.exists()
+        return
     assert code == 0 and "Backed up" in out
     # Like the key files: the copy holds the history and the encrypted credentials.
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
@@ -320,7 +333,7 @@ def test_backup_copies_the_database(cli: Any, tmp_path: Path) -> None:
     assert code == 1 and "already exists" in err
 
 
-def test_usage_errors_exit_2(cli: Any) -> None:
+def test_usage_errors_exit_2(cli: Cli) -> None:
     with pytest.raises(SystemExit) as caught:
         cli("provider", "frobnicate")
     assert caught.value.code == 2
@@ -342,7 +355,7 @@ def test_the_installed_command_runs_as_a_process(tmp_path: Path) -> None:
     assert [p["id"] for p in orjson.loads(listed.stdout)["data"]] == ["smoke"]
 
 
-def test_a_bad_entry_stops_the_import_before_anything_is_written(cli: Any, tmp_path: Path) -> None:
+def test_a_bad_entry_stops_the_import_before_anything_is_written(cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "in.toml"
     path.write_text(
         '[[models]]\nid = "fine-model"\n\n'
@@ -351,14 +364,16 @@ def test_a_bad_entry_stops_the_import_before_anything_is_written(cli: Any, tmp_p
     )
     code, out, err = cli("import", str(path))
     assert code == 1 and "baseURL" in err and out == ""
-    assert query(tmp_path / "cli.db", "SELECT count(*) FROM providers") == [(0,)]
-    assert query(tmp_path / "cli.db", "SELECT count(*) FROM models") == [(0,)]
+    assert query(cli.db, "SELECT count(*) FROM providers") == [(0,)]
+    assert query(cli.db, "SELECT count(*) FROM models") == [(0,)]
     assert not list(tmp_path.glob("*.bak"))
     path.write_text(path.read_text().replace("config = {}", 'config = { baseURL = "http://x/v1" }'))
     code, out, _ = cli("import", str(path))
-    assert code == 0 and out.startswith("Backed up the database to ")
-    assert len(list(tmp_path.glob("cli.db.*.before-import.bak"))) == 1
-    assert query(tmp_path / "cli.db", "SELECT id FROM providers ORDER BY id") == [
+    assert code == 0
+    if not cli.db.database_is_postgres:  # PostgreSQL's backups are the operator's (pg_dump)
+        assert out.startswith("Backed up the database to ")
+        assert len(list(tmp_path.glob("cli.db.*.before-import.bak"))) == 1
+    assert query(cli.db, "SELECT id FROM providers ORDER BY id") == [
         ("bad",),
         ("good",),
     ]
@@ -371,7 +386,7 @@ def test_the_toml_writer_round_trips_any_text(text: str) -> None:
 
 
 def test_migrate_backup_and_db_status_speak_json(
-    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     without_provider_environment(monkeypatch)
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
@@ -383,13 +398,18 @@ def test_migrate_backup_and_db_status_speak_json(
     assert planned == {"dry_run": True, "existing": [], "backup": None, "created": [openai]}
     code, out, _ = cli("migrate", "--json")
     done = orjson.loads(out)
-    assert code == 0 and done["created"] == planned["created"] and Path(done["backup"]).exists()
+    assert code == 0 and done["created"] == planned["created"]
+    if cli.db.database_is_postgres:
+        assert done["backup"] is None
+    else:
+        assert Path(done["backup"]).exists()
     code, out, _ = cli("migrate", "--json")
     assert orjson.loads(out)["existing"] == ["openai"] and orjson.loads(out)["created"] == []
 
     target = tmp_path / "copy.db"
     code, out, _ = cli("backup", str(target), "--json")
-    assert code == 0 and orjson.loads(out)["backup"] == str(target) and target.exists()
+    if not cli.db.database_is_postgres:
+        assert code == 0 and orjson.loads(out)["backup"] == str(target) and target.exists()
 
     code, out, _ = cli("db", "status", "--json")
     status = orjson.loads(out)

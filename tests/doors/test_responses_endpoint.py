@@ -23,6 +23,7 @@ from router.app import ProviderRouterApp
 from router.mock.upstream import MockOptions, MockUpstream
 from tests.helpers import (
     ADMIN,
+    TEST_SECRET_KEY,
     add_provider,
     app_client,
     eventually,
@@ -53,6 +54,14 @@ class Stack:
     def sent(self) -> dict[str, Any]:
         found: dict[str, Any] = self.upstream.requests[-1].json
         return found
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings for each backend: stored responses are rows, so they run on both."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": request.getfixturevalue("postgres_url"), "secret_key": TEST_SECRET_KEY}
 
 
 @contextlib.asynccontextmanager
@@ -246,8 +255,10 @@ async def test_a_tool_round_trip_with_items(tmp_path: Path) -> None:
     assert second.json()["output"][0]["content"][0]["text"] == FIVE_WORDS
 
 
-async def test_stored_responses_can_be_read_listed_continued_and_deleted(tmp_path: Path) -> None:
-    async with stack(tmp_path) as s:
+async def test_stored_responses_can_be_read_listed_continued_and_deleted(
+    tmp_path: Path, backend: dict[str, Any]
+) -> None:
+    async with stack(tmp_path, **backend) as s:
         first = (await s.post(HELLO)).json()
         # Continued at once: the write may still be pending; the keeper answers from memory.
         second = await s.post(
@@ -261,7 +272,8 @@ async def test_stored_responses_can_be_read_listed_continued_and_deleted(tmp_pat
         keeper = s.app.services.proxy.responses_door.keeper if s.app.services else None
         assert keeper is not None
         await keeper.stop()
-        rows = query(tmp_path / "router.db", "SELECT id, previous_response_id FROM responses")
+        where = backend.get("database_url") or tmp_path / "router.db"
+        rows = query(where, "SELECT id, previous_response_id FROM responses")
         deleted = await s.client.delete(f"/v1/responses/{first['id']}", headers=ADMIN)
         gone = await s.client.get(f"/v1/responses/{first['id']}", headers=ADMIN)
         broken = await s.post({**HELLO, "previous_response_id": first["id"]})
@@ -318,8 +330,10 @@ async def test_input_items_are_paged_as_openai_pages_them(tmp_path: Path) -> Non
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
 
 
-async def test_a_response_belongs_to_the_key_that_made_it(tmp_path: Path) -> None:
-    async with stack(tmp_path) as s:
+async def test_a_response_belongs_to_the_key_that_made_it(
+    tmp_path: Path, backend: dict[str, Any]
+) -> None:
+    async with stack(tmp_path, **backend) as s:
         keys = []
         for name in ("alice", "bob"):
             made = await s.client.post("/v1/keys", json={"name": name}, headers=ADMIN)

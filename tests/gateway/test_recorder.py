@@ -19,6 +19,16 @@ def count(db: Database, table: str) -> int:
     return int(query(db, f"SELECT count(*) FROM {table}")[0][0])
 
 
+@contextlib.asynccontextmanager
+async def writes_blocked(db: Database) -> AsyncIterator[None]:
+    """Hold every other writer off: SQLite's one write transaction, PostgreSQL's table lock
+    (which lets readers through)."""
+    async with db.transaction() as conn:
+        if db.dialect == "postgresql":
+            await conn.execute("LOCK TABLE requests IN EXCLUSIVE MODE")
+        yield
+
+
 def ok(request_id: str, provider_id: str = "p1", at: int = 1_000) -> RequestRecord:
     return RequestRecord(
         id=request_id,
@@ -233,7 +243,7 @@ async def test_a_full_queue_makes_callers_wait_instead_of_dropping(
 ) -> None:
     await store_provider(db, "p1")
     rec = make_recorder(queue_size=2, batch_size=10)
-    async with db.transaction():  # the writer cannot commit while the test holds this
+    async with writes_blocked(db):  # the writer cannot commit while the test holds this
         await rec.record(ok("r1"))
         await rec.record(ok("r2"))
         assert rec.waits == 0
@@ -254,7 +264,7 @@ async def test_a_blocked_caller_stays_blocked_while_the_writer_is_stuck(
 ) -> None:
     await store_provider(db, "p1")
     rec = make_recorder(queue_size=2, batch_size=1)
-    async with db.transaction():
+    async with writes_blocked(db):
         await rec.record(ok("r1"))
         # Let the writer take r1 and get stuck on the write.
         await eventually(lambda: rec.queue.qsize() == 0, "the writer took r1")
@@ -383,3 +393,61 @@ async def test_an_unforeseen_error_does_not_stop_the_recorder(
     await rec.stop()
     assert (rec.written, rec.failed) == (1, 1)
     assert query(db, "SELECT id FROM requests") == [("kept",)]
+
+
+async def test_an_unreachable_database_holds_the_rows_until_it_answers_again(
+    db: Database, make_recorder: MakeRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store_provider(db, "p1")
+    rec = make_recorder(queue_size=10, batch_size=10)
+    real = db.insert_rows
+    outage = {"left": 3}
+
+    async def flaky(*args: Any) -> None:
+        if outage["left"]:
+            outage["left"] -= 1
+            raise ConnectionRefusedError(111, "Connection refused")  # PostgreSQL restarting
+        await real(*args)
+
+    monkeypatch.setattr(db, "insert_rows", flaky)
+    for i in range(4):
+        await rec.record(ok(f"r{i}"))
+    await asyncio.wait_for(rec.flush(), 20)
+    assert (rec.written, rec.failed, rec.rows_dropped, rec.healthy) == (4, 0, 0, True)
+    assert outage["left"] == 0
+    assert count(db, "requests") == 4
+
+
+async def test_rows_count_as_failed_once_the_database_stays_unreachable(
+    db: Database, make_recorder: MakeRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store_provider(db, "p1")
+    rec = make_recorder(queue_size=10, batch_size=10, retry_s=0.5)
+
+    async def down(*args: Any) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(db, "insert_rows", down)
+    for i in range(3):
+        await rec.record(ok(f"r{i}"))
+    await asyncio.wait_for(rec.flush(), 20)  # no hang, and no row-by-row retry of each
+    # Given up after retry_s: dropped (counted), not refused as invalid.
+    assert (rec.written, rec.failed, rec.rows_dropped, rec.healthy) == (0, 0, 3, False)
+
+
+async def test_failed_auth_counts_add_up_across_flushes_on_either_backend(
+    db: Database, make_recorder: MakeRecorder
+) -> None:
+    # The second flush upserts into the first one's row: failures add, first_at keeps the
+    # earliest and last_at the latest (min/max on SQLite, LEAST/GREATEST on PostgreSQL).
+    rec = make_recorder()
+    minute = 1_800_000_000_000 - 1_800_000_000_000 % 60_000
+    rec.auth_failed(minute + 5_000, "10.0.0.1", "sk-ab", "chat.completions")
+    rec.auth_failed(minute + 9_000, "10.0.0.1", "sk-ab", "chat.completions")
+    await rec.flush()
+    rec.auth_failed(minute + 1_000, "10.0.0.1", "sk-ab", "chat.completions")
+    rec.auth_failed(minute + 20_000, "10.0.0.1", "sk-ab", "chat.completions")
+    await rec.flush()
+    assert query(
+        db, "SELECT minute, source, key_prefix, failures, first_at, last_at FROM auth_failures"
+    ) == [(minute, "10.0.0.1", "sk-ab", 4, minute + 1_000, minute + 20_000)]

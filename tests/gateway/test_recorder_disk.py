@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+import orjson
 import pytest
+from starlette.requests import Request
 
-from router.app import ProviderRouterApp, create_app
+from router.app import ProviderRouterApp, create_app, render_error
 from router.gateway.recorder import AttemptRecord, Recorder, RequestRecord
 from router.mock.upstream import MockUpstream
 from router.store.db import Database
@@ -31,6 +34,15 @@ from tests.helpers import (
     small_disk,
     store_provider,
 )
+
+
+def sqlite_lock_only(db: Database) -> None:
+    if db.dialect != "sqlite":
+        pytest.skip(
+            "another process's write lock is SQLite's; on PostgreSQL an unreachable server is the"
+            " retried failure (tests/gateway/test_recorder.py, the unreachable tests)"
+        )
+
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -141,6 +153,7 @@ def ok(request_id: str) -> RequestRecord:
 async def test_a_locked_database_is_retried_and_the_batch_lands_when_the_lock_goes(
     db: Database,
 ) -> None:
+    sqlite_lock_only(db)
     await store_provider(db, "p1")
     rec = Recorder(db, queue_size=100, batch_size=10, flush_interval_s=0.001, retry_s=30)
     rec.start()
@@ -161,6 +174,7 @@ async def test_a_locked_database_is_retried_and_the_batch_lands_when_the_lock_go
 
 
 async def test_a_batch_is_dropped_and_counted_after_retry_ms(db: Database) -> None:
+    sqlite_lock_only(db)
     await store_provider(db, "p1")
     rec = Recorder(db, queue_size=100, batch_size=10, flush_interval_s=0.001, retry_s=0.3)
     rec.start()
@@ -183,6 +197,7 @@ async def test_a_batch_is_dropped_and_counted_after_retry_ms(db: Database) -> No
 async def test_stop_gives_up_after_its_timeout_and_counts_what_it_could_not_write(
     db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
+    sqlite_lock_only(db)
     await store_provider(db, "p1")
     rec = Recorder(db, queue_size=100, batch_size=5, flush_interval_s=0.001, retry_s=3600)
     rec.start()
@@ -208,6 +223,7 @@ async def test_stop_gives_up_after_its_timeout_and_counts_what_it_could_not_writ
 async def test_while_writes_fail_a_full_queue_drops_instead_of_piling_up_waiters(
     db: Database,
 ) -> None:
+    sqlite_lock_only(db)
     await store_provider(db, "p1")
     rec = Recorder(db, queue_size=5, batch_size=2, flush_interval_s=0.001, retry_s=3600)
     rec.start()
@@ -225,3 +241,25 @@ async def test_while_writes_fail_a_full_queue_drops_instead_of_piling_up_waiters
         other.execute("ROLLBACK")
         other.close()
     await rec.stop(timeout_s=10)
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (asyncpg.DiskFullError("could not extend file: No space left on device"), 507,
+         "insufficient_storage"),
+        (asyncpg.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"),
+         503, "database_unavailable"),
+        (asyncpg.CannotConnectNowError("the database system is starting up"), 503,
+         "database_unavailable"),
+    ],
+)  # fmt: skip
+async def test_postgresql_refusing_a_write_is_answered_with_a_sentence_not_a_500(
+    exc: Exception, status: int, code: str
+) -> None:
+    request = Request({"type": "http", "method": "POST", "path": "/v1/models", "headers": []})
+    response = await render_error(request, exc)
+    assert response.status_code == status
+    error = orjson.loads(bytes(response.body))["error"]
+    assert error["code"] == code
+    assert "nothing was changed" in error["message"]

@@ -18,7 +18,15 @@ import respx
 from providers.base import ChatStream
 from router.cli.main import main
 from router.resilience.policy import write_circuit_changes
-from tests.helpers import ADMIN, add_provider, app_client, make_settings
+from router.settings import Settings
+from tests.helpers import (
+    ADMIN,
+    TEST_SECRET_KEY,
+    add_provider,
+    app_client,
+    backend_settings,
+    make_settings,
+)
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -290,10 +298,19 @@ async def test_client_key_rpm_and_tpm_limits_answer_429_with_retry_after(
     assert route.call_count == 4  # a limited request never reaches an upstream
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def both_backends(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """Settings on each backend; the CLI reads the same secret key from the environment."""
+    monkeypatch.setenv("PROVIDER_ROUTER_SECRET_KEY", TEST_SECRET_KEY)
+    return backend_settings(request, tmp_path, secret_key=TEST_SECRET_KEY)
+
+
 async def test_circuit_state_is_recorded_for_the_cli_and_cleared_by_reset(
-    upstreams: respx.MockRouter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    upstreams: respx.MockRouter, both_backends: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = make_settings(tmp_path)
+    settings = both_backends
     database = ["--database", settings.database_url]
     async with app_client(settings) as (app, client):
         await add_provider(client, "busy", "http://busy.test/v1", ["gpt-test"])

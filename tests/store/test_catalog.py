@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from router.errors import Conflict, InvalidRequest, NotFound
+from router.secrets import Cipher, generate_key
 from router.store import catalog, configs, links, models, providers, version
+from router.store.credentials import rotate_key
 from router.store.db import Database
-from tests.helpers import query
+from tests.helpers import query, stored_bytes
 
 SECRET = "sk-abcdefghijklmnop"
 TABLES = ("providers", "provider_configs", "models", "provider_models")
@@ -81,7 +83,7 @@ async def test_the_secret_is_stored_encrypted_and_marked_sensitive(db: Database)
     assert db.cipher is not None
     assert value.startswith(f'"enc:v1:{db.cipher.key_id}:')
     assert SECRET not in value
-    assert SECRET.encode() not in db.path.read_bytes()
+    assert SECRET.encode() not in stored_bytes(db)
     assert await configs.provider_config(db, "p1") == {
         "baseURL": "https://api.example.com/v1",
         "apiKey": SECRET,
@@ -417,7 +419,7 @@ async def test_a_new_secret_replaces_the_stored_one(db: Database) -> None:
     updated = await providers.update_provider(db, "p1", {"config": {"apiKey": "sk-0000000000zzzz"}})
     assert updated["config"]["apiKey"] == "****zzzz"
     assert (await configs.provider_config(db, "p1"))["apiKey"] == "sk-0000000000zzzz"
-    assert b"sk-0000000000zzzz" not in db.path.read_bytes()
+    assert b"sk-0000000000zzzz" not in stored_bytes(db)
 
 
 async def test_masked_headers_sent_back_keep_the_stored_headers(db: Database) -> None:
@@ -618,3 +620,16 @@ async def test_load_catalog_reads_everything_in_clear(db: Database) -> None:
     assert data.configs == {"p1": {"baseURL": "https://api.example.com/v1", "apiKey": SECRET}}
     assert [(row["provider_id"], row["model_id"]) for row in data.links] == [("p1", "m1")]
     assert [row["id"] for row in data.models] == ["m1"]
+
+
+async def test_rotating_the_key_re_encrypts_every_credential(db: Database) -> None:
+    await providers.create_provider(db, openai_body(id="p1", name="One"))
+    await providers.create_provider(db, openai_body(id="p2", name="Two"))
+    old_id = db.cipher.key_id if db.cipher else None
+    new = Cipher(generate_key())
+    assert await rotate_key(db, new) == 2
+    stored = query(db, "SELECT value FROM provider_configs WHERE key = 'apiKey'")
+    assert len(stored) == 2
+    assert all(new.key_id in value and str(old_id) not in value for (value,) in stored)
+    assert (await configs.provider_config(db, "p2"))["apiKey"] == SECRET
+    assert SECRET.encode() not in stored_bytes(db)

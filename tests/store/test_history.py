@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from router.errors import InvalidRequest, NotFound
 from router.store import history
 from router.store.db import Database
-from tests.helpers import store_provider
+from tests.helpers import query, store_provider
 
 
 def insert_request(db: Database, request_id: str, created_at: int, **columns: Any) -> None:
@@ -27,34 +26,25 @@ def insert_request(db: Database, request_id: str, created_at: int, **columns: An
     values.update(columns)
     names = ", ".join(values)
     marks = ", ".join("?" for _ in values)
-    conn = sqlite3.connect(db.path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute(f"INSERT INTO requests ({names}) VALUES ({marks})", tuple(values.values()))
-    finally:
-        conn.close()
+    query(db, f"INSERT INTO requests ({names}) VALUES ({marks})", tuple(values.values()))
 
 
 def insert_attempt(db: Database, request_id: str, n: int, provider_id: str, status: str) -> None:
-    conn = sqlite3.connect(db.path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute(
-            "INSERT INTO attempts (request_id, n, provider_id, started_at, status, status_code,"
-            " latency_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                request_id,
-                n,
-                provider_id,
-                1_000 + n,
-                status,
-                200 if status == "success" else 503,
-                float(n),
-                None if status == "success" else f"failure {n}",
-            ),
-        )
-    finally:
-        conn.close()
+    query(
+        db,
+        "INSERT INTO attempts (request_id, n, provider_id, started_at, status, status_code,"
+        " latency_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            request_id,
+            n,
+            provider_id,
+            1_000 + n,
+            status,
+            200 if status == "success" else 503,
+            float(n),
+            None if status == "success" else f"failure {n}",
+        ),
+    )
 
 
 async def seven_requests(db: Database) -> None:

@@ -11,16 +11,11 @@ from router.errors import Conflict, NotFound
 from router.store import catalog, lifecycle, links, providers
 from router.store.db import Database
 from router.store.version import config_version
+from tests.helpers import query
 
 
 def run(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db.path)
-    try:
-        found = [tuple(r) for r in conn.execute(sql, params)]
-        conn.commit()
-        return found
-    finally:
-        conn.close()
+    return query(db, sql, params)
 
 
 async def provider(db: Database, provider_id: str = "p", models: tuple[str, ...] = ("m",)) -> None:
@@ -60,9 +55,7 @@ async def test_no_history_means_a_real_delete(db: Database) -> None:
 )
 async def test_any_sign_of_history_archives(db: Database, history: str) -> None:
     await provider(db)
-    conn = sqlite3.connect(db.path)
-    conn.executescript(history)
-    conn.close()
+    query(db, history)
     result = await lifecycle.delete_provider(db, "p")
     assert result == {"id": "p", "deleted": False, "archived": True}
     assert run(db, "SELECT enabled, archived_at IS NOT NULL FROM providers WHERE id = 'p'") == [

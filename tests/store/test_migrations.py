@@ -288,11 +288,11 @@ def test_cli_db_status_with_a_bad_url_exits_2(
 ) -> None:
     for name in ("PROVIDER_ROUTER_CONFIG", "PROVIDER_ROUTER_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    assert main(["db", "status", "--database", "postgresql://db/x"]) == 2
+    assert main(["db", "status", "--database", "mysql://db/x"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("provider-router: ")
-    assert "only SQLite" in captured.err
+    assert "'mysql://db/x' is not supported" in captured.err
 
 
 def test_cli_db_status_does_not_create_a_missing_database(

@@ -13,7 +13,7 @@ import pytest
 from router.gateway.recorder import Recorder, RequestRecord
 from router.store import migrations, rollup, timeseries
 from router.store.db import Database
-from tests.helpers import query, store_provider
+from tests.helpers import backfill, query, query_many, store_provider
 
 HOUR = rollup.HOUR_MS
 NOW = 1_800_000_000_000 - 1_800_000_000_000 % HOUR
@@ -21,17 +21,15 @@ NOW = 1_800_000_000_000 - 1_800_000_000_000 % HOUR
 
 def insert(db: Database, rows: list[tuple[object, ...]]) -> None:
     """Requests straight into the table (not through the recorder), then rolled up."""
-    conn = sqlite3.connect(db.path)
-    conn.executemany(
+    query_many(
+        db,
         "INSERT INTO requests (id, created_at, endpoint, model, provider_id, client_key_id,"
         " status, status_code, latency_ms, prompt_tokens, completion_tokens, total_tokens, cost)"
         " VALUES (?, ?, 'chat.completions', ?, ?, NULL, ?, 200, ?, ?, ?, ?, ?)",
         rows,
     )
     times = [int(str(r[1])) for r in rows]
-    rollup.backfill(conn, min(times), max(times) + 1)
-    conn.commit()
-    conn.close()
+    backfill(db, min(times), max(times) + 1)
 
 
 async def record(db: Database, rows: list[tuple[Any, ...]]) -> None:
@@ -91,12 +89,9 @@ async def test_the_recorder_and_a_backfill_sum_the_same(db: Database, tmp_path: 
     tables = ("usage_hourly", *rollup.LATENCY_TABLES.values())
     everything = [query(db, f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in tables]
     assert all(everything)
-    conn = sqlite3.connect(db.path)
     for table in tables:
-        conn.execute(f"DELETE FROM {table}")
-    rollup.backfill(conn, 0, 2**62)
-    conn.commit()
-    conn.close()
+        query(db, f"DELETE FROM {table}")
+    backfill(db, 0, 2**62)
     assert [query(db, f"SELECT * FROM {t} ORDER BY 1, 2, 3") for t in tables] == everything
 
 

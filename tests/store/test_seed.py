@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -111,13 +110,8 @@ async def test_a_second_seed_does_nothing(db: Database) -> None:
 
 async def test_no_seed_after_the_catalog_was_emptied_by_hand(db: Database) -> None:
     await seed_from_config(db, example_providers(), SOURCE)
-    conn = sqlite3.connect(db.path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("DELETE FROM providers")  # cascades to configs and links
-        conn.execute("DELETE FROM models")
-    finally:
-        conn.close()
+    query(db, "DELETE FROM providers")  # cascades to configs and links
+    query(db, "DELETE FROM models")
     assert catalog_counts(db) == dict.fromkeys(catalog_counts(db), 0)
     assert await seed_from_config(db, example_providers(), SOURCE) == 0
     assert catalog_counts(db) == dict.fromkeys(catalog_counts(db), 0)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from tests.helpers import require
+from router.settings import Settings
+from tests.helpers import backend_settings, require
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
@@ -32,3 +33,9 @@ def page() -> Iterator[Page]:
             context.close()
         finally:
             browser.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The pages that read and write the store run on both backends."""
+    return backend_settings(request, tmp_path)

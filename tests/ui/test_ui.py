@@ -10,8 +10,17 @@ import httpx
 import pytest
 
 from router.mock.upstream import MockOptions, MockUpstream
+from router.settings import Settings
 from router.ui.web import CSP
-from tests.helpers import ADMIN, ADMIN_TOKEN, add_provider, app_client, make_settings, serve_asgi
+from tests.helpers import (
+    ADMIN,
+    ADMIN_TOKEN,
+    add_provider,
+    app_client,
+    make_settings,
+    query,
+    serve_asgi,
+)
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -118,8 +127,8 @@ async def test_a_session_is_refused_once_the_admin_token_changes(tmp_path: Path)
         assert (await client.post("/ui/keys", data={"name": "x"})).status_code == 303
 
 
-async def test_provider_forms_use_the_api_rules_and_never_show_a_secret(tmp_path: Path) -> None:
-    async with app_client(make_settings(tmp_path)) as (_, client):
+async def test_provider_forms_use_the_api_rules_and_never_show_a_secret(settings: Settings) -> None:
+    async with app_client(settings) as (_, client):
         await sign_in(client)
         token = await csrf_of(client, "/ui/providers/new?type=anthropic")
         new_page = (await client.get("/ui/providers/new?type=anthropic")).text
@@ -156,24 +165,16 @@ async def test_provider_forms_use_the_api_rules_and_never_show_a_secret(tmp_path
         assert saved.status_code == 303
         api = (await client.get("/v1/providers/claude", headers=ADMIN)).json()
         assert (api["priority"], api["config"]["apiKey"]) == (4, "****1234")
-        assert app_config_secret_kept(tmp_path)
+        assert app_config_secret_kept(settings)
 
 
-def app_config_secret_kept(tmp_path: Path) -> bool:
-    import sqlite3
-
-    conn = sqlite3.connect(tmp_path / "router.db")
-    try:
-        row = conn.execute(
-            "SELECT display_name, ui_preferences FROM providers WHERE id = 'claude'"
-        ).fetchone()
-    finally:
-        conn.close()
-    return bool(row == (None, '{"color":"teal"}'))
+def app_config_secret_kept(settings: Settings) -> bool:
+    rows = query(settings, "SELECT display_name, ui_preferences FROM providers WHERE id = 'claude'")
+    return bool(rows == [(None, '{"color":"teal"}')])
 
 
-async def test_buttons_enable_disable_archive_restore_and_keys(tmp_path: Path) -> None:
-    async with app_client(make_settings(tmp_path)) as (app, client):
+async def test_buttons_enable_disable_archive_restore_and_keys(settings: Settings) -> None:
+    async with app_client(settings) as (app, client):
         await add_provider(client, "p1", "http://127.0.0.1:1/v1", ["m1"])
         await sign_in(client)
         listing = (await client.get("/ui/providers")).text
@@ -207,11 +208,11 @@ async def test_buttons_enable_disable_archive_restore_and_keys(tmp_path: Path) -
         assert bad.status_code == 400 and "rpm_limit" in bad.text
 
 
-async def test_overview_log_and_trace_after_a_fallback(tmp_path: Path) -> None:
+async def test_overview_log_and_trace_after_a_fallback(settings: Settings) -> None:
     upstream = MockUpstream(MockOptions())
     async with (
         serve_asgi(upstream.app()) as good,
-        app_client(make_settings(tmp_path)) as (app, client),
+        app_client(settings) as (app, client),
     ):
         await add_provider(client, "broken", "http://127.0.0.1:1/v1", ["m"], priority=10)
         await add_provider(client, "spare", f"{good}/v1", ["m"], priority=5)

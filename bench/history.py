@@ -112,7 +112,7 @@ async def time_reads(path: Path, now: int, repeat: int) -> None:
         transport = httpx.ASGITransport(app=app)
         headers = {"authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://bench", cookies={COOKIE: cookie}
+            transport=transport, base_url="http://127.0.0.1", cookies={COOKIE: cookie}
         ) as client:
             targets = []
             for name, span in WINDOWS.items():

@@ -109,7 +109,7 @@ async def measure_overview(path: Path, repeat: int) -> None:
         cookie, _ = app.starlette.state.ui.sessions.issue()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://bench", cookies={COOKIE: cookie}
+            transport=transport, base_url="http://127.0.0.1", cookies={COOKIE: cookie}
         ) as client:
             targets = [f"/ui/?window={w}" for w in ("hour", "day", "week", "month")]
             targets.append("/v1/stats/timeseries?group_by=provider")

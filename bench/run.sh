@@ -128,7 +128,7 @@ proxy_ticks() {  # utime+stime of the proxy process (all threads), in clock tick
 if ((want_proxy)); then
     PROVIDER_ROUTER_ADMIN_TOKEN=bench-admin taskset -c "$PROXY_CORE" "$PROXY_BIN" serve \
         --config "$TMP/proxy.toml" --host 127.0.0.1 --port "$PROXY_PORT" \
-        --database "sqlite:///$TMP/bench.db" >"$TMP/proxy.log" 2>&1 &
+        --database "${BENCH_DATABASE_URL:-sqlite:///$TMP/bench.db}" >"$TMP/proxy.log" 2>&1 &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     if ! timeout "$((STARTUP_TIMEOUT + 5))" "$PYTHON" "$HERE/report.py" wait \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import importlib.util
 import logging
 import resource
@@ -44,6 +45,21 @@ def raise_open_files_limit() -> tuple[int, int, int]:
                 continue
             return soft, wanted, hard
     return soft, soft, hard
+
+
+def tune_collector() -> None:
+    """Make the garbage collector cheaper for a long-running server.
+
+    What is loaded by now (modules, settings) lives as long as the process, yet every full
+    collection walks it again: ``gc.freeze`` moves it out of the collector's way. And every
+    request allocates a few hundred objects, so CPython's default of a young collection every
+    700 allocations runs several times per request; every 7,000 is still frequent enough to
+    keep cycles short-lived.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(7000, middle, old)
 
 
 class CannotListen(Exception):
@@ -100,6 +116,7 @@ def serve(settings: Settings) -> None:
     # Text or JSON lines, every one scrubbed of credentials (tracebacks included).
     logs.configure(settings.log_level, settings.log_format)
     check_tracing(settings)
+    tune_collector()
     # httpx logs every upstream call at INFO: noise on the hot path, and URLs do not belong in
     # an operator's log by default.
     for name in ("httpx", "httpcore"):

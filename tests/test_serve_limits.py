@@ -114,3 +114,18 @@ def test_running_out_of_file_descriptors_answers_503_without_opening_the_circuit
     assert after.status_code == 200, (after.text, output[-3000:])
     assert provider.status_code in (401, 403)  # (the admin API is not open; only a sanity check)
     assert output.count("is at its limit open files (RLIMIT_NOFILE)") == 1, output[-3000:]
+
+
+def test_the_collector_is_tuned_for_a_long_running_server() -> None:
+    import gc
+
+    from router.server import tune_collector
+
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_freeze_count() > 0  # what was loaded is out of the full passes' way
+        assert gc.get_threshold()[0] == 7000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -8,7 +8,7 @@ at once, indices from 0; then ``message_delta`` (stop reason, usage) and ``messa
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
@@ -69,6 +69,23 @@ def mid_stream_error(error: Any) -> UpstreamStatusError:
         status_code=status,
         body=orjson.dumps({"error": found}),
     )
+
+
+def chat_chunks(block: bytes) -> Iterator[dict[str, Any]]:
+    """The JSON objects in the ``data:`` lines of one block of a chat-completions stream
+    (``[DONE]`` and blank data skipped); a line that is not JSON fails the stream."""
+    for line in block.split(b"\n"):
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]" or not data:
+            continue
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamProtocolError("The upstream sent a chunk that is not JSON.") from exc
+        if isinstance(chunk, dict):
+            yield chunk
 
 
 def _tool_input(arguments: Any) -> dict[str, Any]:
@@ -175,18 +192,8 @@ class MessagesStream:
 
     def _block(self, block: bytes) -> bytes:
         out: list[bytes] = []
-        for line in block.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]" or not data:
-                continue
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                raise UpstreamProtocolError("The upstream sent a chunk that is not JSON.") from exc
-            if isinstance(chunk, dict):
-                self._chunk(chunk, out)
+        for chunk in chat_chunks(block):
+            self._chunk(chunk, out)
         return b"".join(out)
 
     def _chunk(self, chunk: dict[str, Any], out: list[bytes]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from providers.base import ChatStream
-from router.doors.messages_answer import mid_stream_error
+from router.doors.messages_answer import chat_chunks, mid_stream_error
 from router.doors.responses_request import arguments_text, item_id
 from router.errors import UpstreamProtocolError
 
@@ -222,18 +222,8 @@ class ResponsesStream:
 
     def _block(self, block: bytes) -> bytes:
         out: list[bytes] = []
-        for line in block.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]" or not data:
-                continue
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                raise UpstreamProtocolError("The upstream sent a chunk that is not JSON.") from exc
-            if isinstance(chunk, dict):
-                self._chunk(chunk, out)
+        for chunk in chat_chunks(block):
+            self._chunk(chunk, out)
         return b"".join(out)
 
     def _chunk(self, chunk: dict[str, Any], out: list[bytes]) -> None:
